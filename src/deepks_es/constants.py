@@ -1,0 +1,14 @@
+"""Physical constants and unit conversions (CODATA 2018).
+
+Everything inside deepks-es is in atomic units (Bohr, Hartree, Hartree/Bohr);
+convert only at the edges with these factors.
+"""
+
+BOHR_ANGSTROM = 0.529177210903
+"""One Bohr in Angstrom."""
+
+ANGSTROM_BOHR = 1.0 / BOHR_ANGSTROM
+"""One Angstrom in Bohr."""
+
+HARTREE_EV = 27.211386245988
+"""One Hartree in eV."""

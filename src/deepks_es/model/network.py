@@ -1,0 +1,166 @@
+"""The DeePKS-ES correction network and its model file.
+
+E_delta = sum_I [ MLP_{Z_I}((d^I - shift_Z) / scale_Z) + e0_Z ]  (Hartree)
+
+A model file is ``torch.save`` of a plain dict: ``format`` (a tag), ``metadata``
+(a JSON string: format version, elements, base xc, basis, pseudopotential,
+projector spec, network shape, provenance, units) and ``state_dict``. It is read
+with ``weights_only=True``; every mismatch is a :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from .projectors import ProjectorSpec
+
+FILE_TAG = "deepks-es-model"
+FORMAT_VERSION = 1
+UNITS = {"energy": "hartree", "length": "bohr",
+         "density_matrix": "total (spin-summed) AO density matrix, PySCF AO order"}
+
+
+def _mlp(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Sequential:
+    layers, width = [], n_in
+    for n_out in hidden:
+        layers += [torch.nn.Linear(width, n_out, dtype=torch.float64), torch.nn.SiLU()]
+        width = n_out
+    layers.append(torch.nn.Linear(width, 1, dtype=torch.float64))
+    return torch.nn.Sequential(*layers)
+
+
+class CorrectionModel(torch.nn.Module):
+    """Per-element MLP on eigenvalue descriptors; energies in Hartree.
+
+    Args:
+        elements: chemical symbols the model covers.
+        spec: projector set the descriptors are built from.
+        hidden: widths of the hidden layers.
+        base_xc, basis, pseudo: the base calculation the correction belongs to.
+        provenance: free-form record of how the model was made (JSON-serialisable).
+    """
+
+    def __init__(self, elements, spec: ProjectorSpec = ProjectorSpec(), hidden=(64, 64, 64),
+                 base_xc: str = "PBE", basis: str = "gth-dzvp", pseudo: str = "gth-pbe",
+                 provenance: dict | None = None):
+        super().__init__()
+        self.elements = tuple(sorted(set(elements)))
+        self.spec = spec
+        self.hidden = tuple(int(h) for h in hidden)
+        self.base_xc, self.basis, self.pseudo = base_xc, basis, pseudo
+        self.provenance = dict(provenance or {})
+        nel, nd = len(self.elements), spec.ndescriptor
+        self.nets = torch.nn.ModuleDict({el: _mlp(nd, self.hidden) for el in self.elements})
+        self.register_buffer("input_shift", torch.zeros(nel, nd, dtype=torch.float64))
+        self.register_buffer("input_scale", torch.ones(nel, nd, dtype=torch.float64))
+        self.register_buffer("atom_energy", torch.zeros(nel, dtype=torch.float64))
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def element_index(self, symbols) -> torch.Tensor:
+        """Index into ``self.elements`` of each symbol; a clear error for uncovered elements."""
+        missing = sorted(set(symbols) - set(self.elements))
+        if missing:
+            raise ModelError(f"model covers elements {', '.join(self.elements)} but the structure has "
+                             f"{', '.join(missing)}")
+        lookup = {el: i for i, el in enumerate(self.elements)}
+        return torch.tensor([lookup[s] for s in symbols], dtype=torch.long)
+
+    def forward(self, descriptors: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies (natm,) in Hartree from descriptors (natm, ndescriptor)."""
+        x = (descriptors - self.input_shift[element_index]) / self.input_scale[element_index]
+        out = self.atom_energy[element_index].clone()
+        for i, el in enumerate(self.elements):
+            mask = element_index == i
+            if mask.any():
+                out = out.index_put((mask,), out[mask] + self.nets[el](x[mask]).squeeze(-1))
+        return out
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def null(cls, elements=("H", "O"), **kwargs) -> "CorrectionModel":
+        """E_delta == 0 exactly (zero output layers), through the full correction code path."""
+        model = cls(elements, provenance={"kind": "null"}, **kwargs)
+        with torch.no_grad():
+            for net in model.nets.values():
+                net[-1].weight.zero_()
+                net[-1].bias.zero_()
+        return model
+
+    @classmethod
+    def random(cls, elements=("H", "O"), seed: int = 0, scale: float = 0.01, **kwargs) -> "CorrectionModel":
+        """Random weights for tests: per-atom energies of order ``scale`` Hartree, seeded."""
+        generator = torch.Generator().manual_seed(seed)
+        model = cls(elements, provenance={"kind": "random", "seed": seed, "scale": scale}, **kwargs)
+        with torch.no_grad():
+            for param in model.nets.parameters():
+                param.copy_(torch.randn(param.shape, generator=generator, dtype=param.dtype)
+                            / max(1, param.shape[-1]) ** 0.5)
+            for net in model.nets.values():
+                net[-1].weight.mul_(scale)
+                net[-1].bias.zero_()
+        return model
+
+    # -- file format --------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "elements": list(self.elements),
+            "base_xc": self.base_xc,
+            "basis": self.basis,
+            "pseudo": self.pseudo,
+            "projector": self.spec.to_dict(),
+            "network": {"hidden": list(self.hidden), "activation": "silu"},
+            "provenance": self.provenance,
+            "units": UNITS,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model file atomically (temp file, then rename)."""
+        path = Path(path)
+        payload = {"format": FILE_TAG, "metadata": json.dumps(self.metadata),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CorrectionModel":
+        """Read a model file written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot read model file {path}: not a deepks-es model or corrupt "
+                             f"({type(exc).__name__})") from None
+        if not isinstance(payload, dict) or payload.get("format") != FILE_TAG:
+            raise ModelError(f"{path} is not a deepks-es model file")
+        try:
+            meta = json.loads(payload["metadata"])
+            if meta["format_version"] != FORMAT_VERSION:
+                raise ModelError(f"{path} has model format version {meta['format_version']}, this "
+                                 f"deepks-es reads version {FORMAT_VERSION}")
+            model = cls(meta["elements"], ProjectorSpec.from_dict(meta["projector"]),
+                        hidden=meta["network"]["hidden"], base_xc=meta["base_xc"], basis=meta["basis"],
+                        pseudo=meta["pseudo"], provenance=meta.get("provenance"))
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model file {path} is corrupt or inconsistent ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        return model.eval()
+

@@ -1,0 +1,105 @@
+"""PySCF systems and Kohn-Sham objects for a :class:`~deepks_es.structure.Structure`.
+
+Clusters: molecular ``Mole`` + RKS with density fitting. Periodic boxes: Γ-point
+``pbc.gto.Cell`` + RKS with ``MultiGridNumInt2`` for semilocal functionals (the
+route with analytic forces in PySCF) or Gaussian density fitting for hybrids
+(energies only). Same basis and pseudopotentials for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyscf import dft, gto
+from pyscf.pbc import dft as pbc_dft
+from pyscf.pbc import gto as pbc_gto
+
+from ..errors import SettingsError, StructureError
+from ..structure import Structure
+
+
+@dataclass(frozen=True)
+class SCFSettings:
+    """Kohn-Sham calculation settings (atomic units).
+
+    Attributes:
+        xc: exchange-correlation functional (PySCF/libxc name), e.g. PBE or HSE06.
+        basis: AO basis; the GTH bases go with ``pseudo``.
+        pseudo: pseudopotential (None for all-electron, clusters only).
+        charge: total charge (electrons).
+        conv_tol: SCF energy convergence (Hartree); the orbital gradient is converged to its sqrt.
+        max_cycle: SCF iterations per solver stage (DIIS, then level shift, then second order).
+        grid_level: molecular DFT grid level (0-9).
+        ke_cutoff: periodic plane-wave cutoff for the multigrid XC/Coulomb (Hartree); None lets
+            PySCF choose from the basis.
+        verbose: PySCF verbosity (0 silent).
+    """
+
+    xc: str = "PBE"
+    basis: str = "gth-dzvp"
+    pseudo: str | None = "gth-pbe"
+    charge: int = 0
+    conv_tol: float = 1e-9
+    max_cycle: int = 50
+    grid_level: int = 3
+    ke_cutoff: float | None = None
+    verbose: int = 0
+
+
+def build_system(structure: Structure, settings: SCFSettings):
+    """The PySCF ``Mole`` (cluster) or ``Cell`` (periodic) of ``structure``, positions in Bohr."""
+    atoms = [(s, tuple(p)) for s, p in zip(structure.symbols, structure.positions)]
+    kwargs = dict(atom=atoms, unit="Bohr", basis=settings.basis, charge=settings.charge, spin=0,
+                  verbose=settings.verbose)
+    if settings.pseudo:
+        kwargs["pseudo"] = settings.pseudo
+    try:
+        if structure.is_periodic:
+            if not settings.pseudo:
+                raise SettingsError("periodic boxes need a GTH pseudopotential (e.g. --pseudo gth-pbe): "
+                                    "PySCF has no periodic all-electron forces")
+            kwargs["a"] = np.asarray(structure.cell)
+            if settings.ke_cutoff:
+                kwargs["ke_cutoff"] = settings.ke_cutoff
+            return pbc_gto.M(**kwargs)
+        return gto.M(**kwargs)
+    except SettingsError:
+        raise
+    except (KeyError, RuntimeError, ValueError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StructureError(f"cannot set up basis {settings.basis!r}/pseudo {settings.pseudo!r} for "
+                             f"{', '.join(sorted(set(structure.symbols)))}: {text}") from None
+
+
+def is_cell(system) -> bool:
+    return isinstance(system, pbc_gto.Cell)
+
+
+def make_rks(system, settings: SCFSettings):
+    """Restricted Kohn-Sham object: DF for clusters, multigrid (GGA) or GDF (hybrid) at Γ for cells."""
+    if system.nelectron % 2:
+        raise SettingsError(f"odd number of electrons ({system.nelectron}): restricted closed-shell "
+                            "Kohn-Sham needs an even count; check the structure or --charge")
+    if is_cell(system):
+        mf = pbc_dft.RKS(system, xc=settings.xc)
+        if mf._numint.libxc.is_hybrid_xc(settings.xc):
+            mf = mf.density_fit()
+        else:
+            mf = mf.multigrid_numint()
+    else:
+        mf = dft.RKS(system, xc=settings.xc).density_fit()
+        mf.grids.level = settings.grid_level
+    mf.conv_tol = settings.conv_tol
+    mf.max_cycle = settings.max_cycle
+    mf.verbose = settings.verbose
+    return mf
+
+
+def has_analytic_forces(mf) -> bool:
+    """Whether PySCF provides analytic nuclear gradients for this Kohn-Sham object."""
+    if not is_cell(mf.mol):
+        return True
+    from pyscf.pbc.dft.multigrid import MultiGridNumInt2
+
+    return isinstance(mf._numint, MultiGridNumInt2)

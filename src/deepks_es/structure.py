@@ -1,0 +1,135 @@
+"""Atomic structures: symbols, positions in Bohr and an optional periodic cell.
+
+Input and output go through ASE's extended XYZ reader and writer (Angstrom on
+disk); inside the code everything is in Bohr. The cell is stored with lattice
+vectors as rows, as in ASE and PySCF (i-PI's ``h`` has them as columns).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from ase.data import atomic_numbers
+
+from .constants import ANGSTROM_BOHR, BOHR_ANGSTROM
+from .errors import StructureError
+
+
+@dataclass(frozen=True)
+class Structure:
+    """An atomic configuration in atomic units.
+
+    Attributes:
+        symbols: chemical symbols, one per atom.
+        positions: (N, 3) Cartesian positions in Bohr.
+        cell: (3, 3) lattice vectors as rows in Bohr, or None for a cluster.
+    """
+
+    symbols: tuple[str, ...]
+    positions: np.ndarray
+    cell: np.ndarray | None = None
+
+    def __post_init__(self):
+        symbols = tuple(str(s) for s in self.symbols)
+        positions = np.array(self.positions, dtype=float)
+        unknown = sorted({s for s in symbols if s not in atomic_numbers or s == "X"})
+        if unknown:
+            raise StructureError(f"unknown element(s) {', '.join(unknown)}: use chemical symbols such as O and H")
+        if not symbols:
+            raise StructureError("structure has no atoms")
+        if positions.shape != (len(symbols), 3):
+            raise StructureError(f"positions have shape {positions.shape}, expected ({len(symbols)}, 3)")
+        if not np.all(np.isfinite(positions)):
+            raise StructureError("positions contain NaN or infinite values")
+        cell = None
+        if self.cell is not None:
+            cell = np.array(self.cell, dtype=float)
+            if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+                raise StructureError("cell must be a finite 3x3 matrix (lattice vectors as rows)")
+            if abs(np.linalg.det(cell)) < 1e-6:
+                raise StructureError("cell is singular: give all three lattice vectors (zero volume)")
+        positions.flags.writeable = False
+        if cell is not None:
+            cell.flags.writeable = False
+        object.__setattr__(self, "symbols", symbols)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "cell", cell)
+
+    @property
+    def natoms(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def is_periodic(self) -> bool:
+        return self.cell is not None
+
+    def with_positions(self, positions: np.ndarray, cell: np.ndarray | None = None) -> "Structure":
+        """Same atoms at new positions (Bohr); the cell is kept unless given."""
+        return Structure(self.symbols, positions, self.cell if cell is None else cell)
+
+    @classmethod
+    def from_ase(cls, atoms) -> "Structure":
+        """From an ``ase.Atoms`` (Angstrom); periodic when all three directions are."""
+        pbc = np.asarray(atoms.pbc)
+        if pbc.any() and not pbc.all():
+            raise StructureError("mixed periodicity is not supported: make the structure periodic in all "
+                                 "three directions or in none")
+        cell = np.asarray(atoms.cell.array) * ANGSTROM_BOHR if pbc.all() else None
+        return cls(tuple(atoms.get_chemical_symbols()), atoms.positions * ANGSTROM_BOHR, cell)
+
+    def to_ase(self):
+        """As an ``ase.Atoms`` in Angstrom."""
+        from ase import Atoms
+
+        if self.cell is None:
+            return Atoms(self.symbols, positions=self.positions * BOHR_ANGSTROM)
+        return Atoms(self.symbols, positions=self.positions * BOHR_ANGSTROM,
+                     cell=self.cell * BOHR_ANGSTROM, pbc=True)
+
+
+def read_structure(path: str | os.PathLike, index: int = -1) -> Structure:
+    """Read one frame (default: the last) of an (extended) XYZ or any ASE-readable file."""
+    return read_structures(path, index=str(index))[0]
+
+
+def read_structures(path: str | os.PathLike, index: str = ":") -> list[Structure]:
+    """Read frames of an (extended) XYZ or any ASE-readable file; positions in Angstrom on disk."""
+    from ase.io import read
+
+    path = Path(path)
+    if not path.is_file():
+        raise StructureError(f"structure file not found: {path}")
+    try:
+        frames = read(path, index=index)
+    except StructureError:
+        raise
+    except Exception as exc:  # ASE raises many types for malformed files
+        raise StructureError(f"cannot read structure {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+    frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise StructureError(f"no frames in {path}")
+    return [Structure.from_ase(atoms) for atoms in frames]
+
+
+def write_structures(path: str | os.PathLike, structures: list[Structure]) -> None:
+    """Write frames as extended XYZ (Angstrom), atomically: temp file then rename."""
+    from ase.io import write
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp, [s.to_ase() for s in structures], format="extxyz")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "malformed file"

@@ -1,0 +1,109 @@
+"""``deepks-es compute`` as a user runs it: a real subprocess, JSON out, one-line errors."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, STRUCTURES
+
+KEYS = {"energy_hartree", "forces_hartree_per_bohr", "virial_hartree", "gap_ev", "homo_ev", "lumo_ev",
+        "orbital_energies_ev", "converged", "scf_cycles", "wall_s"}
+
+
+def deepks_es(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "deepks_es.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def pbe_json():
+    run = deepks_es("compute", STRUCTURES / "water_dimer.xyz", "--json")
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_compute_json_keys(pbe_json):
+    assert KEYS <= set(pbe_json)
+    assert len(pbe_json["forces_hartree_per_bohr"]) == 6
+    assert pbe_json["virial_hartree"] is None and pbe_json["converged"] is True
+    levels = pbe_json["orbital_energies_ev"]
+    assert levels == sorted(levels) and len(levels) == 46
+    assert pbe_json["gap_ev"] == pytest.approx(pbe_json["lumo_ev"] - pbe_json["homo_ev"])
+
+
+def test_hse06_through_same_path(pbe_json):
+    run = deepks_es("compute", STRUCTURES / "water_dimer.xyz", "--model", "none", "--xc", "HSE06", "--json")
+    assert run.returncode == 0, run.stderr
+    hse = json.loads(run.stdout)
+    assert hse["xc"] == "HSE06" and hse["converged"]
+    assert hse["gap_ev"] > pbe_json["gap_ev"] + 1.0  # the hybrid opens the gap by ~2 eV
+
+
+def test_model_file_from_cli(tmp_path, random_model):
+    path = tmp_path / "random.pt"
+    random_model.save(path)
+    run = deepks_es("compute", STRUCTURES / "water_dimer.xyz", "--model", path, "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["e_delta_hartree"] != 0.0
+
+
+def _bad_inputs(tmp_path):
+    unknown = tmp_path / "unknown.xyz"
+    unknown.write_text("2\n\nO 0 0 0\nQq 0 0 1\n")
+    malformed = tmp_path / "malformed.xyz"
+    malformed.write_text("3\n\nO 0 0 0\nH 0 1\n")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    dimer = STRUCTURES / "water_dimer.xyz"
+    return [
+        (["compute", unknown], "Qq"),
+        (["compute", malformed], "cannot read"),
+        (["compute", dimer, "--model", tmp_path / "missing.pt"], "not found"),
+        (["compute", dimer, "--model", corrupt], "corrupt"),
+        (["compute", dimer, "--model", "default"], "no default model"),
+        (["compute", STRUCTURES / "water_box_2.xyz", "--pseudo", "none"], "pseudopotential"),
+    ]
+
+
+def test_bad_input_one_line_error(tmp_path):
+    for args, message in _bad_inputs(tmp_path):
+        run = deepks_es(*args)
+        assert run.returncode == 1, (args, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("deepks-es: error:") and message in lines[0], run.stderr
+        assert run.stdout == ""
+
+
+def test_unconverged_exit_code():
+    run = deepks_es("compute", STRUCTURES / "water_dimer.xyz", "--max-cycle", "1", "--json")
+    assert run.returncode == 3
+    assert json.loads(run.stdout)["converged"] is False
+    assert "did not converge" in run.stderr
+
+
+def test_readme_main_command_as_written():
+    """The README's first set-up command ends in the main job; run that job exactly as written."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"^(?:.*&& )?(deepks-es compute [^\n]*)$", readme, re.MULTILINE).group(1)
+    run = subprocess.run(shlex.split(command), cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "converged" in run.stdout and "gap" in run.stdout
+
+
+def test_help_for_every_verb():
+    for args in (["--help"], ["compute", "--help"]):
+        run = deepks_es(*args)
+        assert run.returncode == 0 and "usage: deepks-es" in run.stdout
+
+
+def test_compare_functionals_example():
+    run = subprocess.run([sys.executable, "examples/compare_functionals.py"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("  ")[0]: line.split() for line in run.stdout.splitlines()[1:]}
+    assert set(rows) == {"PBE", "HSE06", "DeePKS-ES (random)"}
+    assert float(rows["HSE06"][-3]) > float(rows["PBE"][-3]) + 1.0  # gap column

@@ -1,0 +1,80 @@
+"""The self-consistent engines: reproduce PySCF, forces = -dE/dR, robust SCF, warm starts."""
+
+import numpy as np
+import pytest
+from pyscf import dft, gto
+
+from deepks_es.engines import make_engine
+from deepks_es.model import CorrectionModel
+
+from conftest import TEST_KE_CUTOFF, central_difference
+
+
+def test_null_model_reproduces_plain_pyscf_pbe(dimer):
+    mol = gto.M(atom=[(s, tuple(p)) for s, p in zip(dimer.symbols, dimer.positions)], unit="Bohr",
+                basis="gth-dzvp", pseudo="gth-pbe", verbose=0)
+    mf = dft.RKS(mol, xc="PBE").density_fit()
+    mf.grids.level = 3
+    mf.conv_tol = 1e-11
+    energy = mf.kernel()
+    forces = -mf.Gradients().kernel()
+
+    result = make_engine(CorrectionModel.null(), conv_tol=1e-11).compute(dimer)
+    assert result.converged and result.e_delta == 0.0
+    assert result.energy == pytest.approx(energy, abs=1e-8)
+    np.testing.assert_allclose(result.forces, forces, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, components", [
+    ("dimer", [(0, 0), (1, 1), (5, 2)]),
+    ("box", [(0, 0), (4, 2)]),
+])
+def test_forces_match_finite_differences(request, random_model, name, components):
+    structure = request.getfixturevalue(name)
+    engine = make_engine(random_model, conv_tol=1e-11, ke_cutoff=TEST_KE_CUTOFF)
+    reference = engine.compute(structure)
+    assert reference.converged and abs(reference.e_delta) > 1e-3
+
+    def energy(moved):
+        result = engine.compute(moved, dm0=reference.density_matrix)
+        assert result.converged
+        return result.energy
+
+    for atom, axis in components:
+        assert central_difference(energy, structure, atom, axis) == pytest.approx(
+            reference.forces[atom, axis], abs=1e-5)
+
+
+def test_periodic_virial_is_flagged_not_zero(box, random_model):
+    result = make_engine(random_model, ke_cutoff=TEST_KE_CUTOFF).compute(box)
+    assert result.forces is not None and result.forces.shape == (6, 3)
+    assert result.virial is None
+    assert any(note.startswith("virial unavailable") for note in result.notes)
+    assert result.to_json_dict()["virial_hartree"] is None
+
+
+def test_tetramer_with_random_model_converges(tetramer, random_model):
+    result = make_engine(random_model).compute(tetramer)
+    assert result.converged, result.notes
+    assert result.gap > 0 and result.forces.shape == (12, 3)
+    assert np.all(np.diff(result.mo_energy) >= 0) and result.mo_occ.sum() == 32
+
+
+def test_scf_fallback_stages(dimer, random_model):
+    starved = make_engine(random_model, max_cycle=1).compute(dimer)
+    assert not starved.converged and starved.scf_stage == "newton"
+    assert any("not converged" in note for note in starved.notes)
+    rescued = make_engine(random_model, max_cycle=6).compute(dimer)
+    assert rescued.converged and rescued.scf_stage in ("level_shift", "newton")
+    assert rescued.energy == pytest.approx(make_engine(random_model).compute(dimer).energy, abs=1e-7)
+
+
+def test_warm_start_per_key(dimer, random_model):
+    engine = make_engine(random_model)
+    cold = engine.compute(dimer, key="bead-0")
+    moved = dimer.with_positions(dimer.positions + 0.01)
+    warm = engine.compute(moved, key="bead-0")
+    other = engine.compute(moved, key="bead-1")
+    assert warm.converged and warm.scf_cycles < cold.scf_cycles
+    assert other.scf_cycles > warm.scf_cycles
+    assert warm.energy == pytest.approx(other.energy, abs=1e-8)

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+from deepks_es.engines import load_model, make_engine
+from deepks_es.errors import ModelError, SettingsError
+from deepks_es.model import CorrectionModel, ProjectorSpec
+
+
+def test_save_load_roundtrip(tmp_path, random_model):
+    path = tmp_path / "model.pt"
+    random_model.save(path)
+    loaded = CorrectionModel.load(path)
+    assert loaded.metadata == random_model.metadata
+    x = torch.rand(5, random_model.spec.ndescriptor, dtype=torch.float64)
+    idx = torch.tensor([0, 1, 1, 0, 1])
+    torch.testing.assert_close(loaded(x, idx), random_model(x, idx))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_metadata_records_setup(random_model):
+    meta = random_model.metadata
+    assert meta["elements"] == ["H", "O"]
+    assert (meta["base_xc"], meta["basis"], meta["pseudo"]) == ("PBE", "gth-dzvp", "gth-pbe")
+    assert meta["projector"] == ProjectorSpec().to_dict()
+    assert meta["provenance"]["kind"] == "random"
+    assert meta["units"]["energy"] == "hartree"
+
+
+def test_null_model_is_exactly_zero():
+    model = CorrectionModel.null()
+    x = torch.rand(4, model.spec.ndescriptor, dtype=torch.float64, requires_grad=True)
+    energy = model(x, torch.tensor([0, 1, 0, 1])).sum()
+    (grad,) = torch.autograd.grad(energy, x)
+    assert energy.item() == 0.0 and torch.count_nonzero(grad) == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "corrupt"),
+    (b"not a torch file at all", "corrupt"),
+])
+def test_corrupt_model_files(tmp_path, content, message):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=message) as info:
+        CorrectionModel.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_foreign_torch_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(2)}, path)
+    with pytest.raises(ModelError, match="not a deepks-es model"):
+        CorrectionModel.load(path)
+
+
+def test_truncated_model_file(tmp_path, random_model):
+    path = tmp_path / "model.pt"
+    random_model.save(path)
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ModelError, match="corrupt"):
+        CorrectionModel.load(path)
+
+
+def test_missing_model_and_default(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(str(tmp_path / "missing.pt"))
+    assert load_model("none") is None
+
+
+def test_mismatched_settings(random_model):
+    with pytest.raises(SettingsError, match="functional 'PBE'"):
+        make_engine(random_model, xc="HSE06")
+    with pytest.raises(SettingsError, match="basis"):
+        make_engine(random_model, basis="def2-svp", pseudo=None)
+
+
+def test_uncovered_element():
+    model = CorrectionModel.random(elements=("O",))
+    with pytest.raises(ModelError, match="covers elements O but the structure has H"):
+        model.element_index(["O", "H", "H"])

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from deepks_es.constants import ANGSTROM_BOHR
+from deepks_es.errors import StructureError
+from deepks_es.structure import Structure, read_structure, read_structures, write_structures
+
+from conftest import STRUCTURES
+
+
+def test_dimer_read_in_bohr(dimer):
+    assert dimer.symbols == ("O", "H", "H", "O", "H", "H")
+    assert not dimer.is_periodic
+    np.testing.assert_allclose(dimer.positions[0], np.array([-1.551007, -0.114520, 0.0]) * ANGSTROM_BOHR)
+
+
+def test_box_cell_rows_in_bohr(box):
+    assert box.is_periodic
+    np.testing.assert_allclose(box.cell, np.eye(3) * 4.5 * ANGSTROM_BOHR)
+
+
+def test_write_read_roundtrip(tmp_path, box, dimer):
+    path = tmp_path / "frames.xyz"
+    write_structures(path, [box, dimer])
+    frames = read_structures(path)
+    assert len(frames) == 2
+    np.testing.assert_allclose(frames[0].positions, box.positions, atol=1e-10)
+    np.testing.assert_allclose(frames[0].cell, box.cell, atol=1e-10)
+    assert frames[1].cell is None
+    assert [p.name for p in tmp_path.iterdir()] == ["frames.xyz"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("text, message", [
+    ("2\n\nO 0 0 0\nXq 0 0 1\n", "Xq"),
+    ("3\n\nO 0 0 0\nH 0 0\n", "cannot read"),
+    ("x\n", "cannot read"),
+    ("2\n\nO 0 0 0\nH nan 0 1\n", "NaN"),
+])
+def test_bad_files_give_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "bad.xyz"
+    path.write_text(text)
+    with pytest.raises(StructureError, match=message) as info:
+        read_structure(path)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(StructureError, match="not found"):
+        read_structure(STRUCTURES / "no_such_file.xyz")
+
+
+def test_singular_cell_rejected():
+    with pytest.raises(StructureError, match="singular"):
+        Structure(("O",), np.zeros((1, 3)), np.zeros((3, 3)))
+
+
+def test_positions_immutable(dimer):
+    with pytest.raises(ValueError):
+        dimer.positions[0, 0] = 1.0
