@@ -15,30 +15,51 @@ import numpy as np
 from . import __version__
 from .constants import HARTREE_EV
 from .errors import DeePKSError
+from .observables import DOSGrid
 
 EXIT_ERROR = 1
 EXIT_UNCONVERGED = 3
 
 
-def _add_calculation_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every verb that runs the engine."""
-    parser.add_argument("--model", default="none",
-                        help="model file PATH, 'default' (the shipped model) or 'none' (plain functional); "
-                             "default: none")
-    parser.add_argument("--xc", default=None,
-                        help="functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)")
-    parser.add_argument("--basis", default=None, help="AO basis (default: the model's, else gth-dzvp)")
-    parser.add_argument("--pseudo", default=None,
-                        help="pseudopotential, 'none' for all-electron clusters (default: the model's, else gth-pbe)")
-    parser.add_argument("--charge", type=int, default=0, help="total charge (default: 0)")
-    parser.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance in Hartree (default: 1e-9)")
-    parser.add_argument("--max-cycle", type=int, default=50, help="SCF iterations per solver stage (default: 50)")
-    parser.add_argument("--ke-cutoff", type=float, default=None,
-                        help="periodic multigrid cutoff in Hartree (default: chosen by PySCF from the basis)")
+# (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
+CALCULATION_OPTIONS = [
+    ("--model", dict(default="none", help="model file PATH, 'default' (the shipped model) or 'none' (plain "
+                                          "functional); default: none")),
+    ("--xc", dict(default=None, help="functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)")),
+    ("--basis", dict(default=None, help="AO basis (default: the model's, else gth-dzvp)")),
+    ("--pseudo", dict(default=None, help="pseudopotential, 'none' for all-electron clusters (default: the model's, "
+                                         "else gth-pbe)")),
+    ("--charge", dict(type=int, default=0, help="total charge (default: 0)")),
+    ("--conv-tol", dict(type=float, default=1e-9, help="SCF energy tolerance in Hartree (default: 1e-9)")),
+    ("--max-cycle", dict(type=int, default=50, help="SCF iterations per solver stage (default: 50)")),
+    ("--ke-cutoff", dict(type=float, default=None, help="periodic multigrid cutoff in Hartree (default: chosen by "
+                                                        "PySCF from the basis)")),
+]
+DOS_OPTIONS = [
+    ("--dos-emin", dict(type=float, default=DOSGrid.emin_ev, help="DOS grid start, eV (default: %(default)s)")),
+    ("--dos-emax", dict(type=float, default=DOSGrid.emax_ev, help="DOS grid end, eV (default: %(default)s)")),
+    ("--dos-points", dict(type=int, default=DOSGrid.npoints, help="DOS grid points (default: %(default)s)")),
+    ("--dos-sigma", dict(type=float, default=DOSGrid.sigma_ev, help="Gaussian broadening, eV (default: %(default)s)")),
+]
+
+
+def _add_options(parser: argparse.ArgumentParser, table) -> None:
+    for flag, kwargs in table:
+        parser.add_argument(flag, **kwargs)
+
+
+def options_argv(args, table) -> list[str]:
+    """The command-line tokens that reproduce ``args``'s values of the options in ``table``."""
+    argv = []
+    for flag, _ in table:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 def engine_from_args(args):
-    """Build the engine that ``_add_calculation_options`` describes."""
+    """Build the engine that the CALCULATION_OPTIONS in ``args`` describe."""
     from .engines import make_engine
 
     settings = {"charge": args.charge, "conv_tol": args.conv_tol, "max_cycle": args.max_cycle,
@@ -90,6 +111,18 @@ def _print_summary(structure, engine, model_name, result) -> None:
     print("\n".join(lines))
 
 
+def cmd_drive(args) -> int:
+    from .ipi.drive import drive
+
+    return drive(args)
+
+
+def cmd_run(args) -> int:
+    from .ipi.launcher import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepks-es", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"deepks-es {__version__}")
@@ -101,8 +134,48 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("structure", help="structure file (extended XYZ; last frame unless --index)")
     compute.add_argument("--index", type=int, default=-1, help="frame of a multi-frame file (default: -1)")
     compute.add_argument("--json", action="store_true", help="print one JSON object (atomic units, eV)")
-    _add_calculation_options(compute)
+    _add_options(compute, CALCULATION_OPTIONS)
     compute.set_defaults(func=cmd_compute)
+
+    drive = verbs.add_parser("drive", help="serve DeePKS-ES forces to a running i-PI server (socket client)",
+                             description="Connect to an i-PI server and answer its force requests with the "
+                                         "engine; electronic observables travel as JSON extras. Under "
+                                         "'mpiexec -n K' every rank is one client.")
+    where = drive.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME", help="unix socket NAME (path = socket prefix + NAME)")
+    where.add_argument("--inet", metavar="HOST:PORT", help="inet socket")
+    drive.add_argument("--socket-prefix", default="/tmp/ipi_",
+                       help="prefix of unix socket paths, as i-PI's sockets_prefix (default: /tmp/ipi_)")
+    drive.add_argument("--structure", required=True,
+                       help="structure file with the atoms in i-PI's order (its symbols are used)")
+    drive.add_argument("--pbc", action="store_true",
+                       help="periodic box: the cell comes from i-PI each step (default: cluster)")
+    drive.add_argument("--wait", type=float, default=60.0,
+                       help="seconds to keep trying to reach the server at start (default: 60)")
+    drive.add_argument("--clients", type=int, default=1,
+                       help="start this many client processes (PIMD beads in parallel; default: 1)")
+    drive.add_argument("--threads", type=int, default=None,
+                       help="threads per client (default: the machine's cores divided among clients)")
+    drive.add_argument("--dos-metadata", default="dos_grid.json",
+                       help="where to write the DOS grid description (default: dos_grid.json)")
+    _add_options(drive, CALCULATION_OPTIONS)
+    _add_options(drive, DOS_OPTIONS)
+    drive.set_defaults(func=cmd_drive)
+
+    run = verbs.add_parser("run", help="run an i-PI simulation (server + DeePKS-ES clients)",
+                           description="Start the i-PI server on INPUT.xml as a subprocess and attach "
+                                       "DeePKS-ES clients; returns i-PI's exit code.")
+    run.add_argument("input", help="i-PI input file (templates in inputs/)")
+    run.add_argument("--run-dir", default=".", help="where i-PI runs and writes its outputs (default: .)")
+    run.add_argument("--clients", type=int, default=1, help="client processes (e.g. one per bead; default: 1)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="threads per client (default: the machine's cores divided among clients)")
+    run.add_argument("--timeout", type=float, default=3600.0,
+                     help="i-PI's per-request timeout in s, raised to this if the input has less (default: 3600)")
+    run.add_argument("--wait", type=float, default=60.0, help="seconds clients wait for i-PI to come up")
+    _add_options(run, CALCULATION_OPTIONS)
+    _add_options(run, DOS_OPTIONS)
+    run.set_defaults(func=cmd_run)
     return parser
 
 

@@ -8,7 +8,6 @@ vectors as rows, as in ASE and PySCF (i-PI's ``h`` has them as columns).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ase.data import atomic_numbers
 
 from .constants import ANGSTROM_BOHR, BOHR_ANGSTROM
 from .errors import StructureError
+from .fileio import atomic_path
 
 
 @dataclass(frozen=True)
@@ -119,15 +119,8 @@ def write_structures(path: str | os.PathLike, structures: list[Structure]) -> No
     """Write frames as extended XYZ (Angstrom), atomically: temp file then rename."""
     from ase.io import write
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp, [s.to_ase() for s in structures], format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _first_line(exc: Exception) -> str:

@@ -13,20 +13,28 @@ from ..structure import Structure
 from .result import Result
 
 NO_FORCES = "forces unavailable: PySCF has analytic periodic gradients only for semilocal functionals with multigrid"
-NO_VIRIAL = ("virial unavailable: PySCF's Γ-point stress needs FFTDF with plain NumInt, which has no forces; "
-             "the multigrid route used here has none")
+NO_VIRIAL = ("virial unavailable: PySCF gives the Γ-point stress only with FFTDF and plain NumInt, a route "
+             "without forces; the multigrid and density-fitted periodic routes have none")
+
+
+def cluster_virial(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
+    """-dE/d(strain) of an isolated system: W_ab = sum_i F_ia r_ib (Hartree)."""
+    return forces.T @ positions
 
 
 class ReferenceEngine:
     """Energy, forces and observables from restricted Kohn-Sham with ``settings``.
 
     ``compute`` keeps the converged density matrix of each ``key`` (e.g. a PIMD bead)
-    and starts the next SCF with the same key from it.
+    and starts the next SCF with the same key from it; a key seen for the first time
+    starts from the latest converged density matrix of any key (a neighbouring bead),
+    the very first call from PySCF's guess.
     """
 
     def __init__(self, settings: SCFSettings = SCFSettings()):
         self.settings = settings
         self._warm: dict[Hashable, np.ndarray] = {}
+        self._latest: np.ndarray | None = None
 
     def make_scf(self, structure: Structure):
         """The (unconverged) PySCF Kohn-Sham object for ``structure``."""
@@ -47,24 +55,26 @@ class ReferenceEngine:
         mf = self.make_scf(structure)
         nao = mf.mol.nao_nr()
         if dm0 is None:
-            dm0 = self._warm.get(key)
+            dm0 = self._warm.get(key, self._latest)
         if dm0 is not None and np.shape(dm0) != (nao, nao):
             dm0 = None
         outcome = run_scf(mf, dm0)
         dm = mf.make_rdm1()
         notes = [] if outcome.converged else [f"SCF not converged after {outcome.cycles} cycles "
                                               "(DIIS, level shift and second-order stages)"]
-        forces = None
+        forces = virial = None
         if has_analytic_forces(mf):
             forces = -np.asarray(self.nuclear_gradient(mf))
         else:
             notes.append(NO_FORCES)
         if is_cell(mf.mol):
             notes.append(NO_VIRIAL)
+        elif forces is not None:
+            virial = cluster_virial(structure.positions, forces)
         if outcome.converged:
-            self._warm[key] = dm
+            self._warm[key] = self._latest = dm
         order = np.argsort(mf.mo_energy)
-        return Result(energy=float(mf.e_tot), forces=forces, virial=None,
+        return Result(energy=float(mf.e_tot), forces=forces, virial=virial,
                       mo_energy=np.asarray(mf.mo_energy)[order], mo_occ=np.asarray(mf.mo_occ)[order],
                       converged=outcome.converged, scf_cycles=outcome.cycles, scf_stage=outcome.stage,
                       wall_s=time.perf_counter() - start, e_delta=self.correction_energy(mf, dm),

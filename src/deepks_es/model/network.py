@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
+from ..fileio import atomic_path
 from .projectors import ProjectorSpec
 
 FILE_TAG = "deepks-es-model"
@@ -123,17 +123,10 @@ class CorrectionModel(torch.nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model file atomically (temp file, then rename)."""
-        path = Path(path)
         payload = {"format": FILE_TAG, "metadata": json.dumps(self.metadata),
                    "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CorrectionModel":

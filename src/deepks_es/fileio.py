@@ -1,0 +1,29 @@
+"""Atomic file writes: a temp file beside the target, renamed over it only on success."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """JSON to ``path``, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)

@@ -1,0 +1,158 @@
+"""A DeePKS-ES client for an i-PI server: one engine call per POSDATA, extras as JSON.
+
+After each force reply the client answers NEEDINIT, so the server's INIT names the
+replica (bead) of the next structure; the engine keeps one warm-start density
+matrix per bead. An empty read means the server is gone: the client returns.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engines.reference import ReferenceEngine
+from ..errors import SettingsError
+from ..observables import DOSGrid, electronic_extras
+from ..structure import Structure
+from .protocol import Channel, ProtocolError, ServerGone, forces_message, header, read_init, read_posdata
+
+
+@dataclass(frozen=True)
+class SocketAddress:
+    """A unix socket (``prefix + name``) or an inet ``host:port``."""
+
+    unix: str | None = None
+    host: str | None = None
+    port: int | None = None
+    prefix: str = "/tmp/ipi_"
+
+    @property
+    def path(self) -> str:
+        return self.prefix + self.unix
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.unix else f"inet:{self.host}:{self.port}"
+
+    def connect(self, wait_s: float = 0.0) -> socket.socket:
+        """Connected socket; retry for up to ``wait_s`` seconds while the server is not up yet."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            if self.unix:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                target = self.path
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                target = (self.host, self.port)
+            try:
+                sock.connect(target)
+                return sock
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise ServerGone(f"cannot connect to i-PI at {self}: {exc.strerror or exc}") from None
+                time.sleep(0.2)
+
+
+class DriverClient:
+    """Serves ``engine`` results for structures of the atoms ``symbols``.
+
+    ``periodic``: the cell comes from i-PI's h at every step; otherwise the structure
+    is a cluster and h is ignored.
+    """
+
+    def __init__(self, engine: ReferenceEngine, symbols, periodic: bool, grid: DOSGrid = DOSGrid(), log=None):
+        self.engine = engine
+        self.symbols = tuple(symbols)
+        self.periodic = periodic
+        self.grid = grid
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.steps = 0
+
+    def compute(self, cell_h: np.ndarray, positions: np.ndarray, bead: int = 0):
+        """(energy, forces (N, 3), virial (3, 3, laid out like h), extras JSON) in atomic units.
+
+        A virial the engine cannot give is sent as NaN, so i-PI's pressure reads NaN, never a
+        silent zero; ``virial_available`` in the extras says so too.
+        """
+        if len(positions) != len(self.symbols):
+            raise ProtocolError(f"server sent {len(positions)} atoms, the structure has {len(self.symbols)}")
+        structure = Structure(self.symbols, positions, cell_h.T if self.periodic else None)
+        result = self.engine.compute(structure, key=bead)
+        if result.forces is None:
+            raise SettingsError(f"the engine gives no forces for this run: {'; '.join(result.notes)}")
+        virial = np.full((3, 3), np.nan) if result.virial is None else 0.5 * (result.virial + result.virial.T)
+        self.steps += 1
+        if not result.converged:
+            self.log(f"deepks-es drive: warning: SCF not converged for bead {bead} (flagged in extras)")
+        return result.energy, result.forces, virial, json.dumps(electronic_extras(result, self.grid))
+
+    def serve(self, sock: socket.socket, abandon=None) -> None:
+        """Answer the server until it sends EXIT or goes away (``ServerGone``).
+
+        ``abandon``: called from a watchdog thread when the server vanishes while a structure
+        is being computed (an SCF cannot be interrupted); e.g. exit the process.
+        """
+        channel = Channel(sock)
+        initialised, reply, bead = False, None, 0
+        while True:
+            message = channel.recv_header()
+            if message == "STATUS":
+                status = "NEEDINIT" if not initialised else "HAVEDATA" if reply is not None else "READY"
+                channel.send(header(status))
+            elif message == "INIT":
+                bead, parameters = read_init(channel)
+                if "batch_size" in parameters:
+                    raise ProtocolError("batched requests (batch_size in the forcefield) are not supported: "
+                                        "remove batch_size from the i-PI input")
+                initialised = True
+            elif message == "POSDATA":
+                if not initialised:
+                    raise ProtocolError("POSDATA before INIT")
+                cell_h, positions = read_posdata(channel)
+                with watch_connection(sock, abandon):
+                    reply = forces_message(*self.compute(cell_h, positions, bead))
+            elif message == "GETFORCE":
+                if reply is None:
+                    raise ProtocolError("GETFORCE before POSDATA")
+                channel.send(reply)
+                reply, initialised = None, False  # NEEDINIT next: INIT tells which bead follows
+            else:  # EXIT
+                return
+
+
+@contextmanager
+def watch_connection(sock: socket.socket, abandon, poll_s: float = 0.5):
+    """While the block runs, call ``abandon()`` once the peer has closed ``sock``.
+
+    Hang-up is polled (POLLRDHUP/POLLHUP), not read: the server keeps sending STATUS
+    while the client is busy, so unread bytes may sit in front of the end of stream.
+    """
+    if abandon is None:
+        yield
+        return
+    done = threading.Event()
+    poller = select.poll()
+    poller.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+
+    def watch():
+        while not done.wait(poll_s):
+            if poller.poll(0):
+                abandon()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()

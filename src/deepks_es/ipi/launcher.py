@@ -1,0 +1,151 @@
+"""``deepks-es run INPUT.xml``: the real i-PI server as a subprocess plus DeePKS-ES clients.
+
+The input is rewritten into the run directory with a private socket prefix (a fresh
+short directory, so names never collide and no stale socket blocks the start), a
+per-request ``timeout`` above the SCF time and ``consolidate_messages`` false (a
+dead client is dropped and its bead re-queued). i-PI's exit code is returned;
+Ctrl-C stops everything and removes the sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SettingsError
+from .drive import client_command, stop_processes
+
+EFFECTIVE_INPUT = "input.xml"
+IPI_LOG = "i-pi.log"
+TRUE = ("true", "1", "yes")
+
+
+@dataclass
+class PreparedRun:
+    """The rewritten input and what the clients need to reach the server."""
+
+    xml_text: str
+    prefix: str
+    structure: Path
+    unix: str | None
+    inet: str | None
+    pbc: bool
+    nbeads: int
+
+
+def _set_child(parent: ET.Element, tag: str, text: str) -> None:
+    child = parent.find(tag)
+    if child is None:
+        child = ET.SubElement(parent, tag)
+    child.text = f" {text} "
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> PreparedRun:
+    """Rewrite an i-PI input for a private socket; paths made absolute. One ffsocket is supported."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise SettingsError(f"cannot read i-PI input {xml_path}: {exc}") from None
+    if root.tag != "simulation":
+        raise SettingsError(f"{xml_path}: the root element must be <simulation>, found <{root.tag}>")
+    sockets = root.findall("ffsocket")
+    if len(sockets) != 1:
+        raise SettingsError(f"{xml_path}: expected exactly one <ffsocket> (found {len(sockets)})")
+    ff = sockets[0]
+    if int((ff.findtext("batch_size") or "1").strip()) > 1:
+        raise SettingsError(f"{xml_path}: batch_size > 1 is not supported by the DeePKS-ES client")
+    root.set("sockets_prefix", prefix)
+    mode = ff.get("mode", "inet")
+    unix = inet = None
+    if mode == "unix":
+        unix = (ff.findtext("address") or "").strip() or "deepks"
+        _set_child(ff, "address", unix)
+    elif mode == "inet":
+        port = _free_port()
+        _set_child(ff, "address", "localhost")
+        _set_child(ff, "port", str(port))
+        inet = f"localhost:{port}"
+    else:
+        raise SettingsError(f"{xml_path}: ffsocket mode {mode!r} is not supported (use unix or inet)")
+    timeout = float((ff.findtext("timeout") or "0").strip() or 0)
+    _set_child(ff, "timeout", str(max(timeout, min_timeout_s)))
+    _set_child(ff, "consolidate_messages", "false")
+
+    init = root.find("system/initialize")
+    file_node = None if init is None else init.find("file")
+    if file_node is None or not (file_node.text or "").strip():
+        raise SettingsError(f"{xml_path}: needs <system><initialize><file>STRUCTURE</file> for the atom list")
+    structure = (xml_path.parent / file_node.text.strip()).resolve()
+    if not structure.is_file():
+        raise SettingsError(f"{xml_path}: initial structure {structure} not found")
+    file_node.text = f" {structure} "
+    nbeads = int(init.get("nbeads", "1"))
+    return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, unix, inet,
+                       ff.get("pbc", "false").lower() in TRUE, nbeads)
+
+
+def run(args) -> int:
+    """Start i-PI on ``args.input`` in ``args.run_dir`` with ``args.clients`` clients; i-PI's exit code."""
+    ipi = shutil.which("i-pi")
+    if ipi is None:
+        raise SettingsError("the i-pi command is not on PATH: install i-PI (pip install ipi)")
+    run_dir = Path(args.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prefix_dir = tempfile.mkdtemp(prefix="dks", dir="/tmp")
+    processes = []
+    try:
+        prepared = prepare_input(Path(args.input).resolve(), prefix_dir + "/", args.timeout)
+        (run_dir / EFFECTIVE_INPUT).write_text(prepared.xml_text)
+        clients = args.clients or 1
+        with open(run_dir / IPI_LOG, "w") as log:
+            server = subprocess.Popen([ipi, EFFECTIVE_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
+        processes.append(server)
+        drive_args = argparse.Namespace(**{**vars(args), "unix": prepared.unix, "inet": prepared.inet,
+                                           "socket_prefix": prepared.prefix, "structure": prepared.structure,
+                                           "pbc": prepared.pbc, "dos_metadata": run_dir / "dos_grid.json"})
+        nthreads = args.threads or max(1, (os.cpu_count() or 1) // clients)
+        print(f"deepks-es run: i-PI on {args.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
+              f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
+        workers = [subprocess.Popen(client_command(drive_args, nthreads), cwd=run_dir) for _ in range(clients)]
+        processes += workers
+        code = _supervise(server, workers)
+        if code:
+            lines = (run_dir / IPI_LOG).read_text(errors="replace").strip().splitlines() or ["(empty log)"]
+            print(f"deepks-es run: i-PI exited with code {code}: {lines[-1]} (full log: {run_dir / IPI_LOG})",
+                  file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("deepks-es run: interrupted; stopping i-PI and the clients", file=sys.stderr)
+        return 130
+    finally:
+        stop_processes(processes)
+        shutil.rmtree(prefix_dir, ignore_errors=True)
+
+
+def _supervise(server: subprocess.Popen, workers: list[subprocess.Popen], poll_s: float = 0.5) -> int:
+    """Wait for i-PI; stop it if every client has died (it would wait for clients forever)."""
+    while server.poll() is None:
+        if all(worker.poll() is not None for worker in workers):
+            try:
+                return server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                print("deepks-es run: error: every client exited before i-PI finished; stopping i-PI",
+                      file=sys.stderr)
+                return 1
+        time.sleep(poll_s)
+    return server.returncode

@@ -1,0 +1,278 @@
+"""The i-PI driver against the real i-PI server (subprocess), and its behaviour under faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ipi
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepks_es.engines import make_engine
+from deepks_es.ipi.client import DriverClient
+from deepks_es.ipi.launcher import prepare_input
+from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
+from deepks_es.observables import DOSGrid
+
+from conftest import REPO, STRUCTURES
+
+INPUTS = REPO / "inputs" / "ipi"
+CLI = [sys.executable, "-m", "deepks_es.cli"]
+
+
+def deepks_es_run(xml, run_dir, *options, timeout=600):
+    return subprocess.run([*CLI, "run", str(xml), "--run-dir", str(run_dir), *map(str, options)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def data_rows(path: Path) -> np.ndarray:
+    """The numeric rows of an i-PI properties file (none yet: an empty array)."""
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return np.loadtxt(lines, ndmin=2) if lines else np.empty((0, 0))
+
+
+def extras(run_dir: Path, name: str, bead: int = 0) -> dict:
+    return ipi.read_trajectory(str(run_dir / f"simulation.{name}_{bead}"), format="extras")
+
+
+def no_private_sockets_left(before: set) -> bool:
+    return {p for p in Path("/tmp").glob("dks*")} <= before
+
+
+def test_nvt_cluster_run_logs_gap_and_dos_every_step(tmp_path):
+    before = set(Path("/tmp").glob("dks*"))
+    run = deepks_es_run(INPUTS / "nvt_cluster.xml", tmp_path)
+    assert run.returncode == 0, run.stderr + (tmp_path / "i-pi.log").read_text()
+    steps = data_rows(tmp_path / "simulation.out")
+    assert len(steps) == 5  # step 0 .. 4
+    gap = extras(tmp_path, "gap")["gap_ev"]
+    dos = extras(tmp_path, "dos")["dos"]
+    grid = json.loads((tmp_path / "dos_grid.json").read_text())
+    assert len(gap) == 5 and np.all((gap > 3) & (gap < 10))
+    assert dos.shape == (5, grid["npoints"]) and len(grid["energies_ev"]) == grid["npoints"]
+    # up to just above the HOMO, the DOS integrates to the 16 valence electrons of two waters
+    energies = np.array(grid["energies_ev"])
+    below = energies <= extras(tmp_path, "homo")["homo_ev"][0] + 1.0
+    assert np.trapezoid(dos[0][below], energies[below]) == pytest.approx(16, rel=1e-3)
+    assert no_private_sockets_left(before)
+
+
+def test_pimd_four_beads_two_clients_warm_start(tmp_path, dimer):
+    run = deepks_es_run(INPUTS / "pimd_cluster.xml", tmp_path, "--clients", 2)
+    assert run.returncode == 0, run.stderr + (tmp_path / "i-pi.log").read_text()
+    cold = make_engine("none").compute(dimer).scf_cycles
+    for bead in range(4):
+        cycles = extras(tmp_path, "scf", bead)["scf_cycles"]
+        assert len(cycles) == 4  # steps 0 .. 3
+        assert np.all(cycles[1:] < cold), (bead, cycles, cold)
+    assert len(data_rows(tmp_path / "simulation.out")) == 4
+
+
+def test_periodic_box_run_reports_nan_pressure(tmp_path):
+    """Γ-point multigrid forces through i-PI; the unavailable virial makes i-PI's pressure NaN, not 0."""
+    text = (INPUTS / "nvt_liquid.xml").read_text().replace("water_liquid_8.xyz", "water_box_2.xyz")
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 2 </total_steps>", text)
+    text = text.replace("potential{electronvolt} ]", "potential{electronvolt}, pressure_md{megapascal} ]")
+    text = text.replace("../structures/", f"{STRUCTURES}/")
+    (tmp_path / "box.xml").write_text(text)
+    run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--ke-cutoff", 60)
+    assert run.returncode == 0, run.stderr
+    rows = data_rows(tmp_path / "simulation.out")
+    assert len(rows) == 3 and np.all(np.isnan(rows[:, -1])) and np.all(np.isfinite(rows[:, :-1]))
+    assert len(extras(tmp_path, "gap")["gap_ev"]) == 3
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_sockets(tmp_path):
+    before = set(Path("/tmp").glob("dks*"))
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1000 </total_steps>",
+                  (INPUTS / "nvt_cluster.xml").read_text()).replace("../structures/", f"{STRUCTURES}/")
+    (tmp_path / "long.xml").write_text(text)
+    run = subprocess.Popen([*CLI, "run", str(tmp_path / "long.xml"), "--run-dir", str(tmp_path)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not ((tmp_path / "simulation.out").exists() and len(data_rows(tmp_path / "simulation.out"))):
+        assert time.monotonic() < deadline and run.poll() is None, "the run made no progress"
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and "interrupted" in stderr
+    assert no_private_sockets_left(before)
+    time.sleep(1)
+    with pytest.raises(ProcessLookupError):  # no i-PI or client left in the group
+        os.killpg(run.pid, 0)
+
+
+# -- faults: i-PI and clients started by hand ------------------------------------------------------
+
+class Simulation:
+    """i-PI on a rewritten template in ``run_dir`` plus hand-started clients."""
+
+    def __init__(self, template: Path, run_dir: Path, steps: int):
+        self.run_dir = run_dir
+        self.prefix = f"/tmp/dkst{os.getpid()}_"
+        text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", f"<total_steps> {steps} </total_steps>",
+                      template.read_text())
+        text = text.replace("../structures/", f"{STRUCTURES}/")
+        (run_dir / "template.xml").write_text(text)
+        prepared = prepare_input(run_dir / "template.xml", self.prefix, 600)
+        (run_dir / "input.xml").write_text(prepared.xml_text)
+        self.socket = prepared.unix
+        self.server = subprocess.Popen(["i-pi", "input.xml"], cwd=run_dir, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+        self.clients = []
+
+    def drive(self, *command):
+        """Start a client (``command`` defaults to ``deepks-es drive``)."""
+        command = command or [*CLI, "drive", "--unix", self.socket, "--socket-prefix", self.prefix, "--structure",
+                              str(STRUCTURES / "water_dimer.xyz"), "--threads", "1", "--dos-metadata",
+                              str(self.run_dir / "dos_grid.json")]
+        client = subprocess.Popen(command, cwd=self.run_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        self.clients.append(client)
+        return client
+
+    def wait_for_steps(self, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        out = self.run_dir / "simulation.out"
+        while not (out.exists() and len(data_rows(out)) >= count):
+            assert time.monotonic() < deadline, "i-PI made no progress"
+            time.sleep(0.2)
+
+    def close(self):
+        for process in [self.server, *self.clients]:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        if os.path.exists(self.prefix + self.socket):
+            os.unlink(self.prefix + self.socket)
+
+
+@pytest.fixture
+def simulation(tmp_path):
+    sims = []
+
+    def start(template, steps):
+        sims.append(Simulation(INPUTS / template, tmp_path, steps))
+        return sims[-1]
+
+    yield start
+    for sim in sims:
+        sim.close()
+
+
+def test_killed_client_mid_pimd_run_still_completes(simulation):
+    sim = simulation("pimd_cluster.xml", steps=4)
+    survivor, victim = sim.drive(), sim.drive()
+    sim.wait_for_steps(2)
+    victim.send_signal(signal.SIGKILL)
+    assert sim.server.wait(timeout=300) == 0
+    assert len(data_rows(sim.run_dir / "simulation.out")) == 5
+    for bead in range(4):
+        assert len(extras(sim.run_dir, "gap", bead)["gap_ev"]) == 5
+    survivor.wait(timeout=30)
+
+
+def test_client_exits_quickly_when_server_dies(simulation):
+    sim = simulation("nvt_cluster.xml", steps=1000)
+    client = sim.drive()
+    sim.wait_for_steps(2)
+    sim.server.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = client.communicate(timeout=30)
+    assert time.monotonic() - killed < 5.0
+    assert "went away" in stderr and len(stderr.strip().splitlines()) == 2  # connected + went away
+
+
+def test_ipi_py_driver_plugin(simulation):
+    sim = simulation("nvt_cluster.xml", steps=2)
+    driver = sim.drive("i-pi-py_driver", "-m", "custom", "-P", str(REPO / "driver" / "ipi_pes.py"), "-u",
+                       "-a", sim.socket, "-S", sim.prefix, "-o", f"structure={STRUCTURES / 'water_dimer.xyz'},model=none")
+    assert sim.server.wait(timeout=300) == 0, driver.stderr.read() if driver.poll() is not None else ""
+    gap = extras(sim.run_dir, "gap")["gap_ev"]
+    assert len(gap) == 3 and np.all(gap > 3)
+
+
+def test_mpi_clients(simulation):
+    pytest.importorskip("mpi4py")
+    if shutil.which("mpiexec") is None:
+        pytest.skip("no mpiexec")
+    sim = simulation("pimd_cluster.xml", steps=1)
+    ranks = sim.drive("mpiexec", "-n", "2", *CLI, "drive", "--unix", sim.socket, "--socket-prefix", sim.prefix,
+                      "--structure", str(STRUCTURES / "water_dimer.xyz"), "--dos-metadata",
+                      str(sim.run_dir / "dos_grid.json"))
+    assert sim.server.wait(timeout=300) == 0
+    _, stderr = ranks.communicate(timeout=60)
+    assert "rank 0/2" in stderr and "rank 1/2" in stderr, stderr
+
+
+# -- malformed traffic ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def client():
+    return DriverClient(make_engine("none"), ("O", "H", "H"), periodic=False, grid=DOSGrid(), log=lambda m: None)
+
+
+def posdata(natoms: int, positions: np.ndarray) -> bytes:
+    cell = np.eye(3) * 20.0
+    return (header("POSDATA") + cell.tobytes() + np.linalg.inv(cell).tobytes() + np.int32(natoms).tobytes()
+            + np.asarray(positions, dtype=np.float64).tobytes())
+
+
+def init(rid: int = 0) -> bytes:
+    return header("INIT") + np.int32(rid).tobytes() + np.int32(0).tobytes()
+
+
+VALID_WATER = np.array([[0.0, 0.0, 0.0], [1.43, 1.11, 0.0], [-1.43, 1.11, 0.0]])
+
+malformed = st.one_of(
+    st.binary(min_size=12, max_size=12).filter(lambda b: b.decode("latin-1").strip() not in
+                                                ("STATUS", "INIT", "POSDATA", "GETFORCE", "EXIT")),
+    st.integers(min_value=-(2**31), max_value=0).map(lambda n: init() + posdata(n, [])),
+    st.integers(min_value=1_000_001, max_value=2**31 - 1).map(lambda n: init() + posdata(n, [])),
+    st.integers(0, 8).map(lambda i: init() + posdata(3, np.where(np.arange(9).reshape(3, 3) == i, np.nan,
+                                                                   VALID_WATER))),
+    st.integers(1, len(init() + posdata(3, VALID_WATER)) - 1).map(
+        lambda cut: (init() + posdata(3, VALID_WATER))[:cut]),
+    st.just(header("GETFORCE")),
+    st.just(posdata(3, VALID_WATER)),  # POSDATA before INIT
+    st.just(init() + posdata(2, VALID_WATER[:2])),  # wrong atom count
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(traffic=malformed)
+def test_malformed_traffic_gives_clear_error(client, traffic):
+    server, ours = socket.socketpair()
+    ours.settimeout(10)  # a hang fails the test instead of blocking it
+    try:
+        server.sendall(traffic)
+        server.shutdown(socket.SHUT_WR)
+        with pytest.raises((ProtocolError, ServerGone)) as info:
+            client.serve(ours)
+        assert "\n" not in str(info.value) and str(info.value)
+    finally:
+        server.close()
+        ours.close()
+
+
+@pytest.mark.slow
+def test_nve_energy_conservation(tmp_path):
+    """200 NVE steps of 0.5 fs for the water dimer (~8 min): conserved energy within 3 meV, drift < 5 meV/ps."""
+    run = deepks_es_run(INPUTS / "nve_cluster.xml", tmp_path, timeout=1800)
+    assert run.returncode == 0, run.stderr
+    rows = data_rows(tmp_path / "simulation.out")
+    time_ps, conserved_ev = rows[:, 1], rows[:, 2]
+    assert len(rows) == 201
+    assert np.ptp(conserved_ev) < 3e-3
+    assert abs(np.polyfit(time_ps, conserved_ev, 1)[0]) < 5e-3
