@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -12,6 +15,8 @@ from deepks_es.structure import read_structure
 
 REPO = Path(__file__).resolve().parents[1]
 STRUCTURES = REPO / "inputs" / "structures"
+INPUTS = REPO / "inputs" / "ipi"
+CLI = [sys.executable, "-m", "deepks_es.cli"]
 TEST_KE_CUTOFF = 60.0  # Hartree: a coarse periodic mesh keeps the box tests fast; FD consistency holds at any cutoff
 
 
@@ -43,3 +48,34 @@ def central_difference(energy, structure, atom, axis, step=1e-3):
         positions[atom, axis] += sign * step
         values.append(energy(structure.with_positions(positions)))
     return -(values[0] - values[1]) / (2 * step)
+
+
+def deepks_es_run(xml, run_dir, *options, timeout=600):
+    """``deepks-es run XML --run-dir RUN_DIR [options]`` as a subprocess."""
+    return subprocess.run([*CLI, "run", str(xml), "--run-dir", str(run_dir), *map(str, options)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def private_socket_dirs() -> set:
+    """The socket directories ``deepks-es run`` makes (and must remove)."""
+    return set(Path("/tmp").glob("dks*"))
+
+
+def _finished_run(run_dir, template, *options):
+    before = private_socket_dirs()
+    run = deepks_es_run(INPUTS / template, run_dir, *options)
+    assert run.returncode == 0, run.stderr + (run_dir / "i-pi.log").read_text()
+    assert private_socket_dirs() <= before, "deepks-es run left its socket directory behind"
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def nvt_cluster_run(tmp_path_factory):
+    """A finished 4-step NVT water-dimer run (directory)."""
+    return _finished_run(tmp_path_factory.mktemp("nvt"), "nvt_cluster.xml")
+
+
+@pytest.fixture(scope="session")
+def pimd_run(tmp_path_factory):
+    """A finished 3-step, 4-bead PIMD water-dimer run served by 2 clients (directory)."""
+    return _finished_run(tmp_path_factory.mktemp("pimd"), "pimd_cluster.xml", "--clients", 2)

@@ -86,13 +86,34 @@ def test_unconverged_exit_code():
     assert "did not converge" in run.stderr
 
 
-def test_readme_main_command_as_written():
-    """The README's first set-up command ends in the main job; run that job exactly as written."""
+def readme_command(pattern: str) -> list[str]:
+    """The first README command line matching ``pattern`` (after any ``&&``), comment stripped."""
     readme = (REPO / "README.md").read_text()
-    command = re.search(r"^(?:.*&& )?(deepks-es compute [^\n]*)$", readme, re.MULTILINE).group(1)
-    run = subprocess.run(shlex.split(command), cwd=REPO, capture_output=True, text=True, timeout=600)
+    line = re.search(rf"^(?:.*&& )?({pattern}[^\n#]*)", readme, re.MULTILINE).group(1)
+    return shlex.split(line)
+
+
+def test_readme_single_point_as_written():
+    command = readme_command("deepks-es compute ")
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "converged" in run.stdout and "gap" in run.stdout
+
+
+@pytest.mark.slow
+def test_readme_main_job_as_written(tmp_path):
+    """The README's first set-up command ends in the main job: run it as a new user (~6 min)."""
+    command = readme_command("deepks-es run")
+    assert command == ["deepks-es", "run"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr
+    analysis = tmp_path / "runs" / "liquid-water" / "analysis"
+    summary = json.loads((analysis / "summary.json").read_text())
+    assert summary["steps_logged"] == 21 and 2 < summary["levels_ev"]["gap"]["mean"] < 8
+    assert summary["dos"]["elements"] == ["H", "O"]
+    for name in ("gap_timeseries.png", "gap_histogram.png", "dos.png", "levels.csv", "dos.csv"):
+        assert (analysis / name).stat().st_size > 1000
+    assert "gap" in run.stdout and "MD" in run.stderr
 
 
 def test_help_for_every_verb():

@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,15 +24,7 @@ from deepks_es.ipi.launcher import prepare_input
 from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
-from conftest import REPO, STRUCTURES
-
-INPUTS = REPO / "inputs" / "ipi"
-CLI = [sys.executable, "-m", "deepks_es.cli"]
-
-
-def deepks_es_run(xml, run_dir, *options, timeout=600):
-    return subprocess.run([*CLI, "run", str(xml), "--run-dir", str(run_dir), *map(str, options)],
-                          capture_output=True, text=True, timeout=timeout)
+from conftest import CLI, INPUTS, REPO, STRUCTURES, deepks_es_run, private_socket_dirs
 
 
 def data_rows(path: Path) -> np.ndarray:
@@ -46,14 +37,8 @@ def extras(run_dir: Path, name: str, bead: int = 0) -> dict:
     return ipi.read_trajectory(str(run_dir / f"simulation.{name}_{bead}"), format="extras")
 
 
-def no_private_sockets_left(before: set) -> bool:
-    return {p for p in Path("/tmp").glob("dks*")} <= before
-
-
-def test_nvt_cluster_run_logs_gap_and_dos_every_step(tmp_path):
-    before = set(Path("/tmp").glob("dks*"))
-    run = deepks_es_run(INPUTS / "nvt_cluster.xml", tmp_path)
-    assert run.returncode == 0, run.stderr + (tmp_path / "i-pi.log").read_text()
+def test_nvt_cluster_run_logs_gap_and_dos_every_step(nvt_cluster_run):
+    tmp_path = nvt_cluster_run
     steps = data_rows(tmp_path / "simulation.out")
     assert len(steps) == 5  # step 0 .. 4
     gap = extras(tmp_path, "gap")["gap_ev"]
@@ -65,12 +50,12 @@ def test_nvt_cluster_run_logs_gap_and_dos_every_step(tmp_path):
     energies = np.array(grid["energies_ev"])
     below = energies <= extras(tmp_path, "homo")["homo_ev"][0] + 1.0
     assert np.trapezoid(dos[0][below], energies[below]) == pytest.approx(16, rel=1e-3)
-    assert no_private_sockets_left(before)
+    o_h = extras(tmp_path, "dos_O")["dos_O"] + extras(tmp_path, "dos_H")["dos_H"]
+    np.testing.assert_allclose(o_h, dos, atol=1e-4)  # element projections add up to the total
 
 
-def test_pimd_four_beads_two_clients_warm_start(tmp_path, dimer):
-    run = deepks_es_run(INPUTS / "pimd_cluster.xml", tmp_path, "--clients", 2)
-    assert run.returncode == 0, run.stderr + (tmp_path / "i-pi.log").read_text()
+def test_pimd_four_beads_two_clients_warm_start(pimd_run, dimer):
+    tmp_path = pimd_run
     cold = make_engine("none").compute(dimer).scf_cycles
     for bead in range(4):
         cycles = extras(tmp_path, "scf", bead)["scf_cycles"]
@@ -94,7 +79,7 @@ def test_periodic_box_run_reports_nan_pressure(tmp_path):
 
 
 def test_ctrl_c_stops_everything_and_leaves_no_sockets(tmp_path):
-    before = set(Path("/tmp").glob("dks*"))
+    before = private_socket_dirs()
     text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1000 </total_steps>",
                   (INPUTS / "nvt_cluster.xml").read_text()).replace("../structures/", f"{STRUCTURES}/")
     (tmp_path / "long.xml").write_text(text)
@@ -107,7 +92,7 @@ def test_ctrl_c_stops_everything_and_leaves_no_sockets(tmp_path):
     os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 130 and "interrupted" in stderr
-    assert no_private_sockets_left(before)
+    assert private_socket_dirs() <= before
     time.sleep(1)
     with pytest.raises(ProcessLookupError):  # no i-PI or client left in the group
         os.killpg(run.pid, 0)
@@ -196,8 +181,9 @@ def test_client_exits_quickly_when_server_dies(simulation):
 
 def test_ipi_py_driver_plugin(simulation):
     sim = simulation("nvt_cluster.xml", steps=2)
+    options = f"structure={STRUCTURES / 'water_dimer.xyz'},model=none"
     driver = sim.drive("i-pi-py_driver", "-m", "custom", "-P", str(REPO / "driver" / "ipi_pes.py"), "-u",
-                       "-a", sim.socket, "-S", sim.prefix, "-o", f"structure={STRUCTURES / 'water_dimer.xyz'},model=none")
+                       "-a", sim.socket, "-S", sim.prefix, "-o", options)
     assert sim.server.wait(timeout=300) == 0, driver.stderr.read() if driver.poll() is not None else ""
     gap = extras(sim.run_dir, "gap")["gap_ev"]
     assert len(gap) == 3 and np.all(gap > 3)

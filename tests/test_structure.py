@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,11 @@ def test_singular_cell_rejected():
 def test_positions_immutable(dimer):
     with pytest.raises(ValueError):
         dimer.positions[0, 0] = 1.0
+
+
+def test_written_files_have_ordinary_permissions(tmp_path, dimer):
+    path = tmp_path / "out.xyz"
+    write_structures(path, [dimer])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -19,12 +20,15 @@ from .observables import DOSGrid
 
 EXIT_ERROR = 1
 EXIT_UNCONVERGED = 3
+MAIN_JOB_INPUT = "main_run.xml"
+MAIN_JOB_RUN_DIR = "runs/liquid-water"
+MAIN_JOB_KE_CUTOFF = 100.0  # Hartree
 
 
 # (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
 CALCULATION_OPTIONS = [
-    ("--model", dict(default="none", help="model file PATH, 'default' (the shipped model) or 'none' (plain "
-                                          "functional); default: none")),
+    ("--model", dict(default=None, help="model file PATH, 'default' (the shipped model) or 'none' (plain "
+                                        "functional); default: none (the main job: default when shipped)")),
     ("--xc", dict(default=None, help="functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)")),
     ("--basis", dict(default=None, help="AO basis (default: the model's, else gth-dzvp)")),
     ("--pseudo", dict(default=None, help="pseudopotential, 'none' for all-electron clusters (default: the model's, "
@@ -70,7 +74,7 @@ def engine_from_args(args):
         settings["basis"] = args.basis
     if args.pseudo is not None:
         settings["pseudo"] = None if args.pseudo.lower() == "none" else args.pseudo
-    return make_engine(args.model, **settings)
+    return make_engine(args.model or "none", **settings)
 
 
 def cmd_compute(args) -> int:
@@ -81,9 +85,9 @@ def cmd_compute(args) -> int:
     result = engine.compute(structure)
     if args.json:
         print(json.dumps({"structure": str(args.structure), "natoms": structure.natoms,
-                          "xc": engine.settings.xc, "model": args.model, **result.to_json_dict()}))
+                          "xc": engine.settings.xc, "model": args.model or "none", **result.to_json_dict()}))
     else:
-        _print_summary(structure, engine, args.model, result)
+        _print_summary(structure, engine, args.model or "none", result)
     if not result.converged:
         print("deepks-es: warning: SCF did not converge; the result is flagged (converged: false)",
               file=sys.stderr)
@@ -118,9 +122,42 @@ def cmd_drive(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .analysis import analyze
+    from .engines import default_model_path
     from .ipi.launcher import run
 
-    return run(args)
+    if args.input is None:  # the main job: the embedded liquid-water NVT run
+        args.input = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
+        args.run_dir = args.run_dir or MAIN_JOB_RUN_DIR
+        args.ke_cutoff = args.ke_cutoff or MAIN_JOB_KE_CUTOFF
+        if args.model is None:
+            args.model = "default" if default_model_path().is_file() else "none"
+            if args.model == "none":
+                print("deepks-es run: no trained model is shipped yet: running plain PBE (--model none)",
+                      file=sys.stderr)
+    args.run_dir = args.run_dir or "."
+    code = run(args)
+    if code == 0:
+        summary = analyze(args.run_dir)
+        gap = summary["levels_ev"]["gap"]
+        print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
+              f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
+    return code
+
+
+def cmd_analyze(args) -> int:
+    from .analysis import analyze
+
+    summary = analyze(args.run, args.out, skip=args.skip)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for name, level in summary["levels_ev"].items():
+            print(f"{name:5s} {level['mean']:9.4f} ± {level['block_error']:.4f} eV  (std {level['std']:.4f}, "
+                  f"range {level['min']:.3f} .. {level['max']:.3f})")
+        print(f"{summary['steps_logged']} steps x {summary['beads']} bead(s), skipped {summary['steps_skipped']}; "
+              f"files in {Path(summary['files']['summary']).parent}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,11 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(drive, DOS_OPTIONS)
     drive.set_defaults(func=cmd_drive)
 
-    run = verbs.add_parser("run", help="run an i-PI simulation (server + DeePKS-ES clients)",
-                           description="Start the i-PI server on INPUT.xml as a subprocess and attach "
-                                       "DeePKS-ES clients; returns i-PI's exit code.")
-    run.add_argument("input", help="i-PI input file (templates in inputs/)")
-    run.add_argument("--run-dir", default=".", help="where i-PI runs and writes its outputs (default: .)")
+    run = verbs.add_parser("run", help="run an i-PI simulation (server + DeePKS-ES clients), then analyse it",
+                           description="Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
+                                       "clients, and analyse the trajectory; returns i-PI's exit code. With no "
+                                       "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
+                                       f"periodic, ke-cutoff {MAIN_JOB_KE_CUTOFF:g} Ha) in {MAIN_JOB_RUN_DIR}/.")
+    run.add_argument("input", nargs="?", default=None, help="i-PI input file (templates in inputs/ipi/)")
+    run.add_argument("--run-dir", default=None,
+                     help=f"where i-PI runs and writes its outputs (default: ., or {MAIN_JOB_RUN_DIR} for the "
+                          "main job)")
     run.add_argument("--clients", type=int, default=1, help="client processes (e.g. one per bead; default: 1)")
     run.add_argument("--threads", type=int, default=None,
                      help="threads per client (default: the machine's cores divided among clients)")
@@ -176,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(run, CALCULATION_OPTIONS)
     _add_options(run, DOS_OPTIONS)
     run.set_defaults(func=cmd_run)
+
+    analyze = verbs.add_parser("analyze", help="electronic analysis of a run: gap statistics, averaged DOS, plots",
+                               description="Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
+                                           "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON.")
+    analyze.add_argument("run", help="run directory (with input.xml) or i-PI output prefix (e.g. runs/x/simulation)")
+    analyze.add_argument("--out", default=None, help="output directory (default: RUN/analysis)")
+    analyze.add_argument("--skip", type=int, default=0, help="leading steps to leave out (equilibration)")
+    analyze.add_argument("--json", action="store_true", help="print the summary as JSON")
+    analyze.set_defaults(func=cmd_analyze)
     return parser
 
 

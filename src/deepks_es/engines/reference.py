@@ -22,6 +22,18 @@ def cluster_virial(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
     return forces.T @ positions
 
 
+def element_weights(system, ovlp: np.ndarray, mo_coeff: np.ndarray) -> dict[str, np.ndarray]:
+    """Löwdin weight of each element in each orbital: {symbol: (nmo,)}, summing to 1 per orbital."""
+    eigval, eigvec = np.linalg.eigh(ovlp)
+    orthogonal = (eigvec * np.sqrt(eigval)) @ eigvec.T @ mo_coeff  # S^1/2 C
+    per_ao = orthogonal**2
+    weights: dict[str, np.ndarray] = {}
+    for atom, (_, _, p0, p1) in enumerate(system.aoslice_by_atom()):
+        symbol = system.atom_pure_symbol(atom)
+        weights[symbol] = weights.get(symbol, 0.0) + per_ao[p0:p1].sum(axis=0)
+    return dict(sorted(weights.items()))
+
+
 class ReferenceEngine:
     """Energy, forces and observables from restricted Kohn-Sham with ``settings``.
 
@@ -76,6 +88,7 @@ class ReferenceEngine:
         order = np.argsort(mf.mo_energy)
         return Result(energy=float(mf.e_tot), forces=forces, virial=virial,
                       mo_energy=np.asarray(mf.mo_energy)[order], mo_occ=np.asarray(mf.mo_occ)[order],
+                      element_weights=element_weights(mf.mol, mf.get_ovlp(), np.asarray(mf.mo_coeff)[:, order]),
                       converged=outcome.converged, scf_cycles=outcome.cycles, scf_stage=outcome.stage,
                       wall_s=time.perf_counter() - start, e_delta=self.correction_energy(mf, dm),
                       density_matrix=dm, notes=notes)

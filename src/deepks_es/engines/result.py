@@ -19,6 +19,7 @@ class Result:
         virial: (3, 3) -dE/d(strain) in Hartree, or None where unavailable (see ``notes``).
         mo_energy: orbital energies (Hartree), ascending.
         mo_occ: occupations (0 or 2) of those orbitals.
+        element_weights: {symbol: (nmo,)} Löwdin weight of each element in each orbital (sums to 1).
         converged: whether the SCF met its thresholds.
         scf_cycles: SCF iterations over all solver stages.
         scf_stage: the solver stage that ended the SCF (diis, level_shift, newton).
@@ -33,6 +34,7 @@ class Result:
     virial: np.ndarray | None
     mo_energy: np.ndarray
     mo_occ: np.ndarray
+    element_weights: dict[str, np.ndarray]
     converged: bool
     scf_cycles: int
     scf_stage: str

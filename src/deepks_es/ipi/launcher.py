@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import SettingsError
 from .drive import client_command, stop_processes
+from .outputs import output_names
 
 EFFECTIVE_INPUT = "input.xml"
 IPI_LOG = "i-pi.log"
@@ -40,6 +41,8 @@ class PreparedRun:
     inet: str | None
     pbc: bool
     nbeads: int
+    total_steps: int
+    properties: str  # i-PI's properties file name, relative to the run directory
 
 
 def _set_child(parent: ET.Element, tag: str, text: str) -> None:
@@ -96,7 +99,8 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> Prepared
     file_node.text = f" {structure} "
     nbeads = int(init.get("nbeads", "1"))
     return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, unix, inet,
-                       ff.get("pbc", "false").lower() in TRUE, nbeads)
+                       ff.get("pbc", "false").lower() in TRUE, nbeads,
+                       int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties)
 
 
 def run(args) -> int:
@@ -123,7 +127,7 @@ def run(args) -> int:
               f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
         workers = [subprocess.Popen(client_command(drive_args, nthreads), cwd=run_dir) for _ in range(clients)]
         processes += workers
-        code = _supervise(server, workers)
+        code = _supervise(server, workers, Progress(run_dir / prepared.properties, prepared.total_steps))
         if code:
             lines = (run_dir / IPI_LOG).read_text(errors="replace").strip().splitlines() or ["(empty log)"]
             print(f"deepks-es run: i-PI exited with code {code}: {lines[-1]} (full log: {run_dir / IPI_LOG})",
@@ -137,15 +141,40 @@ def run(args) -> int:
         shutil.rmtree(prefix_dir, ignore_errors=True)
 
 
-def _supervise(server: subprocess.Popen, workers: list[subprocess.Popen], poll_s: float = 0.5) -> int:
+class Progress:
+    """A progress bar over MD steps, read from the growing i-PI properties file."""
+
+    def __init__(self, properties: Path, total_steps: int):
+        from tqdm import tqdm
+
+        self.properties = properties
+        self.bar = tqdm(total=total_steps + 1, unit="step", desc="MD", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self) -> None:
+        if self.properties.is_file():
+            with open(self.properties) as handle:
+                done = sum(1 for line in handle if line.strip() and not line.startswith("#"))
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()
+
+
+def _supervise(server: subprocess.Popen, workers: list[subprocess.Popen], progress: Progress,
+               poll_s: float = 0.5) -> int:
     """Wait for i-PI; stop it if every client has died (it would wait for clients forever)."""
-    while server.poll() is None:
-        if all(worker.poll() is not None for worker in workers):
-            try:
-                return server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                print("deepks-es run: error: every client exited before i-PI finished; stopping i-PI",
-                      file=sys.stderr)
-                return 1
-        time.sleep(poll_s)
-    return server.returncode
+    try:
+        while server.poll() is None:
+            progress.update()
+            if all(worker.poll() is not None for worker in workers):
+                try:
+                    return server.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    print("deepks-es run: error: every client exited before i-PI finished; stopping i-PI",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(poll_s)
+        return server.returncode
+    finally:
+        progress.close()

@@ -1,0 +1,76 @@
+"""``deepks-es analyze`` on real runs of the driver: one bead, several beads, a bare i-PI prefix."""
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from deepks_es.analysis import AnalysisError, analyze, block_standard_error
+
+from conftest import CLI
+
+
+def test_block_standard_error_iid_and_correlated():
+    rng = np.random.default_rng(0)
+    iid = rng.standard_normal(4096)
+    assert block_standard_error(iid) == pytest.approx(1 / 64, rel=0.25)
+    correlated = np.zeros(4096)
+    for i in range(1, 4096):  # AR(1), phi = 0.9: true error ~ sqrt(19) times the naive one
+        correlated[i] = 0.9 * correlated[i - 1] + rng.standard_normal()
+    naive = correlated.std(ddof=1) / 64
+    assert block_standard_error(correlated) > 2.5 * naive
+
+
+def assert_plot_has_data(path):
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+    ink = (image[..., :3].mean(axis=-1) < 0.9).mean()
+    assert 0.01 < ink < 0.6  # axes, labels and curves, not an empty canvas
+
+
+def test_analyze_single_bead_run(nvt_cluster_run, tmp_path):
+    summary = analyze(nvt_cluster_run, tmp_path / "out")
+    assert summary["beads"] == 1 and summary["steps_logged"] == 5
+    gap = summary["levels_ev"]["gap"]
+    assert 3 < gap["mean"] < 10 and gap["block_error"] >= 0 and gap["min"] <= gap["mean"] <= gap["max"]
+    assert summary["dos"]["elements"] == ["H", "O"]
+    for name in ("gap_timeseries", "gap_histogram", "dos"):
+        assert_plot_has_data(summary["files"][name])
+    levels = np.loadtxt(summary["files"]["levels_csv"], delimiter=",", skiprows=1)
+    assert levels.shape == (5, 5) and np.allclose(levels[:, 2].mean(), gap["mean"])
+    dos = np.loadtxt(summary["files"]["dos_csv"], delimiter=",", skiprows=1)
+    np.testing.assert_allclose(dos[:, 3] + dos[:, 4], dos[:, 1], atol=1e-4)  # H + O = total
+    assert np.all(dos[:, 2] == 0)  # one bead: no spread
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_analyze_pimd_run_from_bare_prefix(pimd_run, tmp_path):
+    """Outputs alone (no input.xml): the prefix finds the four beads' files."""
+    for path in pimd_run.iterdir():
+        if path.name.startswith("simulation.") or path.name == "dos_grid.json":
+            shutil.copy(path, tmp_path)
+    summary = analyze(tmp_path / "simulation", skip=1)
+    assert summary["beads"] == 4 and summary["steps_skipped"] == 1
+    assert summary["scf"]["mean_cycles"] < 9
+    dos = np.loadtxt(summary["files"]["dos_csv"], delimiter=",", skiprows=1)
+    assert dos[:, 2].max() > 0  # the beads differ: a real spread
+    assert_plot_has_data(summary["files"]["dos"])
+
+
+def test_analyze_cli(pimd_run, tmp_path):
+    run = subprocess.run([*CLI, "analyze", str(pimd_run), "--out", str(tmp_path), "--json"], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["beads"] == 4
+    empty = subprocess.run([*CLI, "analyze", str(tmp_path / "nothing")], capture_output=True, text=True,
+                           timeout=300)
+    assert empty.returncode == 1 and empty.stderr.startswith("deepks-es: error:")
+    assert len(empty.stderr.strip().splitlines()) == 1
+
+
+def test_analyze_rejects_too_much_skipping(nvt_cluster_run, tmp_path):
+    with pytest.raises(AnalysisError, match="nothing left"):
+        analyze(nvt_cluster_run, tmp_path, skip=10)
