@@ -129,3 +129,15 @@ def test_compare_functionals_example():
     rows = {line.split("  ")[0]: line.split() for line in run.stdout.splitlines()[1:]}
     assert set(rows) == {"PBE", "HSE06", "DeePKS-ES (random)"}
     assert float(rows["HSE06"][-3]) > float(rows["PBE"][-3]) + 1.0  # gap column
+
+
+def test_dos_comparison_example(tmp_path, random_model):
+    """PBE, HSE06 and DeePKS-ES (a random model here) on the small periodic box (~1 min)."""
+    random_model.save(tmp_path / "model.pt")
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "dos_comparison.py"), "--structure",
+                          str(STRUCTURES / "water_box_2.xyz"), "--ke-cutoff", "60", "--model",
+                          str(tmp_path / "model.pt"), "--out", str(tmp_path / "dos.png")],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert [line.split()[0] for line in run.stdout.splitlines()[:3]] == ["PBE", "HSE06", "DeePKS-ES"]
+    assert (tmp_path / "dos.png").stat().st_size > 10000

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from hypothesis import strategies as st
 
 from deepks_es.engines import make_engine
 from deepks_es.ipi.client import DriverClient
-from deepks_es.ipi.launcher import prepare_input
+from deepks_es.ipi.launcher import find_tool, prepare_input
 from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
@@ -113,7 +112,7 @@ class Simulation:
         prepared = prepare_input(run_dir / "template.xml", self.prefix, 600)
         (run_dir / "input.xml").write_text(prepared.xml_text)
         self.socket = prepared.unix
-        self.server = subprocess.Popen(["i-pi", "input.xml"], cwd=run_dir, stdout=subprocess.DEVNULL,
+        self.server = subprocess.Popen([find_tool("i-pi"), "input.xml"], cwd=run_dir, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         self.clients = []
 
@@ -182,7 +181,7 @@ def test_client_exits_quickly_when_server_dies(simulation):
 def test_ipi_py_driver_plugin(simulation):
     sim = simulation("nvt_cluster.xml", steps=2)
     options = f"structure={STRUCTURES / 'water_dimer.xyz'},model=none"
-    driver = sim.drive("i-pi-py_driver", "-m", "custom", "-P", str(REPO / "driver" / "ipi_pes.py"), "-u",
+    driver = sim.drive(find_tool("i-pi-py_driver"), "-m", "custom", "-P", str(REPO / "driver" / "ipi_pes.py"), "-u",
                        "-a", sim.socket, "-S", sim.prefix, "-o", options)
     assert sim.server.wait(timeout=300) == 0, driver.stderr.read() if driver.poll() is not None else ""
     gap = extras(sim.run_dir, "gap")["gap_ev"]
@@ -191,11 +190,11 @@ def test_ipi_py_driver_plugin(simulation):
 
 def test_mpi_clients(simulation):
     pytest.importorskip("mpi4py")
-    if shutil.which("mpiexec") is None:
+    if find_tool("mpiexec") is None:
         pytest.skip("no mpiexec")
     sim = simulation("pimd_cluster.xml", steps=1)
-    ranks = sim.drive("mpiexec", "-n", "2", *CLI, "drive", "--unix", sim.socket, "--socket-prefix", sim.prefix,
-                      "--structure", str(STRUCTURES / "water_dimer.xyz"), "--dos-metadata",
+    ranks = sim.drive(find_tool("mpiexec"), "-n", "2", *CLI, "drive", "--unix", sim.socket, "--socket-prefix",
+                      sim.prefix, "--structure", str(STRUCTURES / "water_dimer.xyz"), "--dos-metadata",
                       str(sim.run_dir / "dos_grid.json"))
     assert sim.server.wait(timeout=300) == 0
     _, stderr = ranks.communicate(timeout=60)

@@ -103,9 +103,14 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> Prepared
                        int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties)
 
 
+def find_tool(name: str) -> str | None:
+    """A command installed beside this Python (e.g. i-pi from the ipi package), else on PATH."""
+    return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+
+
 def run(args) -> int:
     """Start i-PI on ``args.input`` in ``args.run_dir`` with ``args.clients`` clients; i-PI's exit code."""
-    ipi = shutil.which("i-pi")
+    ipi = find_tool("i-pi")
     if ipi is None:
         raise SettingsError("the i-pi command is not on PATH: install i-PI (pip install ipi)")
     run_dir = Path(args.run_dir).resolve()
@@ -154,7 +159,8 @@ class Progress:
         if self.properties.is_file():
             with open(self.properties) as handle:
                 done = sum(1 for line in handle if line.strip() and not line.startswith("#"))
-            self.bar.update(done - self.bar.n)
+            if done > self.bar.n:
+                self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         self.update()
