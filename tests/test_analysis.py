@@ -1,6 +1,7 @@
 """``deepks-es analyze`` on real runs of the driver: one bead, several beads, a bare i-PI prefix."""
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -10,7 +11,7 @@ from matplotlib.image import imread
 
 from deepks_es.analysis import AnalysisError, analyze, block_standard_error
 
-from conftest import CLI
+from conftest import CLI, INPUTS, STRUCTURES, deepks_es_run
 
 
 def test_block_standard_error_iid_and_correlated():
@@ -74,3 +75,14 @@ def test_analyze_cli(pimd_run, tmp_path):
 def test_analyze_rejects_too_much_skipping(nvt_cluster_run, tmp_path):
     with pytest.raises(AnalysisError, match="nothing left"):
         analyze(nvt_cluster_run, tmp_path, skip=10)
+
+
+def test_run_without_gap_extras_is_not_analysed(tmp_path):
+    text = (INPUTS / "nvt_cluster.xml").read_text().replace("../structures/", f"{STRUCTURES}/")
+    text = re.sub(r"\s*<trajectory [^>]*> extras </trajectory>", "", text)
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1 </total_steps>", text)
+    (tmp_path / "plain.xml").write_text(text)
+    run = deepks_es_run(tmp_path / "plain.xml", tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len((tmp_path / "simulation.out").read_text().splitlines()) > 1
+    assert not (tmp_path / "analysis").exists()

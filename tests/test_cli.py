@@ -67,6 +67,8 @@ def _bad_inputs(tmp_path):
         (["compute", dimer, "--model", corrupt], "corrupt"),
         (["compute", dimer, "--model", "default"], "no default model"),
         (["compute", STRUCTURES / "water_box_2.xyz", "--pseudo", "none"], "pseudopotential"),
+        (["drive", "--inet", "localhost:port", "--structure", dimer], "numeric port"),
+        (["drive", "--unix", "no-server-here", "--structure", dimer, "--wait", "0"], "cannot connect"),
     ]
 
 
@@ -77,6 +79,7 @@ def test_bad_input_one_line_error(tmp_path):
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("deepks-es: error:") and message in lines[0], run.stderr
         assert run.stdout == ""
+    assert not (REPO / "dos_grid.json").exists()  # a client that never connected writes nothing
 
 
 def test_unconverged_exit_code():
@@ -111,8 +114,10 @@ def test_readme_main_job_as_written(tmp_path):
     summary = json.loads((analysis / "summary.json").read_text())
     assert summary["steps_logged"] == 21 and 2 < summary["levels_ev"]["gap"]["mean"] < 8
     assert summary["dos"]["elements"] == ["H", "O"]
-    for name in ("gap_timeseries.png", "gap_histogram.png", "dos.png", "levels.csv", "dos.csv"):
-        assert (analysis / name).stat().st_size > 1000
+    for name in ("gap_timeseries.png", "gap_histogram.png", "dos.png"):
+        assert (analysis / name).stat().st_size > 10000
+    assert np.loadtxt(analysis / "levels.csv", delimiter=",", skiprows=1).shape == (21, 5)
+    assert np.loadtxt(analysis / "dos.csv", delimiter=",", skiprows=1).shape == (251, 5)
     assert "gap" in run.stdout and "MD" in run.stderr
 
 

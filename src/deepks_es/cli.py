@@ -122,7 +122,7 @@ def cmd_drive(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .analysis import analyze
+    from .analysis import analyze, locate_run
     from .engines import default_model_path
     from .ipi.launcher import run
 
@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
                       file=sys.stderr)
     args.run_dir = args.run_dir or "."
     code = run(args)
-    if code == 0:
+    if code == 0 and "gap_ev" in locate_run(args.run_dir).names.extras:
         summary = analyze(args.run_dir)
         gap = summary["levels_ev"]["gap"]
         print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "

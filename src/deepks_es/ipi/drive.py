@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+from ..errors import SettingsError
 from ..observables import DOSGrid
 from .client import DriverClient, SocketAddress
 from .protocol import ServerGone
@@ -42,6 +43,8 @@ def address_from_args(args) -> SocketAddress:
     if args.unix:
         return SocketAddress(unix=args.unix, prefix=args.socket_prefix)
     host, _, port = args.inet.rpartition(":")
+    if not port.isdigit():
+        raise SettingsError(f"--inet needs HOST:PORT with a numeric port, got {args.inet!r}")
     return SocketAddress(host=host or "localhost", port=int(port))
 
 
@@ -59,6 +62,7 @@ def serve_one(args, nthreads: int, label: str) -> int:
     client = DriverClient(engine_from_args(args), symbols, args.pbc, grid_from_args(args))
     address = address_from_args(args)
     sock = address.connect(args.wait)
+    client.grid.write_metadata(args.dos_metadata)
     client.log(f"deepks-es drive [{label}]: connected to {address}, {nthreads} thread(s)")
     def abandon():
         client.log(f"deepks-es drive [{label}]: i-PI at {address} went away during a computation; exiting")
@@ -79,7 +83,6 @@ def serve_one(args, nthreads: int, label: str) -> int:
 def drive(args) -> int:
     """Entry point of the verb: MPI rank, K forked clients, or a single client."""
     cores = os.cpu_count() or 1
-    grid_from_args(args).write_metadata(args.dos_metadata)
     rank, size = mpi_rank_size()
     if size > 1:
         return serve_one(args, args.threads or max(1, cores // size), f"rank {rank}/{size}")
