@@ -12,7 +12,6 @@ it starts ``deepks-es drive`` as the i-PI-protocol client of ASE's socket server
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 
 from .constants import BOHR_ANGSTROM, HARTREE_EV
 from .engines import make_engine
+from .ipi.drive import drive_command
 from .observables import DOSGrid
 from .structure import Structure, write_structures
 
@@ -49,9 +49,7 @@ class DeePKSCalculator(Calculator):
         self.results = {
             "energy": energy,
             "free_energy": energy,
-            "gap": None if result.gap is None else result.gap * HARTREE_EV,
-            "homo": result.homo * HARTREE_EV,
-            "lumo": None if result.lumo is None else result.lumo * HARTREE_EV,
+            **{key.removesuffix("_ev"): value for key, value in result.levels_ev().items()},
             "dos": self.dos_grid.dos(result.mo_energy),
             "dos_energies": self.dos_grid.energies_ev,
             "scf_converged": result.converged,
@@ -79,7 +77,5 @@ class DriveLauncher:
         structure = Path(self._workdir.name) / "atoms.xyz"
         write_structures(structure, [Structure.from_ase(atoms)])
         where = ["--unix", unixsocket] if unixsocket else ["--inet", f"localhost:{port}"]
-        command = [sys.executable, "-m", "deepks_es.cli", "drive", *where, "--structure", str(structure),
-                   "--dos-metadata", str(Path(self._workdir.name) / "dos_grid.json"),
-                   *(["--pbc"] if atoms.pbc.all() else []), *self.options]
-        return subprocess.Popen(command)
+        return subprocess.Popen(drive_command(where, structure, bool(atoms.pbc.all()),
+                                              Path(self._workdir.name) / "dos_grid.json", self.options))

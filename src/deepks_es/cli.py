@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .constants import HARTREE_EV
 from .errors import DeePKSError
 from .observables import DOSGrid
 
@@ -96,16 +95,15 @@ def cmd_compute(args) -> int:
 
 
 def _print_summary(structure, engine, model_name, result) -> None:
-    def ev(x):
-        return "n/a" if x is None else f"{x * HARTREE_EV:.4f} eV"
+    levels = {key: "n/a" if value is None else f"{value:.4f} eV" for key, value in result.levels_ev().items()}
 
     lines = [
         f"structure      {structure.natoms} atoms, {'periodic' if structure.is_periodic else 'cluster'}",
         f"method         {engine.settings.xc}/{engine.settings.basis}, model: {model_name}",
         f"energy         {result.energy:.10f} Ha",
         f"E_delta        {'n/a' if result.e_delta is None else f'{result.e_delta:.10f} Ha'}",
-        f"HOMO / LUMO    {ev(result.homo)} / {ev(result.lumo)}",
-        f"gap            {ev(result.gap)}",
+        f"HOMO / LUMO    {levels['homo_ev']} / {levels['lumo_ev']}",
+        f"gap            {levels['gap_ev']}",
         f"SCF            {'converged' if result.converged else 'NOT converged'} in {result.scf_cycles} "
         f"cycles ({result.scf_stage}), {result.wall_s:.1f} s",
     ]

@@ -57,17 +57,12 @@ class DOSGrid:
 
 def electronic_extras(result: Result, grid: DOSGrid) -> dict:
     """The per-step observables of ``result`` (eV for levels), always with every key of EXTRAS_KEYS."""
-    def ev(x):
-        return None if x is None else x * HARTREE_EV
-
     def rounded(values):
         return np.round(values, 6).tolist()
 
     extras = {
         "energy_hartree": result.energy,
-        "gap_ev": ev(result.gap),
-        "homo_ev": ev(result.homo),
-        "lumo_ev": ev(result.lumo),
+        **result.levels_ev(),
         "dos": rounded(grid.dos(result.mo_energy)),
         "e_delta_hartree": result.e_delta,
         "scf_converged": result.converged,

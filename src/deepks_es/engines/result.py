@@ -59,18 +59,18 @@ class Result:
         """LUMO - HOMO (Hartree)."""
         return None if self.lumo is None else self.lumo - self.homo
 
+    def levels_ev(self) -> dict[str, float | None]:
+        """``gap_ev``, ``homo_ev``, ``lumo_ev`` in eV (None where there is no virtual orbital)."""
+        return {f"{name}_ev": None if value is None else value * HARTREE_EV
+                for name, value in (("gap", self.gap), ("homo", self.homo), ("lumo", self.lumo))}
+
     def to_json_dict(self) -> dict:
         """JSON-ready summary; keys carry their units."""
-        def ev(x):
-            return None if x is None else x * HARTREE_EV
-
         return {
             "energy_hartree": self.energy,
             "forces_hartree_per_bohr": None if self.forces is None else self.forces.tolist(),
             "virial_hartree": None if self.virial is None else self.virial.tolist(),
-            "gap_ev": ev(self.gap),
-            "homo_ev": ev(self.homo),
-            "lumo_ev": ev(self.lumo),
+            **self.levels_ev(),
             "orbital_energies_ev": (np.sort(self.mo_energy) * HARTREE_EV).tolist(),
             "e_delta_hartree": self.e_delta,
             "converged": self.converged,

@@ -97,15 +97,20 @@ def drive(args) -> int:
         raise
 
 
+def drive_command(where: list[str], structure, pbc: bool, dos_metadata, options=()) -> list[str]:
+    """``deepks-es drive`` (this interpreter) at socket ``where`` for the atoms of ``structure``."""
+    return [sys.executable, "-m", "deepks_es.cli", "drive", *where, "--structure", str(structure),
+            *(["--pbc"] if pbc else []), "--dos-metadata", str(dos_metadata), *options]
+
+
 def client_command(args, nthreads: int) -> list[str]:
     """The command line of one client process with ``args``'s connection, engine and DOS options."""
     from ..cli import CALCULATION_OPTIONS, DOS_OPTIONS, options_argv
 
     where = ["--unix", args.unix, "--socket-prefix", args.socket_prefix] if args.unix else ["--inet", args.inet]
-    return [sys.executable, "-m", "deepks_es.cli", "drive", *where, "--structure", str(args.structure),
-            *(["--pbc"] if args.pbc else []), "--wait", str(args.wait), "--dos-metadata", str(args.dos_metadata),
-            "--clients", "1", "--threads", str(nthreads),
-            *options_argv(args, CALCULATION_OPTIONS), *options_argv(args, DOS_OPTIONS)]
+    return drive_command(where, args.structure, args.pbc, args.dos_metadata,
+                         ["--wait", str(args.wait), "--clients", "1", "--threads", str(nthreads),
+                          *options_argv(args, CALCULATION_OPTIONS), *options_argv(args, DOS_OPTIONS)])
 
 
 def stop_processes(processes, grace_s: float = 5.0) -> None:
