@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from deepks_es.engines import load_model, make_engine
+from deepks_es.engines import default_model_path, load_model, make_engine
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
 
@@ -65,6 +65,19 @@ def test_missing_model_and_default(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(str(tmp_path / "missing.pt"))
     assert load_model("none") is None
+    shipped = load_model("default")
+    assert shipped.elements == ("H", "O") and shipped.base_xc == "PBE" and shipped.basis == "gth-dzvp"
+    assert shipped.provenance["kind"] == "deepks-es train"
+    assert default_model_path().stat().st_size < 2_000_000
+
+
+def test_shipped_model_moves_pbe_to_hse06(dimer):
+    """The shipped model, self-consistent on a dimer it never saw, lands near HSE06, far from PBE."""
+    model, pbe, hse = (make_engine(name, xc=xc).compute(dimer)
+                       for name, xc in (("default", "PBE"), ("none", "PBE"), ("none", "HSE06")))
+    assert model.converged and abs(pbe.gap - hse.gap) * 27.211 > 2.0
+    assert abs(model.gap - hse.gap) * 27.211 < 0.2
+    assert abs(model.homo - hse.homo) * 27.211 < 0.2 and abs(model.lumo - hse.lumo) * 27.211 < 0.2
 
 
 def test_mismatched_settings(random_model):

@@ -124,7 +124,7 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
     if cycles is not None:
         summary["scf"] = {"mean_cycles": float(cycles[:, kept].mean()), "max_cycles": int(cycles[:, kept].max())}
 
-    _write_csv(out / "levels.csv", ["step", "time_ps", *(f"{k}_bead_mean" for k in LEVELS if levels[k] is not None)],
+    write_csv(out / "levels.csv", ["step", "time_ps", *(f"{k}_bead_mean" for k in LEVELS if levels[k] is not None)],
                [steps, time_ps, *(np.nanmean(v, axis=0) for v in levels.values() if v is not None)])
     plots = {"gap_timeseries": _plot_levels(out / "gap_timeseries.png", time_ps, levels, skip),
              "gap_histogram": _plot_histogram(out / "gap_histogram.png", levels["gap_ev"][:, kept])}
@@ -132,7 +132,7 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
     if dos is not None:
         columns = {"energy_ev": dos["energies"], "dos_mean": dos["mean"], "dos_bead_spread": dos["spread"],
                    **{f"dos_{el}": curve for el, curve in dos["elements"].items()}}
-        _write_csv(out / "dos.csv", list(columns), list(columns.values()))
+        write_csv(out / "dos.csv", list(columns), list(columns.values()))
         plots["dos"] = _plot_dos(out / "dos.png", dos, nbeads)
         summary["dos"] = {"grid": dos["grid"], "elements": sorted(dos["elements"])}
     summary["files"] = {name: str(path) for name, path in
@@ -175,12 +175,12 @@ def _dos_summary(files: RunFiles, kept: slice) -> dict | None:
             "elements": dict(sorted(elements.items())), "grid": {k: grid[k] for k in grid if k != "energies_ev"}}
 
 
-def _write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
+def write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
     with atomic_path(path) as tmp:
         np.savetxt(tmp, np.column_stack(columns), delimiter=",", header=",".join(header), comments="", fmt="%.8g")
 
 
-def _figure(rows: int = 1):
+def figure(rows: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,7 +189,7 @@ def _figure(rows: int = 1):
     return plt.subplots(rows, 1, sharex=True, figsize=(6.4, 2.2 + 1.8 * rows), layout="constrained")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
@@ -199,7 +199,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _plot_levels(path: Path, time_ps: np.ndarray, levels: dict, skip: int) -> Path:
-    fig, (ax_gap, ax_edges) = _figure(rows=2)
+    fig, (ax_gap, ax_edges) = figure(rows=2)
     gap = np.nanmean(levels["gap_ev"], axis=0)
     ax_gap.plot(time_ps, gap, color="tab:purple", lw=1.2)
     ax_gap.set_ylabel("gap (eV)")
@@ -213,22 +213,22 @@ def _plot_levels(path: Path, time_ps: np.ndarray, levels: dict, skip: int) -> Pa
         for ax in (ax_gap, ax_edges):
             ax.axvspan(time_ps[0], time_ps[skip - 1], color="0.9", zorder=0)
     ax_edges.set_xlabel("time (ps)" if np.any(time_ps % 1) else "step")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_histogram(path: Path, gaps: np.ndarray) -> Path:
-    fig, ax = _figure()
+    fig, ax = figure()
     values = gaps[np.isfinite(gaps)].ravel()
     ax.hist(values, bins=max(5, min(40, values.size // 3)), color="tab:purple", alpha=0.8)
     ax.axvline(values.mean(), color="k", ls="--", lw=1, label=f"mean {values.mean():.3f} eV")
     ax.set_xlabel("gap (eV)")
     ax.set_ylabel("count (steps x beads)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _plot_dos(path: Path, dos: dict, nbeads: int) -> Path:
-    fig, ax = _figure()
+    fig, ax = figure()
     energies = dos["energies"]
     ax.plot(energies, dos["mean"], color="k", lw=1.4, label="total")
     if nbeads > 1:
@@ -239,4 +239,4 @@ def _plot_dos(path: Path, dos: dict, nbeads: int) -> Path:
     ax.set_xlabel("energy (eV)")
     ax.set_ylabel("DOS (states/eV)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

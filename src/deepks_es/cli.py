@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import DeePKSError
+from .errors import DeePKSError, SettingsError
 from .observables import DOSGrid
 
 EXIT_ERROR = 1
@@ -158,6 +158,73 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .structure import write_structures
+    from .training.sample import SamplingPlan, sample
+
+    lo, _, hi = args.sizes.partition("-")
+    try:
+        sizes = (int(lo), int(hi or lo))
+    except ValueError:
+        raise SettingsError(f"--sizes wants MIN-MAX molecules, e.g. 1-8; got {args.sizes!r}") from None
+    plan = SamplingPlan(cluster_sizes=sizes, clusters=args.clusters, boxes=args.boxes,
+                        box_molecules=args.box_molecules, md_molecules=args.md_molecules,
+                        temperature=args.temperature, distortion=args.distortion, size_bias=args.size_bias,
+                        seed=args.seed)
+    frames = sample(plan)
+    write_structures(args.output, frames)
+    print(f"{len(frames)} configurations ({args.clusters} clusters of {args.sizes} molecules, {args.boxes} "
+          f"periodic boxes) -> {args.output}")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from dataclasses import replace
+
+    from .training.label import LabelSettings, label
+
+    defaults = LabelSettings()
+    common = dict(basis=args.basis, pseudo=None if args.pseudo.lower() == "none" else args.pseudo,
+                  conv_tol=args.conv_tol)
+    settings = LabelSettings(target=replace(defaults.target, xc=args.target_xc, **common),
+                             base=replace(defaults.base, xc=args.base_xc, **common),
+                             nvirt=args.nvirt, periodic_ke_cutoff=args.ke_cutoff)
+    label(args.configs, args.output, settings, progress=not args.quiet)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .training.train import train
+
+    path = train(args.config)
+    print(f"model -> {path} (loss curves: {path.parent / 'loss.png'})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .engines import load_model
+    from .fileio import atomic_path, write_json
+    from .training.dataset import read_dataset
+    from .training.evaluate import evaluate, markdown_table
+    from .training.train import fit_baselines
+
+    model = load_model(args.model)
+    if model is None:
+        raise SettingsError("evaluate needs a model: a file path or 'default'")
+    baselines = None
+    if args.baselines:
+        frames, _ = read_dataset(args.baselines)
+        baselines = fit_baselines(frames, model.elements)
+    summary = evaluate(model, args.data, subset=args.subset, baselines=baselines, progress=not args.quiet)
+    table = markdown_table(summary)
+    if args.output:
+        write_json(f"{args.output}.json", summary)
+        with atomic_path(f"{args.output}.md") as tmp, open(tmp, "w") as handle:
+            handle.write(table)
+    print(json.dumps(summary) if args.json else table, end="" if not args.json else "\n")
+    return 0 if summary["scf_converged"] == summary["scf_attempted"] else EXIT_UNCONVERGED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepks-es", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"deepks-es {__version__}")
@@ -215,6 +282,67 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(run, CALCULATION_OPTIONS)
     _add_options(run, DOS_OPTIONS)
     run.set_defaults(func=cmd_run)
+
+    sample = verbs.add_parser("sample", help="training configurations: water clusters from TIP3P MD, periodic boxes",
+                              description="Seeded water configurations (extended XYZ): clusters of MIN-MAX "
+                                          "molecules cut from a rigid-TIP3P liquid MD and thermally distorted, "
+                                          "plus small random periodic boxes.")
+    sample.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
+    sample.add_argument("--sizes", default="1-8", help="molecules per cluster, MIN-MAX (default: 1-8)")
+    sample.add_argument("--clusters", type=int, default=48, help="number of clusters (default: 48)")
+    sample.add_argument("--boxes", type=int, default=0, help="number of periodic boxes (default: 0)")
+    sample.add_argument("--box-molecules", type=int, default=2, help="molecules per periodic box (default: 2)")
+    sample.add_argument("--md-molecules", type=int, default=64, help="molecules in the TIP3P MD box (default: 64)")
+    sample.add_argument("--temperature", type=float, default=300.0, help="MD temperature, K (default: 300)")
+    sample.add_argument("--distortion", type=float, default=0.04,
+                        help="per-atom Gaussian displacement, Angstrom (default: 0.04)")
+    sample.add_argument("--size-bias", type=float, default=1.0,
+                        help="cluster size n drawn with probability ∝ n^-BIAS; 0 = uniform (default: 1)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.set_defaults(func=cmd_sample)
+
+    label = verbs.add_parser("label", help="label configurations with the target (HSE06) and base (PBE) functionals",
+                             description="Target and base Kohn-Sham calculations of every frame (energies, "
+                                         "forces, Fock and overlap matrices, orbitals, density matrices) into "
+                                         "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'.")
+    label.add_argument("configs", help="configurations (extended XYZ, e.g. from deepks-es sample)")
+    label.add_argument("-o", "--output", required=True, help="HDF5 file to write")
+    label.add_argument("--target-xc", default="HSE06", help="target functional (default: HSE06)")
+    label.add_argument("--base-xc", default="PBE", help="base functional (default: PBE)")
+    label.add_argument("--basis", default="gth-dzvp", help="AO basis (default: gth-dzvp)")
+    label.add_argument("--pseudo", default="gth-pbe", help="pseudopotential (default: gth-pbe)")
+    label.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree (default: 1e-9)")
+    label.add_argument("--nvirt", type=int, default=4, help="virtual orbitals stored per frame (default: 4)")
+    label.add_argument("--ke-cutoff", type=float, default=100.0,
+                       help="periodic multigrid cutoff, Hartree (default: 100)")
+    label.add_argument("--quiet", action="store_true", help="no progress bar")
+    label.set_defaults(func=cmd_label)
+
+    train = verbs.add_parser("train", help="train a DeePKS-ES model (iterative, self-consistent) from labelled data",
+                             description="Energy, force, Hamiltonian, eigenvalue and density losses; phases "
+                                         "separated by an SCF with the current model on every frame; "
+                                         "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
+                                         "(see inputs/training/water.toml).")
+    train.add_argument("config", help="training configuration (TOML)")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = verbs.add_parser("evaluate", help="errors of a model against the target labels, beside PBE and "
+                                                 "a scissor shift",
+                                description="Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
+                                            "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
+                                            "the target, with plain base and scissor baselines (fitted on the "
+                                            "training set). Markdown table; --output writes .md and .json.")
+    evaluate.add_argument("model", help="model file or 'default'")
+    evaluate.add_argument("data", help="labelled HDF5 file (deepks-es label)")
+    evaluate.add_argument("--subset", choices=("all", "train", "validation"), default="all",
+                          help="frames of DATA to use, by the model's recorded training split (default: all)")
+    evaluate.add_argument("--baselines", metavar="TRAIN.h5", default=None,
+                          help="fit the energy offsets and scissor shifts on this dataset instead of using "
+                               "those recorded in the model")
+    evaluate.add_argument("-o", "--output", metavar="PREFIX", default=None, help="write PREFIX.md and PREFIX.json")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     analyze = verbs.add_parser("analyze", help="electronic analysis of a run: gap statistics, averaged DOS, plots",
                                description="Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "

@@ -1,6 +1,7 @@
 """SCF with fall-backs: DIIS, then level shift with damping, then second-order (Newton).
 
-Each stage starts from where the previous one stopped. The outcome says which
+Each stage starts from where the previous one stopped; the second-order stage is
+skipped where PySCF cannot run it (Γ-point multigrid). The outcome says which
 stage converged (or that none did): an unconverged SCF is flagged, never passed
 off as converged.
 """
@@ -19,6 +20,13 @@ class SCFOutcome:
     converged: bool
     cycles: int
     stage: str
+
+
+def supports_newton(mf) -> bool:
+    """PySCF's second-order solver fails inside the Γ-point multigrid XC kernel (PySCF 2.14)."""
+    from pyscf.pbc.dft.multigrid import MultiGridNumInt2
+
+    return not isinstance(getattr(mf, "_numint", None), MultiGridNumInt2)
 
 
 def run_scf(mf, dm0=None) -> SCFOutcome:
@@ -43,6 +51,8 @@ def run_scf(mf, dm0=None) -> SCFOutcome:
             mf.level_shift, mf.damp, mf.diis_start_cycle = saved
         if mf.converged:
             return SCFOutcome(True, cycles, "level_shift")
+        if not supports_newton(mf):
+            return SCFOutcome(False, cycles, "level_shift")
 
         newton = mf.newton()
         newton.callback = count

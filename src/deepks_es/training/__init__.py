@@ -1,0 +1,1 @@
+"""The training pipeline: sample configurations, label them with PySCF, train, evaluate."""

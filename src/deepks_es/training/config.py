@@ -1,0 +1,76 @@
+"""``deepks-es train`` configuration (TOML); relative paths are relative to the config file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..errors import SettingsError
+from .frames import LOSS_TERMS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train on, the network, the loss weights and the schedule.
+
+    Attributes:
+        train: labelled HDF5 file (``deepks-es label``).
+        workdir: checkpoints, loss curves, per-iteration SCF results and the final ``model.pt``.
+        validation_fraction: frames of ``train`` held out to monitor the loss (seeded split).
+        hidden: hidden-layer widths of the per-element network.
+        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, frontier, density);
+            a term left out of the TOML table gets weight 0.
+        iterations: training phases; an SCF with the current model on every frame precedes each after the first.
+        epochs: epochs of the first phase; ``refine_epochs`` of each later one.
+        batch_frames: frames per optimiser step.
+        learning_rate, final_learning_rate: exponential decay within each phase.
+        checkpoint_every: epochs between checkpoints.
+        seed: split, initialisation and batch order.
+    """
+
+    train: Path
+    workdir: Path
+    validation_fraction: float = 0.15
+    hidden: tuple[int, ...] = (64, 64, 64)
+    weights: dict = field(default_factory=lambda: {"energy": 10.0, "forces": 4.0, "hamiltonian": 0.2,
+                                                   "eigenvalues": 1.0, "frontier": 1.0, "density": 10.0})
+    iterations: int = 2
+    epochs: int = 400
+    refine_epochs: int = 200
+    batch_frames: int = 8
+    learning_rate: float = 2e-3
+    final_learning_rate: float = 5e-5
+    checkpoint_every: int = 20
+    seed: int = 0
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "TrainConfig":
+        import tomllib
+
+        path = Path(path)
+        if not path.is_file():
+            raise SettingsError(f"training config not found: {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for key in ("train", "workdir"):
+            if key not in raw:
+                raise SettingsError(f"{path}: '{key}' is required")
+            raw[key] = (path.parent / raw[key]).resolve()
+        if "hidden" in raw:
+            raw["hidden"] = tuple(int(h) for h in raw["hidden"])
+        if "weights" in raw:
+            bad = sorted(set(raw["weights"]) - set(LOSS_TERMS))
+            if bad:
+                raise SettingsError(f"{path}: unknown loss term(s) {', '.join(bad)}; known: {', '.join(LOSS_TERMS)}")
+            raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in LOSS_TERMS}
+        config = cls(**raw)
+        if not 0.0 <= config.validation_fraction < 1.0 or config.iterations < 1 or config.epochs < 1:
+            raise SettingsError(f"{path}: need 0 <= validation_fraction < 1, iterations >= 1, epochs >= 1")
+        return config

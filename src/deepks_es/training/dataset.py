@@ -1,0 +1,93 @@
+"""Labelled frames on disk: one HDF5 group per frame.
+
+Layout of ``DATA.h5``::
+
+    attrs: format = "deepks-es-data", version, target_xc, base_xc, basis, pseudo, settings (JSON)
+    frames/<index:06d>/  attrs: symbols (str), source_index
+        positions (natm, 3) Bohr, cell (3, 3) Bohr [periodic only]
+        target/  energy, forces [if analytic], fock, mo_energy, mo_coeff, dm, overlap, nocc, converged, ...
+        base/    the same keys for the base functional
+
+Energies in Hartree, forces in Hartree/Bohr, matrices in PySCF AO order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeePKSError
+from ..fileio import atomic_path
+from ..structure import Structure
+
+FILE_TAG = "deepks-es-data"
+VERSION = 1
+
+
+@dataclass
+class Frame:
+    """One labelled configuration: the structure and its target/base records (see :mod:`.records`)."""
+
+    name: str
+    structure: Structure
+    target: dict
+    base: dict
+
+
+def frame_arrays(structure: Structure, target: dict, base: dict) -> dict[str, np.ndarray]:
+    """Flat ``{path: array}`` of one frame, paths relative to its group."""
+    arrays = {"symbols": np.array(structure.symbols), "positions": np.asarray(structure.positions)}
+    if structure.cell is not None:
+        arrays["cell"] = np.asarray(structure.cell)
+    arrays.update({f"target/{k}": np.asarray(v) for k, v in target.items()})
+    arrays.update({f"base/{k}": np.asarray(v) for k, v in base.items()})
+    return arrays
+
+
+def write_dataset(path: str | os.PathLike, frames: dict[str, dict[str, np.ndarray]], attrs: dict) -> None:
+    """Write ``{name: frame_arrays}`` as one HDF5 file, atomically."""
+    import h5py
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["format"] = FILE_TAG
+        h5.attrs["version"] = VERSION
+        for key, value in attrs.items():
+            h5.attrs[key] = value if not isinstance(value, dict) else json.dumps(value)
+        group = h5.create_group("frames")
+        for name, arrays in frames.items():
+            frame = group.create_group(name)
+            frame.attrs["symbols"] = " ".join(str(s) for s in arrays["symbols"])
+            for key, value in arrays.items():
+                if key != "symbols":
+                    frame.create_dataset(key, data=value)
+
+
+def read_dataset(path: str | os.PathLike) -> tuple[list[Frame], dict]:
+    """Frames (in file order) and the file attributes of a dataset written by :func:`write_dataset`."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DeePKSError(f"dataset not found: {path}")
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FILE_TAG:
+                raise DeePKSError(f"{path} is not a deepks-es dataset (made by deepks-es label)")
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
+            frames = [_read_frame(name, group) for name, group in h5["frames"].items()]
+    except DeePKSError:
+        raise
+    except (OSError, KeyError) as exc:
+        raise DeePKSError(f"cannot read dataset {path}: {exc}") from None
+    return frames, attrs
+
+
+def _read_frame(name: str, group) -> Frame:
+    cell = group["cell"][()] if "cell" in group else None
+    structure = Structure(tuple(group.attrs["symbols"].split()), group["positions"][()], cell)
+    records = {part: {k: v[()] for k, v in group[part].items()} for part in ("target", "base")}
+    return Frame(name, structure, records["target"], records["base"])

@@ -1,0 +1,142 @@
+"""``deepks-es evaluate``: a model's self-consistent errors against the target, beside plain base and scissor.
+
+For every frame the SCF runs with the model (from the base density); errors are
+taken against the frame's target labels. Side by side: the plain base functional
+(its energies shifted by the per-element offsets fitted on the training set) and
+the scissor baseline (base levels shifted by the constant HOMO/LUMO/gap/occupied
+shifts fitted on the training set; energies and forces as the base). Units: energy
+per atom meV, forces meV/Angstrom, levels eV, Hamiltonian µHa (Löwdin-basis
+elements).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import BOHR_ANGSTROM, HARTREE_EV
+from ..errors import DeePKSError
+from ..model.network import CorrectionModel
+from .dataset import Frame, read_dataset
+from .label import LabelSettings
+from .records import scf_record
+
+QUANTITIES = {  # key: (label, unit)
+    "energy": ("energy per atom", "meV/atom"),
+    "forces": ("forces", "meV/Å"),
+    "gap": ("gap", "eV"),
+    "homo": ("HOMO", "eV"),
+    "lumo": ("LUMO", "eV"),
+    "occupied": ("occupied levels", "eV"),
+    "hamiltonian": ("H (Löwdin)", "µHa"),
+}
+METHODS = ("model", "base", "scissor")
+
+
+def _levels(record: dict) -> dict[str, np.ndarray]:
+    """Levels of a record in eV."""
+    nocc, eps = int(record["nocc"]), np.asarray(record["mo_energy"]) * HARTREE_EV
+    return {"homo": eps[nocc - 1], "lumo": eps[nocc], "gap": eps[nocc] - eps[nocc - 1], "occupied": eps[:nocc]}
+
+
+def _lowdin_fock(record: dict) -> np.ndarray:
+    evals, evecs = np.linalg.eigh(record["overlap"])
+    x = (evecs / np.sqrt(evals)) @ evecs.T
+    return x @ record["fock"] @ x
+
+
+def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Signed errors {method: {quantity: array}} of one frame against its target."""
+    target, base = frame.target, frame.base
+    natoms = frame.structure.natoms
+    offset = sum(baselines["atom_energy_ha"].get(s, 0.0) for s in frame.structure.symbols)
+    shifts = baselines["shift_ev"]
+    levels = {"target": _levels(target), "model": _levels(record), "base": _levels(base)}
+    levels["scissor"] = {k: v + shifts[k] for k, v in levels["base"].items()}
+    energy = {"model": record["energy"], "base": base["energy"] + offset, "scissor": base["energy"] + offset}
+    h_target = _lowdin_fock(target)
+    errors = {}
+    for method in METHODS:
+        err = {k: np.atleast_1d(levels[method][k] - levels["target"][k]) for k in ("gap", "homo", "lumo", "occupied")}
+        if not frame.structure.is_periodic:  # periodic target/base energies come from different PySCF routes
+            err["energy"] = np.atleast_1d((energy[method] - target["energy"]) * HARTREE_EV * 1000.0 / natoms)
+        forces = record.get("forces") if method == "model" else base.get("forces")
+        if forces is not None and "forces" in target:
+            err["forces"] = ((forces - target["forces"]) * HARTREE_EV / BOHR_ANGSTROM * 1000.0).ravel()
+        if method != "scissor":
+            err["hamiltonian"] = ((_lowdin_fock(record if method == "model" else base) - h_target) * 1e6).ravel()
+        errors[method] = err
+    return errors
+
+
+def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: dict | None = None,
+             progress: bool = True) -> dict:
+    """Run the model on the frames of ``data`` (``subset``: all, train or validation) and summarise the errors."""
+    from ..engines import DeePKSEngine
+
+    frames, attrs = read_dataset(data)
+    settings = LabelSettings.from_attrs(attrs)
+    held_out = set(model.provenance.get("validation_frames", []))
+    if subset != "all":
+        if not held_out:
+            raise DeePKSError("the model records no validation split; use --subset all")
+        frames = [f for f in frames if (f.name in held_out) == (subset == "validation")]
+    if not frames:
+        raise DeePKSError(f"no frames to evaluate in {data} (subset {subset})")
+    baselines = baselines or model.provenance.get("baselines")
+    if baselines is None:
+        raise DeePKSError("the model records no training baselines (per-element energy offsets, scissor shifts): "
+                          "pass --baselines TRAIN.h5")
+    collected = {m: {} for m in METHODS}
+    converged, cycles, skipped = 0, [], []
+    iterator = frames
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        iterator = tqdm(frames, unit="frame", desc="evaluate", file=sys.stderr, dynamic_ncols=True)
+    for frame in iterator:
+        if not frame.target["converged"]:
+            skipped.append(frame.name)
+            continue
+        _, base_settings = settings.for_structure(frame.structure)
+        record = scf_record(DeePKSEngine(model, base_settings), frame.structure, dm0=frame.base["dm"])
+        converged += bool(record["converged"])
+        cycles.append(int(record["scf_cycles"]))
+        if not record["converged"]:
+            continue
+        for method, errs in frame_errors(frame, record, baselines).items():
+            for key, value in errs.items():
+                collected[method].setdefault(key, []).append(value)
+    metrics = {method: {key: _stats(np.concatenate(values)) for key, values in errs.items()}
+               for method, errs in collected.items()}
+    sizes = sorted({f.structure.natoms // 3 for f in frames})
+    return {"data": str(data), "subset": subset, "frames": len(frames), "molecules": sizes,
+            "scf_converged": converged, "scf_attempted": len(frames) - len(skipped), "mean_scf_cycles":
+            float(np.mean(cycles)) if cycles else None, "skipped_unconverged_target": skipped,
+            "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics}
+
+
+def _stats(values: np.ndarray) -> dict:
+    return {"mae": float(np.mean(np.abs(values))), "rmse": float(np.sqrt(np.mean(values**2))),
+            "max": float(np.max(np.abs(values))), "n": int(values.size)}
+
+
+def markdown_table(summary: dict) -> str:
+    """The evaluation as a markdown table (MAE / RMSE per method)."""
+    lines = [f"{summary['frames']} frames of {min(summary['molecules'])}–{max(summary['molecules'])} waters "
+             f"({summary['subset']}), SCF converged {summary['scf_converged']}/{summary['scf_attempted']}, "
+             f"mean {summary['mean_scf_cycles']:.1f} cycles from the base density", "",
+             "| quantity | unit | model MAE | model RMSE | PBE MAE | PBE RMSE | scissor MAE | scissor RMSE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, (label, unit) in QUANTITIES.items():
+        cells = []
+        for method in METHODS:
+            stats = summary["metrics"][method].get(key)
+            cells += ["—", "—"] if stats is None else [_fmt(stats["mae"]), _fmt(stats["rmse"])]
+        lines.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"

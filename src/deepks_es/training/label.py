@@ -1,0 +1,151 @@
+"""``deepks-es label``: target (HSE06) and base (PBE) calculations of every configuration, into HDF5.
+
+Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (written
+atomically), so a crashed or killed run resumes where it stopped and never
+recomputes a finished frame; when every frame is done the parts are gathered
+into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
+first come, first served (an exclusive ``.claim`` file per frame), and the
+cores are divided between their PySCF threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DeePKSError
+from ..fileio import atomic_path, write_json
+from ..scf.systems import SCFSettings
+from ..structure import Structure, read_structures
+from .dataset import frame_arrays, write_dataset
+from .records import scf_record
+
+PERIODIC_KE_CUTOFF = 100.0  # Hartree, as the main job
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Target and base functionals in one basis/pseudopotential (atomic units)."""
+
+    target: SCFSettings = field(default_factory=lambda: SCFSettings(xc="HSE06", conv_tol=1e-9))
+    base: SCFSettings = field(default_factory=lambda: SCFSettings(xc="PBE", conv_tol=1e-9))
+    nvirt: int = 4
+    periodic_ke_cutoff: float = PERIODIC_KE_CUTOFF
+
+    def for_structure(self, structure: Structure) -> tuple[SCFSettings, SCFSettings]:
+        """(target, base) settings for one structure: periodic boxes get the multigrid cutoff."""
+        if not structure.is_periodic:
+            return self.target, self.base
+        return (replace(self.target, ke_cutoff=self.periodic_ke_cutoff),
+                replace(self.base, ke_cutoff=self.periodic_ke_cutoff))
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "LabelSettings":
+        """The settings a dataset was labelled with (its file attributes)."""
+        raw = json.loads(attrs["settings"])
+        return cls(target=SCFSettings(**raw["target"]), base=SCFSettings(**raw["base"]), nvirt=raw["nvirt"],
+                   periodic_ke_cutoff=raw["periodic_ke_cutoff"])
+
+    def as_attrs(self) -> dict:
+        return {"target_xc": self.target.xc, "base_xc": self.base.xc, "basis": self.base.basis,
+                "pseudo": str(self.base.pseudo), "settings": json.dumps(asdict(self))}
+
+
+def label_structure(structure: Structure, settings: LabelSettings) -> dict[str, np.ndarray]:
+    """Base then target SCF (the target starts from the base density): the frame's arrays."""
+    from ..engines import ReferenceEngine
+
+    target_settings, base_settings = settings.for_structure(structure)
+    base = scf_record(ReferenceEngine(base_settings), structure, nvirt=settings.nvirt)
+    target = scf_record(ReferenceEngine(target_settings), structure, dm0=base["dm"], nvirt=settings.nvirt)
+    return frame_arrays(structure, target, base)
+
+
+def _fingerprint(configs: Path, settings: LabelSettings) -> dict:
+    return {"configs_sha256": hashlib.sha256(configs.read_bytes()).hexdigest(),
+            "settings": json.loads(settings.as_attrs()["settings"])}
+
+
+def label(configs: str | os.PathLike, output: str | os.PathLike, settings: LabelSettings = LabelSettings(),
+          progress: bool = True) -> Path:
+    """Label every frame of ``configs`` into ``output`` (HDF5); resumable, MPI-parallel over frames."""
+    from ..ipi.drive import mpi_rank_size, set_threads
+
+    configs, output = Path(configs), Path(output)
+    structures = read_structures(configs)
+    rank, size = mpi_rank_size()
+    set_threads(max(1, (os.cpu_count() or 1) // size))
+    parts = output.with_name(output.name + ".parts")
+    fingerprint = _fingerprint(configs, settings)
+    stamp = parts / "fingerprint.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != fingerprint:
+        raise DeePKSError(f"{parts} holds frames of other configurations or settings: remove it or "
+                          "choose another output")
+    names = [f"{i:06d}" for i in range(len(structures))]
+    if rank == 0:
+        parts.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, fingerprint)
+        for claim in parts.glob("*.claim"):  # left by a killed run
+            claim.unlink()
+    _barrier(size)
+
+    def done() -> int:
+        return sum(1 for name in names if (parts / f"{name}.npz").is_file())
+
+    bar = _progress_bar(len(structures), done()) if progress and rank == 0 else None
+    for i, name in enumerate(names):
+        if (parts / f"{name}.npz").is_file() or not _claim(parts / f"{name}.claim"):
+            continue
+        arrays = label_structure(structures[i], settings)
+        arrays["source_index"] = np.int64(i)
+        with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        (parts / f"{name}.claim").unlink()
+        if bar is not None:
+            bar.update(done() - bar.n)
+    _barrier(size)
+    if rank == 0:
+        if bar is not None:
+            bar.close()
+        frames = {}
+        for name in names:
+            with np.load(parts / f"{name}.npz") as data:
+                frames[name] = {key: data[key] for key in data.files}
+        write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs)})
+        unconverged = [n for n, f in frames.items() if not (f["target/converged"] and f["base/converged"])]
+        if unconverged:
+            print(f"deepks-es label: {len(unconverged)} frame(s) with an unconverged SCF (flagged in the file, "
+                  f"left out of training): {', '.join(unconverged)}", file=sys.stderr)
+    return output
+
+
+def _claim(path: Path) -> bool:
+    """Atomically take a frame (first come, first served between ranks)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _barrier(size: int, poll_s: float = 0.5) -> None:
+    """MPI barrier that sleeps while it waits (a blocking MPI barrier spins a core)."""
+    if size > 1:
+        from mpi4py import MPI
+
+        request = MPI.COMM_WORLD.Ibarrier()
+        while not request.Test():
+            time.sleep(poll_s)
+
+
+def _progress_bar(total: int, done: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="frame", desc="label", file=sys.stderr, dynamic_ncols=True)

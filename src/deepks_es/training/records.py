@@ -1,0 +1,62 @@
+"""One self-consistent calculation turned into training data: energies, forces, Hamiltonian, orbitals.
+
+A record is a flat dict of numpy arrays (the keys of the HDF5 frame groups), all
+for the *total* Hamiltonian the SCF converged in. A DeePKS-corrected calculation
+adds the correction's own parts, so the base is recovered as E - e_delta,
+F - forces_delta and fock - v_delta: what the training loss adds the trainable
+correction to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+
+from ..scf.solver import run_scf
+from ..scf.systems import has_analytic_forces
+from ..structure import Structure
+
+
+def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvirt: int = 4) -> dict:
+    """Converge ``engine``'s Kohn-Sham problem for ``structure`` and collect the record (Hartree, Bohr).
+
+    Keys: ``energy``, ``forces`` (when analytic forces exist), ``fock`` (nao, nao), ``mo_energy`` (nmo,),
+    ``mo_coeff`` (nao, nocc + nvirt), ``dm`` (total), ``overlap``, ``nocc``, ``converged``, ``scf_cycles``;
+    with a correction also ``e_delta``, ``v_delta`` and ``forces_delta`` (= -dE_delta/dR at fixed dm).
+    Orbitals are the eigenpairs of ``fock`` at the final density, so they match what the loss diagonalises.
+    """
+    mf = engine.make_scf(structure)
+    nao = mf.mol.nao_nr()
+    if dm0 is not None and np.shape(dm0) != (nao, nao):
+        dm0 = None
+    outcome = run_scf(mf, dm0)
+    dm = np.asarray(mf.make_rdm1())
+    overlap, hcore = np.asarray(mf.get_ovlp()), mf.get_hcore()
+    veff = mf.get_veff(mf.mol, dm)  # energy, Fock and orbitals all at the final density
+    fock = np.asarray(mf.get_fock(hcore, overlap, veff, dm))
+    mo_energy, mo_coeff = scipy.linalg.eigh(fock, overlap)
+    nocc = mf.mol.nelectron // 2
+    record = {"energy": np.float64(mf.energy_tot(dm, hcore, veff)), "fock": fock, "mo_energy": mo_energy,
+              "mo_coeff": np.ascontiguousarray(mo_coeff[:, :nocc + nvirt]), "dm": dm, "overlap": overlap,
+              "nocc": np.int64(nocc), "converged": np.bool_(outcome.converged),
+              "scf_cycles": np.int64(outcome.cycles)}
+    if has_analytic_forces(mf):
+        record["forces"] = -np.asarray(engine.nuclear_gradient(mf))
+    correction = getattr(mf, "correction", None)
+    if correction is not None:
+        e_delta, v_delta = correction.energy_potential(dm)
+        record.update(e_delta=np.float64(e_delta), v_delta=v_delta,
+                      forces_delta=-correction.nuclear_gradient(dm))
+    return record
+
+
+def base_part(record: dict) -> dict:
+    """The record of the base functional alone at the same density (identity for an uncorrected record)."""
+    if "e_delta" not in record:
+        return record
+    base = {k: v for k, v in record.items() if k not in ("e_delta", "v_delta", "forces_delta")}
+    base["energy"] = record["energy"] - record["e_delta"]
+    base["fock"] = record["fock"] - record["v_delta"]
+    if "forces" in record:
+        base["forces"] = record["forces"] - record["forces_delta"]
+    return base

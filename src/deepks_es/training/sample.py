@@ -1,0 +1,222 @@
+"""Training configurations of water: clusters cut from liquid-water MD, and small periodic boxes.
+
+The MD is a documented cheap model, not DFT: flexible q-SPC/Fw water
+(:class:`FlexibleSPC`) in a cubic box at 0.997 g/cm^3, Langevin thermostat at
+``temperature``, 0.5 fs steps. Snapshots are taken every
+``stride`` steps after ``equilibration`` steps; each cluster is the ``n`` molecules
+nearest (minimum image, O-O) to a random molecule of a snapshot, made whole around
+it. A classical model misses the zero-point spread of real water, so every atom
+then gets a Gaussian displacement of ``distortion`` Angstrom ("thermal
+distortion"). Periodic boxes are random rigid molecules at the same density with
+an O-O distance floor, distorted the same way. Everything is seeded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from ..errors import SettingsError
+from ..structure import Structure
+
+WATER_DENSITY = 0.997  # g/cm^3
+WATER_MASS_AMU = 18.015
+AVOGADRO = 6.02214076e23
+R_OH, ANGLE_HOH = 0.9572, np.radians(104.52)  # gas-phase water geometry, Angstrom / rad
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What ``deepks-es sample`` draws (Angstrom, K, fs).
+
+    Attributes:
+        cluster_sizes: molecules per cluster, drawn uniformly from this range (inclusive).
+        clusters: number of clusters.
+        boxes: number of periodic boxes of ``box_molecules`` molecules.
+        md_molecules: molecules in the MD box the clusters are cut from.
+        temperature: MD temperature.
+        equilibration, stride: MD steps (0.5 fs) before the first snapshot and between snapshots.
+        clusters_per_snapshot: clusters cut from one snapshot.
+        distortion: standard deviation of the per-atom Gaussian displacement.
+        size_bias: cluster sizes n are drawn with probability ∝ n^-size_bias (0: uniform); small
+            clusters cost little to label, so the default 1 takes more of them.
+        seed: random seed for everything.
+    """
+
+    cluster_sizes: tuple[int, int] = (1, 8)
+    clusters: int = 100
+    boxes: int = 0
+    box_molecules: int = 2
+    md_molecules: int = 64
+    temperature: float = 300.0
+    equilibration: int = 2000
+    stride: int = 100
+    clusters_per_snapshot: int = 4
+    distortion: float = 0.04
+    size_bias: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        lo, hi = self.cluster_sizes
+        if not 1 <= lo <= hi or hi > self.md_molecules // 2:
+            raise SettingsError(f"cluster sizes {lo}-{hi} must satisfy 1 <= min <= max <= md_molecules/2 "
+                                f"({self.md_molecules // 2})")
+        if self.clusters < 0 or self.boxes < 0 or self.box_molecules < 1:
+            raise SettingsError("cluster and box counts must be >= 0, box molecules >= 1")
+
+
+def box_length(nmol: int, density: float = WATER_DENSITY) -> float:
+    """Cubic box edge (Angstrom) holding ``nmol`` waters at ``density`` g/cm^3."""
+    volume_cm3 = nmol * WATER_MASS_AMU / AVOGADRO / density
+    return (volume_cm3 * 1e24) ** (1.0 / 3.0)
+
+
+def _random_molecule(rng: np.random.Generator, oxygen: np.ndarray) -> np.ndarray:
+    """(3, 3) O, H, H positions of a randomly oriented rigid water."""
+    local = np.array([[0.0, 0.0, 0.0],
+                      [R_OH * np.sin(ANGLE_HOH / 2), 0.0, R_OH * np.cos(ANGLE_HOH / 2)],
+                      [-R_OH * np.sin(ANGLE_HOH / 2), 0.0, R_OH * np.cos(ANGLE_HOH / 2)]])
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    rotation = q * np.sign(np.diag(r))
+    return oxygen + local @ rotation.T
+
+
+def random_water_box(nmol: int, rng: np.random.Generator, min_oo: float = 2.5) -> tuple[np.ndarray, float]:
+    """(3 nmol, 3) positions (O H H per molecule) of random rigid waters in a periodic cube, and its edge."""
+    length = box_length(nmol)
+    oxygens: list[np.ndarray] = []
+    for _ in range(100000):
+        if len(oxygens) == nmol:
+            break
+        trial = rng.uniform(0.0, length, 3)
+        delta = np.array(oxygens) - trial if oxygens else np.zeros((0, 3))
+        delta -= length * np.round(delta / length)
+        if np.all(np.linalg.norm(delta, axis=1) >= min_oo):
+            oxygens.append(trial)
+    else:
+        raise SettingsError(f"could not place {nmol} waters with O-O >= {min_oo} Angstrom")
+    return np.concatenate([_random_molecule(rng, o) for o in oxygens]), length
+
+
+class FlexibleSPC(Calculator):
+    """q-SPC/Fw flexible water (Paesani et al., J. Chem. Phys. 125, 184507, 2006) as an ASE calculator.
+
+    Harmonic O-H bonds and H-O-H angle; intermolecular O-O Lennard-Jones and
+    point charges, both cut at ``cutoff`` (Angstrom): LJ energy shifted to zero,
+    Coulomb damped-shifted-force (Fennell & Gezelter 2006, alpha 0.2 1/Angstrom).
+    Atoms must come as O, H, H per molecule in an orthorhombic periodic box.
+    Energies and forces by torch autograd, in eV and eV/Angstrom.
+    """
+
+    KCAL_MOL = 0.0433641  # eV
+    COULOMB = 332.0637 * KCAL_MOL  # eV Angstrom / e^2
+    BOND_K, BOND_R0 = 1059.162 * KCAL_MOL, 1.0  # eV/Angstrom^2, Angstrom
+    ANGLE_K, ANGLE_THETA0 = 75.90 * KCAL_MOL, np.radians(112.0)  # eV/rad^2, rad
+    LJ_EPSILON, LJ_SIGMA = 0.1554 * KCAL_MOL, 3.1655  # eV, Angstrom
+    CHARGES = (-0.84, 0.42, 0.42)
+    ALPHA = 0.2  # 1/Angstrom
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, cutoff: float):
+        super().__init__()
+        self.cutoff = cutoff
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        energy, forces = self.energy_forces(self.atoms.positions, np.diag(self.atoms.cell.array), self.cutoff)
+        self.results = {"energy": energy, "forces": forces}
+
+    @classmethod
+    def energy_forces(cls, positions: np.ndarray, box: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
+        import math
+
+        import torch
+
+        x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
+        mol = x.reshape(-1, 3, 3)
+        oh = mol[:, 1:] - mol[:, :1]
+        r_oh = oh.norm(dim=-1)
+        cos = (oh[:, 0] * oh[:, 1]).sum(-1) / (r_oh[:, 0] * r_oh[:, 1])
+        theta = torch.acos(cos.clamp(-1.0, 1.0))
+        energy = (0.5 * cls.BOND_K * (r_oh - cls.BOND_R0) ** 2).sum()
+        energy = energy + (0.5 * cls.ANGLE_K * (theta - cls.ANGLE_THETA0) ** 2).sum()
+        nmol = mol.shape[0]
+        box_t = torch.tensor(box, dtype=torch.float64)
+        delta = x[:, None, :] - x[None, :, :]
+        delta = delta - box_t * torch.round(delta / box_t)
+        molecule = torch.arange(3 * nmol) // 3
+        pair = (molecule[:, None] < molecule[None, :])
+        r = torch.where(pair, delta.norm(dim=-1), torch.full_like(delta[..., 0], 2 * cutoff))
+        inside = r < cutoff
+        charges = torch.tensor(cls.CHARGES * nmol, dtype=torch.float64)
+        qq = charges[:, None] * charges[None, :]
+        a, rc = cls.ALPHA, cutoff
+        erfc_rc = math.erfc(a * rc)
+        slope = erfc_rc / rc**2 + 2 * a / math.sqrt(math.pi) * math.exp(-(a * rc) ** 2) / rc
+        coulomb = torch.erfc(a * r) / r - erfc_rc / rc + slope * (r - rc)
+        energy = energy + cls.COULOMB * (qq * coulomb)[inside].sum()
+        oxygen = (torch.arange(3 * nmol) % 3 == 0)
+        oo = inside & oxygen[:, None] & oxygen[None, :]
+        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)  # noqa: E731
+        energy = energy + (lj(r[oo]) - lj(torch.tensor(rc))).sum()
+        (grad,) = torch.autograd.grad(energy, x)
+        return float(energy.detach()), -grad.numpy()
+
+
+def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
+    """``count`` snapshots (3 nmol, 3) of a q-SPC/Fw liquid-water Langevin MD (0.5 fs steps), and the box edge."""
+    from ase import Atoms, units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    nmol = plan.md_molecules
+    positions, length = random_water_box(nmol, rng, min_oo=2.6)
+    atoms = Atoms("OH2" * nmol, positions=positions, cell=[length] * 3, pbc=True)
+    atoms.calc = FlexibleSPC(cutoff=min(9.0, length / 2 - 0.01))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=plan.temperature, rng=rng)
+    md = Langevin(atoms, 0.5 * units.fs, temperature_K=plan.temperature, friction=0.02, fixcm=False, rng=rng)
+    md.run(plan.equilibration)
+    snapshots = []
+    for _ in range(count):
+        md.run(plan.stride)
+        snapshots.append(atoms.positions.copy())
+    return snapshots, length
+
+
+def cut_cluster(positions: np.ndarray, length: float, centre: int, nmol: int) -> np.ndarray:
+    """The ``nmol`` molecules nearest to molecule ``centre`` (O-O, minimum image), whole, centred on it."""
+    molecules = positions.reshape(-1, 3, 3)
+    shift = molecules[:, 0] - molecules[centre, 0]
+    image = -length * np.round(shift / length)
+    nearest = np.argsort(np.linalg.norm(shift + image, axis=1), kind="stable")[:nmol]
+    whole = molecules[nearest] + image[nearest, None, :] - molecules[centre, 0]
+    return whole.reshape(-1, 3)
+
+
+def sample(plan: SamplingPlan) -> list[Structure]:
+    """Clusters then boxes, as :class:`Structure` (Bohr), per the plan."""
+    from ..constants import ANGSTROM_BOHR
+
+    rng = np.random.default_rng(plan.seed)
+    symbols = ("O", "H", "H")
+    frames: list[Structure] = []
+    if plan.clusters:
+        nsnap = -(-plan.clusters // plan.clusters_per_snapshot)
+        snapshots, length = md_snapshots(plan, nsnap, rng)
+        sizes = np.arange(plan.cluster_sizes[0], plan.cluster_sizes[1] + 1)
+        probability = sizes ** -plan.size_bias / np.sum(sizes ** -plan.size_bias)
+        for i in range(plan.clusters):
+            nmol = int(rng.choice(sizes, p=probability))
+            centre = int(rng.integers(plan.md_molecules))
+            xyz = cut_cluster(snapshots[i // plan.clusters_per_snapshot], length, centre, nmol)
+            xyz = xyz + rng.normal(scale=plan.distortion, size=xyz.shape)
+            frames.append(Structure(symbols * nmol, xyz * ANGSTROM_BOHR))
+    for _ in range(plan.boxes):
+        xyz, length = random_water_box(plan.box_molecules, rng)
+        xyz = xyz + rng.normal(scale=plan.distortion, size=xyz.shape)
+        frames.append(Structure(symbols * plan.box_molecules, xyz * ANGSTROM_BOHR,
+                                np.eye(3) * length * ANGSTROM_BOHR))
+    return frames

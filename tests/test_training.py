@@ -1,0 +1,147 @@
+"""The training pipeline: sample -> label -> train -> evaluate on 1-2 waters, resume, bad input."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import CLI
+from deepks_es.errors import DeePKSError, SettingsError
+from deepks_es.ipi.launcher import find_tool
+from deepks_es.model import CorrectionModel
+from deepks_es.training.config import TrainConfig
+from deepks_es.training.dataset import read_dataset
+from deepks_es.training.sample import FlexibleSPC, SamplingPlan, random_water_box, sample
+
+
+def cli(*args, cwd, timeout=600):
+    return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def test_flexible_water_forces_are_the_energy_gradient():
+    positions, length = random_water_box(4, np.random.default_rng(0))
+    box = np.full(3, length)
+    energy, forces = FlexibleSPC.energy_forces(positions, box, length / 2 - 0.01)
+    for atom, axis in ((0, 0), (4, 2), (11, 1)):
+        shifted = [positions.copy(), positions.copy()]
+        shifted[0][atom, axis] += 1e-5
+        shifted[1][atom, axis] -= 1e-5
+        fd = -(FlexibleSPC.energy_forces(shifted[0], box, length / 2 - 0.01)[0]
+               - FlexibleSPC.energy_forces(shifted[1], box, length / 2 - 0.01)[0]) / 2e-5
+        assert forces[atom, axis] == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def test_sample_is_seeded_and_whole():
+    plan = SamplingPlan(cluster_sizes=(2, 4), clusters=6, boxes=1, md_molecules=16, equilibration=100, stride=20,
+                        seed=3)
+    frames = sample(plan)
+    again = sample(plan)
+    assert [f.natoms for f in frames] == [f.natoms for f in again]
+    np.testing.assert_array_equal(frames[0].positions, again[0].positions)
+    for frame in frames[:6]:
+        assert frame.cell is None and 2 <= frame.natoms // 3 <= 4
+        molecules = frame.positions.reshape(-1, 3, 3)
+        oh = np.linalg.norm(molecules[:, 1:] - molecules[:, :1], axis=-1) * 0.529177
+        assert np.all((oh > 0.75) & (oh < 1.3))  # molecules are whole, not split across the box
+    assert frames[-1].cell is not None and frames[-1].natoms == 6
+    with pytest.raises(SettingsError):
+        SamplingPlan(cluster_sizes=(4, 2))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """sample (1-2 waters) -> label -> train (two phases) -> evaluate, all through the CLI."""
+    work = tmp_path_factory.mktemp("pipeline")
+    run = cli("sample", "-o", "configs.xyz", "--sizes", "1-2", "--clusters", "3", "--md-molecules", "8",
+              "--seed", "4", cwd=work)
+    assert run.returncode == 0, run.stderr
+    mpiexec = find_tool("mpiexec")  # two ranks share the frames when MPI is installed
+    launcher = [mpiexec, "-n", "2"] if mpiexec else []
+    run = subprocess.run([*launcher, *CLI, "label", "configs.xyz", "-o", "data.h5", "--quiet"], cwd=work,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    (work / "train.toml").write_text(
+        'train = "data.h5"\nworkdir = "train"\nvalidation_fraction = 0.34\nhidden = [16, 16]\niterations = 2\n'
+        'epochs = 30\nrefine_epochs = 10\nbatch_frames = 2\ncheckpoint_every = 10\n'
+        '[weights]\nenergy = 10.0\nforces = 4.0\nhamiltonian = 0.2\neigenvalues = 1.0\nfrontier = 1.0\n'
+        'density = 10.0\n')
+    run = cli("train", "train.toml", cwd=work)
+    assert run.returncode == 0, run.stderr
+    return work
+
+
+def test_label_writes_every_frame(pipeline):
+    frames, attrs = read_dataset(pipeline / "data.h5")
+    assert attrs["target_xc"] == "HSE06" and attrs["base_xc"] == "PBE"
+    assert len(frames) == 3
+    for frame in frames:
+        for part in (frame.target, frame.base):
+            assert part["converged"] and part["forces"].shape == (frame.structure.natoms, 3)
+            nao = part["overlap"].shape[0]
+            assert part["fock"].shape == part["dm"].shape == (nao, nao)
+            assert part["mo_coeff"].shape == (nao, int(part["nocc"]) + 4)
+        gap = lambda r: r["mo_energy"][int(r["nocc"])] - r["mo_energy"][int(r["nocc"]) - 1]  # noqa: E731
+        assert gap(frame.target) > gap(frame.base) + 0.03  # HSE06 opens the PBE gap by > 1 eV
+
+
+def test_label_resumes_without_recomputing(pipeline):
+    parts = pipeline / "data.h5.parts"
+    stamps = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.npz")}
+    (pipeline / "data.h5").unlink()
+    run = cli("label", "configs.xyz", "-o", "data.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in parts.glob("*.npz")} == stamps
+    assert len(read_dataset(pipeline / "data.h5")[0]) == 3
+
+
+def test_label_refuses_parts_of_other_configurations(pipeline):
+    other = pipeline / "other.xyz"
+    other.write_text((pipeline / "configs.xyz").read_text().replace("O ", "O  ", 1))
+    run = cli("label", "other.xyz", "-o", "data.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 1 and "other configurations" in run.stderr
+
+
+def test_train_outputs_and_resume(pipeline):
+    work = pipeline / "train"
+    for name in ("model.pt", "loss.png", "loss.csv", "checkpoint.pt", "phase0/model.pt", "phase1/model.pt"):
+        assert (work / name).is_file(), name
+    assert len(list((work / "phase1" / "scf").glob("*.npz"))) == 3
+    history = json.loads((work / "loss.json").read_text())
+    assert [row["phase"] for row in history] == [0] * 30 + [1] * 10
+    first, last = history[0], history[29]
+    assert last["train_eigenvalues"] < first["train_eigenvalues"]
+    model = CorrectionModel.load(work / "model.pt")
+    assert model.provenance["baselines"]["shift_ev"]["gap"] > 1.0
+    assert len(model.provenance["validation_frames"]) == 1
+    run = cli("train", "train.toml", cwd=pipeline, timeout=120)  # everything done: resumes, trains nothing
+    assert run.returncode == 0 and "resuming" in run.stderr and "(train/validation)" not in run.stderr
+    again = CorrectionModel.load(work / "model.pt").state_dict()
+    assert all(np.array_equal(again[k], v) for k, v in model.state_dict().items())
+
+
+def test_evaluate_table(pipeline):
+    run = cli("evaluate", "train/model.pt", "data.h5", "-o", "eval", "--quiet", cwd=pipeline)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((pipeline / "eval.json").read_text())
+    assert summary["scf_converged"] == summary["scf_attempted"] == 3
+    metrics = summary["metrics"]
+    for method in ("model", "base", "scissor"):
+        assert {"energy", "forces", "gap", "homo", "lumo", "occupied"} <= set(metrics[method])
+    assert metrics["base"]["gap"]["mae"] > 1.0  # PBE underestimates the HSE06 gap
+    assert metrics["model"]["gap"]["mae"] < metrics["base"]["gap"]["mae"]
+    assert "| gap | eV |" in (pipeline / "eval.md").read_text()
+    run = cli("evaluate", "train/model.pt", "data.h5", "--subset", "validation", "--json", "--quiet", cwd=pipeline)
+    assert run.returncode == 0 and json.loads(run.stdout)["frames"] == 1
+
+
+def test_bad_training_inputs(tmp_path):
+    (tmp_path / "bad.toml").write_text('train = "x.h5"\nworkdir = "w"\nepochz = 3\n')
+    with pytest.raises(SettingsError, match="unknown setting"):
+        TrainConfig.from_toml(tmp_path / "bad.toml")
+    (tmp_path / "weights.toml").write_text('train = "x.h5"\nworkdir = "w"\n[weights]\nenergy = 1\nspin = 2\n')
+    with pytest.raises(SettingsError, match="unknown loss term"):
+        TrainConfig.from_toml(tmp_path / "weights.toml")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(DeePKSError, match="cannot read dataset"):
+        read_dataset(tmp_path / "junk.h5")
