@@ -142,6 +142,11 @@ def test_bad_training_inputs(tmp_path):
     (tmp_path / "weights.toml").write_text('train = "x.h5"\nworkdir = "w"\n[weights]\nenergy = 1\nspin = 2\n')
     with pytest.raises(SettingsError, match="unknown loss term"):
         TrainConfig.from_toml(tmp_path / "weights.toml")
+    for bad, message in (("batch_frames = 0", "batch_frames >= 1"), ("hidden = 64", "hidden must be a list"),
+                         ("learning_rate = -1.0", "learning rates > 0"), ('epochs = "many"', "wrong type")):
+        (tmp_path / "values.toml").write_text(f'train = "x.h5"\nworkdir = "w"\n{bad}\n')
+        with pytest.raises(SettingsError, match=message):
+            TrainConfig.from_toml(tmp_path / "values.toml")
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(DeePKSError, match="cannot read dataset"):
         read_dataset(tmp_path / "junk.h5")

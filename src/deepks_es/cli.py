@@ -16,12 +16,13 @@ import numpy as np
 from . import __version__
 from .errors import DeePKSError, SettingsError
 from .observables import DOSGrid
+from .scf.systems import PERIODIC_KE_CUTOFF
 
 EXIT_ERROR = 1
 EXIT_UNCONVERGED = 3
 MAIN_JOB_INPUT = "main_run.xml"
 MAIN_JOB_RUN_DIR = "runs/liquid-water"
-MAIN_JOB_KE_CUTOFF = 100.0  # Hartree
+MAIN_JOB_KE_CUTOFF = PERIODIC_KE_CUTOFF  # Hartree
 
 
 # (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
@@ -283,10 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(run, DOS_OPTIONS)
     run.set_defaults(func=cmd_run)
 
-    sample = verbs.add_parser("sample", help="training configurations: water clusters from TIP3P MD, periodic boxes",
+    sample = verbs.add_parser("sample", help="training configurations: water clusters from cheap MD, periodic boxes",
                               description="Seeded water configurations (extended XYZ): clusters of MIN-MAX "
-                                          "molecules cut from a rigid-TIP3P liquid MD and thermally distorted, "
-                                          "plus small random periodic boxes.")
+                                          "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
+                                          "distorted, plus small random periodic boxes.")
     sample.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     sample.add_argument("--sizes", default="1-8", help="molecules per cluster, MIN-MAX (default: 1-8)")
     sample.add_argument("--clusters", type=int, default=48, help="number of clusters (default: 48)")
@@ -313,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--pseudo", default="gth-pbe", help="pseudopotential (default: gth-pbe)")
     label.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree (default: 1e-9)")
     label.add_argument("--nvirt", type=int, default=4, help="virtual orbitals stored per frame (default: 4)")
-    label.add_argument("--ke-cutoff", type=float, default=100.0,
-                       help="periodic multigrid cutoff, Hartree (default: 100)")
+    label.add_argument("--ke-cutoff", type=float, default=MAIN_JOB_KE_CUTOFF,
+                       help="periodic multigrid cutoff, Hartree (default: %(default)s, as the main job)")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
     label.set_defaults(func=cmd_label)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it.
 
+    Missing parent directories are created.
     The file gets the permissions of an ordinary new file (0666 less the umask), not mkstemp's 0600.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:

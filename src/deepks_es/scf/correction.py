@@ -64,6 +64,27 @@ class Correction:
         return grad
 
 
+def overlap_derivative(system) -> np.ndarray:
+    """(3, nao, nao) <d/dr phi_mu | phi_nu> (electron coordinate; image-summed at Γ for a Cell)."""
+    if hasattr(system, "pbc_intor"):
+        return np.asarray(system.pbc_intor("int1e_ipovlp", comp=3)).real
+    return system.intor("int1e_ipovlp", comp=3)
+
+
+def pulay_gradient(system, dm: np.ndarray, potential: np.ndarray) -> np.ndarray:
+    """(natm, 3) share of a potential term in the energy-weighted density matrix term of the gradient.
+
+    PySCF's gradient contains -2 Tr(W dS/dR) with W = dm F dm / 2; this is that term for F -> ``potential``,
+    i.e. 2 sum_{mu on A, nu} <d phi_mu|phi_nu> W_{mu nu} (Hartree/Bohr).
+    """
+    weighted = 0.5 * dm @ potential @ dm
+    per_ao = 2.0 * np.einsum("xuv,uv->ux", overlap_derivative(system), weighted)
+    grad = np.zeros((system.natm, 3))
+    for atom, (_, _, p0, p1) in enumerate(system.aoslice_by_atom()):
+        grad[atom] = per_ao[p0:p1].sum(axis=0)
+    return grad
+
+
 class DeePKSMixin:
     """Mixin for PySCF RKS classes: V_delta joins the effective potential, E_delta the energy.
 

@@ -19,6 +19,9 @@ from ..errors import SettingsError, StructureError
 from ..structure import Structure
 
 
+PERIODIC_KE_CUTOFF = 100.0  # Hartree: the multigrid cutoff of the main job and of periodic training labels
+
+
 @dataclass(frozen=True)
 class SCFSettings:
     """Kohn-Sham calculation settings (atomic units).

@@ -64,13 +64,29 @@ class TrainConfig:
                 raise SettingsError(f"{path}: '{key}' is required")
             raw[key] = (path.parent / raw[key]).resolve()
         if "hidden" in raw:
+            if not isinstance(raw["hidden"], list):
+                raise SettingsError(f"{path}: hidden must be a list of layer widths, e.g. [64, 64, 64]")
             raw["hidden"] = tuple(int(h) for h in raw["hidden"])
         if "weights" in raw:
+            if not isinstance(raw["weights"], dict):
+                raise SettingsError(f"{path}: weights must be a table, e.g. [weights] energy = 10.0")
             bad = sorted(set(raw["weights"]) - set(LOSS_TERMS))
             if bad:
                 raise SettingsError(f"{path}: unknown loss term(s) {', '.join(bad)}; known: {', '.join(LOSS_TERMS)}")
             raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in LOSS_TERMS}
-        config = cls(**raw)
-        if not 0.0 <= config.validation_fraction < 1.0 or config.iterations < 1 or config.epochs < 1:
-            raise SettingsError(f"{path}: need 0 <= validation_fraction < 1, iterations >= 1, epochs >= 1")
+        try:
+            config = cls(**raw)
+            checks = {"0 <= validation_fraction < 1": 0.0 <= config.validation_fraction < 1.0,
+                      "iterations >= 1": config.iterations >= 1, "epochs >= 1": config.epochs >= 1,
+                      "refine_epochs >= 1": config.refine_epochs >= 1 or config.iterations == 1,
+                      "batch_frames >= 1": config.batch_frames >= 1,
+                      "checkpoint_every >= 1": config.checkpoint_every >= 1,
+                      "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
+                      "hidden widths >= 1": all(h >= 1 for h in config.hidden),
+                      "weights >= 0": all(w >= 0 for w in config.weights.values())}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise SettingsError(f"{path}: a setting has the wrong type ({exc})") from None
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise SettingsError(f"{path}: need {', '.join(failed)}")
         return config

@@ -3,8 +3,8 @@
 Layout of ``DATA.h5``::
 
     attrs: format = "deepks-es-data", version, target_xc, base_xc, basis, pseudo, settings (JSON)
-    frames/<index:06d>/  attrs: symbols (str), source_index
-        positions (natm, 3) Bohr, cell (3, 3) Bohr [periodic only]
+    frames/<index:06d>/  attrs: symbols (str)
+        positions (natm, 3) Bohr, cell (3, 3) Bohr [periodic only], source_index (frame in the XYZ)
         target/  energy, forces [if analytic], fock, mo_energy, mo_coeff, dm, overlap, nocc, converged, ...
         base/    the same keys for the base functional
 

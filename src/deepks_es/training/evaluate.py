@@ -18,7 +18,8 @@ from ..errors import DeePKSError
 from ..model.network import CorrectionModel
 from .dataset import Frame, read_dataset
 from .label import LabelSettings
-from .records import scf_record
+from .frames import lowdin
+from .records import record_levels_ev, scf_record
 
 QUANTITIES = {  # key: (label, unit)
     "energy": ("energy per atom", "meV/atom"),
@@ -32,15 +33,8 @@ QUANTITIES = {  # key: (label, unit)
 METHODS = ("model", "base", "scissor")
 
 
-def _levels(record: dict) -> dict[str, np.ndarray]:
-    """Levels of a record in eV."""
-    nocc, eps = int(record["nocc"]), np.asarray(record["mo_energy"]) * HARTREE_EV
-    return {"homo": eps[nocc - 1], "lumo": eps[nocc], "gap": eps[nocc] - eps[nocc - 1], "occupied": eps[:nocc]}
-
-
 def _lowdin_fock(record: dict) -> np.ndarray:
-    evals, evecs = np.linalg.eigh(record["overlap"])
-    x = (evecs / np.sqrt(evals)) @ evecs.T
+    x, _ = lowdin(record["overlap"])
     return x @ record["fock"] @ x
 
 
@@ -50,7 +44,7 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
     natoms = frame.structure.natoms
     offset = sum(baselines["atom_energy_ha"].get(s, 0.0) for s in frame.structure.symbols)
     shifts = baselines["shift_ev"]
-    levels = {"target": _levels(target), "model": _levels(record), "base": _levels(base)}
+    levels = {"target": record_levels_ev(target), "model": record_levels_ev(record), "base": record_levels_ev(base)}
     levels["scissor"] = {k: v + shifts[k] for k, v in levels["base"].items()}
     energy = {"model": record["energy"], "base": base["energy"] + offset, "scissor": base["energy"] + offset}
     h_target = _lowdin_fock(target)
@@ -96,7 +90,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
 
         iterator = tqdm(frames, unit="frame", desc="evaluate", file=sys.stderr, dynamic_ncols=True)
     for frame in iterator:
-        if not frame.target["converged"]:
+        if not (frame.target["converged"] and frame.base["converged"]):
             skipped.append(frame.name)
             continue
         _, base_settings = settings.for_structure(frame.structure)
@@ -112,8 +106,9 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
                for method, errs in collected.items()}
     sizes = sorted({f.structure.natoms // 3 for f in frames})
     return {"data": str(data), "subset": subset, "frames": len(frames), "molecules": sizes,
+            "base_xc": settings.base.xc, "target_xc": settings.target.xc,
             "scf_converged": converged, "scf_attempted": len(frames) - len(skipped), "mean_scf_cycles":
-            float(np.mean(cycles)) if cycles else None, "skipped_unconverged_target": skipped,
+            float(np.mean(cycles)) if cycles else None, "skipped_unconverged_labels": skipped,
             "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics}
 
 
@@ -124,10 +119,13 @@ def _stats(values: np.ndarray) -> dict:
 
 def markdown_table(summary: dict) -> str:
     """The evaluation as a markdown table (MAE / RMSE per method)."""
+    cycles = summary["mean_scf_cycles"]
+    base = summary["base_xc"]
     lines = [f"{summary['frames']} frames of {min(summary['molecules'])}–{max(summary['molecules'])} waters "
-             f"({summary['subset']}), SCF converged {summary['scf_converged']}/{summary['scf_attempted']}, "
-             f"mean {summary['mean_scf_cycles']:.1f} cycles from the base density", "",
-             "| quantity | unit | model MAE | model RMSE | PBE MAE | PBE RMSE | scissor MAE | scissor RMSE |",
+             f"({summary['subset']}), errors against {summary['target_xc']}; SCF converged "
+             f"{summary['scf_converged']}/{summary['scf_attempted']}"
+             + (f", mean {cycles:.1f} cycles from the {base} density" if cycles is not None else ""), "",
+             f"| quantity | unit | model MAE | model RMSE | {base} MAE | {base} RMSE | scissor MAE | scissor RMSE |",
              "|---|---|---|---|---|---|---|---|"]
     for key, (label, unit) in QUANTITIES.items():
         cells = []

@@ -5,10 +5,16 @@ model's) the descriptors d^I_k, their derivatives dd/drho = u_k u_k^T (u_k = the
 projector overlaps times the block eigenvector) and dd/dR at fixed rho are fixed
 tensors. With g_k = dE_delta/dd_k from the network:
 
-    E = E_base + E_delta(d),  F = F_base - sum_k g_k dd_k/dR,
+    E = E_base + E_delta(d),  F = F_base - sum_k g_k (dd_k/dR + dW_k/dR),
     H = H_base[rho] + sum_k g_k u_k u_k^T   (in the Löwdin basis S^-1/2 ... S^-1/2),
 
 the same correction the SCF applies, now differentiable in the network parameters.
+where dW_k/dR is V_delta's share of the energy-weighted density-matrix (Pulay)
+term per unit g_k, with W = dm F dm / 2. F_base excludes both correction shares
+(see records.base_part), so the force is exact at the model's own SCF density and
+first-order right at another density (phase 0: the base functional's); without
+the Pulay share a potential that shifts the levels by ~1 eV would leave forces
+hundreds of meV/Angstrom off after the first phase.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 
 from ..model.network import CorrectionModel
 from ..model.projectors import ProjectorSpec, projector_overlaps
+from ..scf.correction import overlap_derivative
 from ..scf.systems import SCFSettings, build_system
 from ..structure import Structure
 from .losses import (density_loss, eigenvalue_loss, energy_loss, force_loss, frontier_loss, hamiltonian_loss,
@@ -29,10 +36,12 @@ LOSS_TERMS = ("energy", "forces", "hamiltonian", "eigenvalues", "frontier", "den
 
 
 def descriptor_jacobians(system, spec: ProjectorSpec, dm: np.ndarray, with_forces: bool = True):
-    """Descriptors (natm, nd), u (nao, natm, nd) with dd/drho = u u^T, and dd/dR (natm, nd, natm, 3) or None."""
+    """Descriptors (natm, nd), u (nao, natm, nd) with dd/drho = u u^T, and the force tensor (natm, nd, natm, 3)
+    or None: dd/dR at fixed dm plus the derivative, per unit g, of V_delta's energy-weighted density-matrix term,
+    so that the correction's gradient is sum_k g_k tensor_k."""
     overlaps = projector_overlaps(system, spec, with_derivatives=with_forces)
     ovlp = overlaps.ovlp
-    proj_dm = np.einsum("uip,uv,viq->ipq", ovlp, dm, ovlp)
+    proj_dm = np.einsum("uip,uiq->ipq", ovlp, np.einsum("uv,viq->uiq", dm, ovlp))
     values, vectors, derivs = [], [], []
     for idx in spec.block_indices():
         blocks = proj_dm[:, idx[:, :, None], idx[:, None, :]]  # (natm, nshell, m, m)
@@ -54,6 +63,9 @@ def descriptor_jacobians(system, spec: ProjectorSpec, dm: np.ndarray, with_force
     # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>; dd = 2 w.(dC v)
     jac = -2.0 * np.einsum("uik,xuik,ua->ikax", w, q_ao, ao_onehot)
     jac[np.arange(natm), :, np.arange(natm), :] -= 2.0 * np.einsum("uik,xuik->ikx", w, q_proj)
+    # V_delta's share of the energy-weighted density matrix term (see scf.correction.pulay_gradient)
+    ip_w = np.einsum("xuv,vik->xuik", overlap_derivative(system), w)
+    jac += np.einsum("uik,xuik,ua->ikax", w, ip_w, ao_onehot)
     return np.concatenate(values, axis=1), u, jac
 
 
@@ -78,7 +90,7 @@ class TrainingFrame:
     target_projector: torch.Tensor
 
 
-def _lowdin(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lowdin(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """S^-1/2 and S^1/2."""
     evals, evecs = np.linalg.eigh(overlap)
     return (evecs / np.sqrt(evals)) @ evecs.T, (evecs * np.sqrt(evals)) @ evecs.T
@@ -90,7 +102,7 @@ def prepare_frame(name: str, structure: Structure, base: dict, target: dict, mod
     system = build_system(structure, settings)
     with_forces = "forces" in base and "forces" in target
     descriptors, u, jac = descriptor_jacobians(system, model.spec, base["dm"], with_forces)
-    x, x_inv = _lowdin(base["overlap"])
+    x, x_inv = lowdin(base["overlap"])
     natm, nocc = structure.natoms, int(target["nocc"])
     t = torch.from_numpy
     return TrainingFrame(

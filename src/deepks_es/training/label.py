@@ -5,7 +5,8 @@ atomically), so a crashed or killed run resumes where it stopped and never
 recomputes a finished frame; when every frame is done the parts are gathered
 into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
 first come, first served (an exclusive ``.claim`` file per frame), and the
-cores are divided between their PySCF threads.
+cores are divided between their PySCF threads. Claims left by a killed run are
+cleared at start, so run one ``label`` per output at a time.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ import numpy as np
 
 from ..errors import DeePKSError
 from ..fileio import atomic_path, write_json
-from ..scf.systems import SCFSettings
+from ..scf.systems import PERIODIC_KE_CUTOFF, SCFSettings
 from ..structure import Structure, read_structures
 from .dataset import frame_arrays, write_dataset
 from .records import scf_record
 
-PERIODIC_KE_CUTOFF = 100.0  # Hartree, as the main job
 
 
 @dataclass(frozen=True)
@@ -100,20 +100,33 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         return sum(1 for name in names if (parts / f"{name}.npz").is_file())
 
     bar = _progress_bar(len(structures), done()) if progress and rank == 0 else None
-    for i, name in enumerate(names):
-        if (parts / f"{name}.npz").is_file() or not _claim(parts / f"{name}.claim"):
-            continue
-        arrays = label_structure(structures[i], settings)
-        arrays["source_index"] = np.int64(i)
-        with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        (parts / f"{name}.claim").unlink()
-        if bar is not None:
-            bar.update(done() - bar.n)
+    try:
+        for i, name in enumerate(names):
+            if (parts / f"{name}.npz").is_file() or not _claim(parts / f"{name}.claim"):
+                continue
+            arrays = label_structure(structures[i], settings)
+            arrays["source_index"] = np.int64(i)
+            with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+            (parts / f"{name}.claim").unlink()
+            if bar is not None:
+                bar.update(done() - bar.n)
+    except Exception as exc:
+        if size > 1:  # the other ranks would wait at the barrier forever
+            print(f"deepks-es label: error on rank {rank}: {type(exc).__name__}: {exc}; aborting all ranks "
+                  "(rerun to resume)", file=sys.stderr, flush=True)
+            from mpi4py import MPI
+
+            MPI.COMM_WORLD.Abort(1)
+        raise
     _barrier(size)
     if rank == 0:
         if bar is not None:
             bar.close()
+        missing = [name for name in names if not (parts / f"{name}.npz").is_file()]
+        if missing:
+            raise DeePKSError(f"frames {', '.join(missing)} were not labelled (another label run on the same "
+                              "output still working?): rerun to finish them")
         frames = {}
         for name in names:
             with np.load(parts / f"{name}.npz") as data:

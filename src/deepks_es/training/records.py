@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ..constants import HARTREE_EV
+from ..scf.correction import pulay_gradient
 from ..scf.solver import run_scf
 from ..scf.systems import has_analytic_forces
 from ..structure import Structure
@@ -22,7 +24,8 @@ def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvir
 
     Keys: ``energy``, ``forces`` (when analytic forces exist), ``fock`` (nao, nao), ``mo_energy`` (nmo,),
     ``mo_coeff`` (nao, nocc + nvirt), ``dm`` (total), ``overlap``, ``nocc``, ``converged``, ``scf_cycles``;
-    with a correction also ``e_delta``, ``v_delta`` and ``forces_delta`` (= -dE_delta/dR at fixed dm).
+    with a correction also ``e_delta``, ``v_delta`` and ``forces_delta``: the correction's share of the
+    force, -dE_delta/dR at fixed dm plus V_delta's share of the energy-weighted density-matrix term.
     Orbitals are the eigenpairs of ``fock`` at the final density, so they match what the loss diagonalises.
     """
     mf = engine.make_scf(structure)
@@ -45,16 +48,25 @@ def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvir
     correction = getattr(mf, "correction", None)
     if correction is not None:
         e_delta, v_delta = correction.energy_potential(dm)
+        explicit = correction.nuclear_gradient(dm)
         record.update(e_delta=np.float64(e_delta), v_delta=v_delta,
-                      forces_delta=-correction.nuclear_gradient(dm))
+                      forces_delta=-(explicit + pulay_gradient(mf.mol, dm, v_delta)))
     return record
 
 
+def record_levels_ev(record: dict) -> dict[str, np.ndarray]:
+    """HOMO, LUMO, gap and the occupied levels of a record, in eV."""
+    nocc, eps = int(record["nocc"]), np.asarray(record["mo_energy"]) * HARTREE_EV
+    return {"homo": eps[nocc - 1], "lumo": eps[nocc], "gap": eps[nocc] - eps[nocc - 1], "occupied": eps[:nocc]}
+
+
 def base_part(record: dict) -> dict:
-    """The record of the base functional alone at the same density (identity for an uncorrected record)."""
+    """The base functional's energy, forces and Fock matrix at the record's density (the identity for an
+    uncorrected record). The corrected orbitals are not carried over."""
     if "e_delta" not in record:
         return record
-    base = {k: v for k, v in record.items() if k not in ("e_delta", "v_delta", "forces_delta")}
+    dropped = ("e_delta", "v_delta", "forces_delta", "mo_energy", "mo_coeff")
+    base = {k: v for k, v in record.items() if k not in dropped}
     base["energy"] = record["energy"] - record["e_delta"]
     base["fock"] = record["fock"] - record["v_delta"]
     if "forces" in record:

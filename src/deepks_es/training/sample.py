@@ -63,8 +63,10 @@ class SamplingPlan:
         if not 1 <= lo <= hi or hi > self.md_molecules // 2:
             raise SettingsError(f"cluster sizes {lo}-{hi} must satisfy 1 <= min <= max <= md_molecules/2 "
                                 f"({self.md_molecules // 2})")
-        if self.clusters < 0 or self.boxes < 0 or self.box_molecules < 1:
-            raise SettingsError("cluster and box counts must be >= 0, box molecules >= 1")
+        if self.clusters < 0 or self.boxes < 0 or self.clusters + self.boxes == 0 or self.box_molecules < 1:
+            raise SettingsError("need clusters >= 0, boxes >= 0, at least one of them, and box molecules >= 1")
+        if self.distortion < 0 or self.clusters_per_snapshot < 1 or self.stride < 1 or self.equilibration < 0:
+            raise SettingsError("need distortion >= 0, clusters per snapshot >= 1, stride >= 1, equilibration >= 0")
 
 
 def box_length(nmol: int, density: float = WATER_DENSITY) -> float:
@@ -83,21 +85,24 @@ def _random_molecule(rng: np.random.Generator, oxygen: np.ndarray) -> np.ndarray
     return oxygen + local @ rotation.T
 
 
-def random_water_box(nmol: int, rng: np.random.Generator, min_oo: float = 2.5) -> tuple[np.ndarray, float]:
-    """(3 nmol, 3) positions (O H H per molecule) of random rigid waters in a periodic cube, and its edge."""
+def random_water_box(nmol: int, rng: np.random.Generator, min_oo: float = 2.5,
+                     min_atoms: float = 1.5) -> tuple[np.ndarray, float]:
+    """(3 nmol, 3) positions (O H H per molecule) of random rigid waters in a periodic cube, and its edge.
+
+    Molecules are placed one by one; a trial is kept when its O is ``min_oo`` and every atom ``min_atoms``
+    Angstrom (minimum image) from the atoms already placed.
+    """
     length = box_length(nmol)
-    oxygens: list[np.ndarray] = []
+    placed = np.zeros((0, 3))
     for _ in range(100000):
-        if len(oxygens) == nmol:
-            break
-        trial = rng.uniform(0.0, length, 3)
-        delta = np.array(oxygens) - trial if oxygens else np.zeros((0, 3))
-        delta -= length * np.round(delta / length)
-        if np.all(np.linalg.norm(delta, axis=1) >= min_oo):
-            oxygens.append(trial)
-    else:
-        raise SettingsError(f"could not place {nmol} waters with O-O >= {min_oo} Angstrom")
-    return np.concatenate([_random_molecule(rng, o) for o in oxygens]), length
+        if len(placed) == 3 * nmol:
+            return placed, length
+        trial = _random_molecule(rng, rng.uniform(0.0, length, 3))
+        delta = placed[None, :, :] - trial[:, None, :]
+        distance = np.linalg.norm(delta - length * np.round(delta / length), axis=-1)  # (3, natoms placed)
+        if np.all(distance >= min_atoms) and np.all(distance[0, 0::3] >= min_oo):
+            placed = np.concatenate([placed, trial])
+    raise SettingsError(f"could not place {nmol} waters with O-O >= {min_oo} and atoms >= {min_atoms} Angstrom apart")
 
 
 class FlexibleSPC(Calculator):
@@ -177,7 +182,8 @@ def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tu
     atoms = Atoms("OH2" * nmol, positions=positions, cell=[length] * 3, pbc=True)
     atoms.calc = FlexibleSPC(cutoff=min(9.0, length / 2 - 0.01))
     MaxwellBoltzmannDistribution(atoms, temperature_K=plan.temperature, rng=rng)
-    md = Langevin(atoms, 0.5 * units.fs, temperature_K=plan.temperature, friction=0.02, fixcm=False, rng=rng)
+    md = Langevin(atoms, 0.5 * units.fs, temperature_K=plan.temperature, friction=0.01 / units.fs, fixcm=False,
+                  rng=rng)  # 100 fs thermostat time
     md.run(plan.equilibration)
     snapshots = []
     for _ in range(count):
@@ -207,7 +213,8 @@ def sample(plan: SamplingPlan) -> list[Structure]:
         nsnap = -(-plan.clusters // plan.clusters_per_snapshot)
         snapshots, length = md_snapshots(plan, nsnap, rng)
         sizes = np.arange(plan.cluster_sizes[0], plan.cluster_sizes[1] + 1)
-        probability = sizes ** -plan.size_bias / np.sum(sizes ** -plan.size_bias)
+        weight = sizes.astype(float) ** -plan.size_bias
+        probability = weight / weight.sum()
         for i in range(plan.clusters):
             nmol = int(rng.choice(sizes, p=probability))
             centre = int(rng.integers(plan.md_molecules))

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from ..analysis import figure, save_figure, write_csv
-from ..constants import HARTREE_EV
 from ..errors import DeePKSError
 from ..fileio import atomic_path, write_json
 from ..model.network import CorrectionModel
@@ -27,7 +26,7 @@ from .config import TrainConfig
 from .dataset import Frame, read_dataset
 from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame
 from .label import LabelSettings
-from .records import base_part, scf_record
+from .records import base_part, record_levels_ev, scf_record
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -36,26 +35,16 @@ def fit_baselines(frames: list[Frame], elements: tuple[str, ...]) -> dict:
     """Baselines fitted on training frames: per-element energy offsets (target - base, Hartree; clusters
     only, see :func:`.frames.frame_losses`) and the constant level shifts of a scissor correction (eV).
     With a single composition (water) only the per-molecule sum of the offsets is determined."""
+    frames = [f for f in frames if f.target["converged"] and f.base["converged"]]
     clusters = [f for f in frames if not f.structure.is_periodic] or frames
     counts = np.array([[f.structure.symbols.count(el) for el in elements] for f in clusters], dtype=float)
     delta = np.array([float(f.target["energy"] - f.base["energy"]) for f in clusters])
     offsets = np.linalg.lstsq(counts, delta, rcond=None)[0]
 
-    def mean_shift(select) -> float:
-        return float(np.mean(np.concatenate([np.atleast_1d(select(f.target) - select(f.base)) for f in frames]))
-                     * HARTREE_EV)
-
-    def homo(r):
-        return r["mo_energy"][int(r["nocc"]) - 1]
-
-    def lumo(r):
-        return r["mo_energy"][int(r["nocc"])]
-
-    return {"atom_energy_ha": dict(zip(elements, offsets.tolist())),
-            "shift_ev": {"homo": mean_shift(homo), "lumo": mean_shift(lumo),
-                         "gap": mean_shift(lambda r: lumo(r) - homo(r)),
-                         "occupied": mean_shift(lambda r: r["mo_energy"][:int(r["nocc"])])},
-            "frames": len(frames)}
+    levels = [(record_levels_ev(f.target), record_levels_ev(f.base)) for f in frames]
+    shifts = {key: float(np.mean(np.concatenate([np.atleast_1d(t[key] - b[key]) for t, b in levels])))
+              for key in ("homo", "lumo", "gap", "occupied")}
+    return {"atom_energy_ha": dict(zip(elements, offsets.tolist())), "shift_ev": shifts, "frames": len(frames)}
 
 
 class LossTotals:
@@ -91,10 +80,13 @@ class Trainer:
             raise DeePKSError(f"{config.train}: no frames left to train on")
         self.validation_names = {self.frames[i].name for i in order[:nval]}
         elements = sorted({s for f in self.frames for s in f.structure.symbols})
+        torch.manual_seed(config.seed)  # the initial weights
         self.model = CorrectionModel(elements, hidden=config.hidden, base_xc=self.settings.base.xc,
                                      basis=self.settings.base.basis, pseudo=self.settings.base.pseudo)
-        torch.manual_seed(config.seed)
         self.history: list[dict] = []
+        self.fingerprint = {"train": str(config.train), "train_bytes": Path(config.train).stat().st_size,
+                            "hidden": list(config.hidden), "seed": config.seed,
+                            "validation_fraction": config.validation_fraction}
 
     # -- the scheme -------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -102,17 +94,19 @@ class Trainer:
         state = self._load_checkpoint()
         for phase in range(state["phase"], self.config.iterations):
             epochs = self.config.epochs if phase == 0 else self.config.refine_epochs
-            first_epoch = state["epoch"] if phase == state["phase"] else 0
-            if first_epoch >= epochs:
-                continue
-            base = self._phase_records(phase)
-            train, validation = self._prepare(base)
-            if phase == 0 and first_epoch == 0:
-                self._initialise(train)
-            self._train(phase, first_epoch, epochs, train, validation, state.get("optimizer"))
-            state = {"phase": phase + 1, "epoch": 0}
-            (self.workdir / f"phase{phase}").mkdir(exist_ok=True)
-            self.model.save(self.workdir / f"phase{phase}" / "model.pt")
+            resumed = phase == state["phase"] and state["epoch"] > 0
+            first_epoch = state["epoch"] if resumed else 0
+            if first_epoch < epochs:
+                base = self._phase_records(phase)
+                train, validation = self._prepare(base)
+                if phase == 0 and first_epoch == 0:
+                    self._initialise(train)
+                self._train(phase, first_epoch, epochs, train, validation,
+                            state.get("optimizer") if resumed else None)
+            phase_model = self.workdir / f"phase{phase}" / "model.pt"
+            if first_epoch < epochs or not phase_model.is_file():
+                phase_model.parent.mkdir(exist_ok=True)
+                self.model.save(phase_model)
         final = self.workdir / "model.pt"
         self.model.save(final)
         return final
@@ -128,11 +122,13 @@ class Trainer:
 
         records, failed = {}, []
         for frame in self.frames:
+            if not frame.target["converged"]:
+                continue
             path = scf_dir / f"{frame.name}.npz"
             if not path.is_file():
                 _, settings = self.settings.for_structure(frame.structure)
                 record = base_part(scf_record(DeePKSEngine(self.model, settings), frame.structure,
-                                              dm0=previous[frame.name], nvirt=self.settings.nvirt))
+                                              dm0=previous.get(frame.name), nvirt=self.settings.nvirt))
                 with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                     np.savez(handle, **record)
             with np.load(path) as data:
@@ -149,15 +145,16 @@ class Trainer:
         scf_dir = self.workdir / f"phase{phase}" / "scf"
         dms = {}
         for f in self.frames:
-            with np.load(scf_dir / f"{f.name}.npz") as data:
-                dms[f.name] = data["dm"]
+            if (scf_dir / f"{f.name}.npz").is_file():
+                with np.load(scf_dir / f"{f.name}.npz") as data:
+                    dms[f.name] = data["dm"]
         return dms
 
     def _prepare(self, base: dict[str, dict]) -> tuple[list[TrainingFrame], list[TrainingFrame]]:
         train, validation, skipped = [], [], []
         for frame in self.frames:
-            record = base[frame.name]
-            if not (record["converged"] and frame.target["converged"]):
+            record = base.get(frame.name)
+            if record is None or not (record["converged"] and frame.target["converged"]):
                 skipped.append(frame.name)
                 continue
             _, settings = self.settings.for_structure(frame.structure)
@@ -169,13 +166,17 @@ class Trainer:
 
     def _initialise(self, train: list[TrainingFrame]) -> None:
         """Input normalisation from the training descriptors; per-element offsets from the energy baseline."""
+        if not train:
+            raise DeePKSError(f"{self.config.train}: no converged training frames")
         baselines = fit_baselines([f for f in self.frames if f.name not in self.validation_names],
                                   self.model.elements)
         with torch.no_grad():
             for i, _ in enumerate(self.model.elements):
                 rows = torch.cat([f.descriptors[f.element_index == i] for f in train])
+                if len(rows) == 0:
+                    raise DeePKSError(f"no {self.model.elements[i]} atom in the training frames")
                 self.model.input_shift[i] = rows.mean(0)
-                self.model.input_scale[i] = rows.std(0).clamp_min(1e-3)
+                self.model.input_scale[i] = rows.std(0, unbiased=False).clamp_min(1e-3)
                 self.model.atom_energy[i] = baselines["atom_energy_ha"][self.model.elements[i]]
             for net in self.model.nets.values():  # start from E_delta = offsets only
                 net[-1].weight.mul_(0.01)
@@ -192,8 +193,8 @@ class Trainer:
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         gamma = (config.final_learning_rate / config.learning_rate) ** (1.0 / epochs)
-        rng = np.random.default_rng(config.seed + 1000 * phase + first_epoch)
         for epoch in range(first_epoch, epochs):
+            rng = np.random.default_rng([config.seed, phase, epoch])  # same batches whether resumed or not
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * gamma**epoch
             totals = LossTotals()
@@ -228,7 +229,8 @@ class Trainer:
 
     # -- checkpoints and loss curves ------------------------------------------------------------------
     def _save_checkpoint(self, phase: int, epoch: int, optimizer) -> None:
-        payload = {"phase": phase, "epoch": epoch, "model": self.model.state_dict(),
+        payload = {"phase": phase, "epoch": epoch, "fingerprint": json.dumps(self.fingerprint),
+                   "model": self.model.state_dict(),
                    "optimizer": optimizer.state_dict(), "history": json.dumps(self.history),
                    "provenance": json.dumps(self.model.provenance)}
         with atomic_path(self.workdir / CHECKPOINT) as tmp:
@@ -239,7 +241,15 @@ class Trainer:
         path = self.workdir / CHECKPOINT
         if not path.is_file():
             return {"phase": 0, "epoch": 0}
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            fingerprint = json.loads(payload["fingerprint"])
+        except Exception as exc:
+            raise DeePKSError(f"cannot resume from {path}: unreadable checkpoint ({type(exc).__name__})") from None
+        if fingerprint != self.fingerprint:
+            changed = sorted(k for k in self.fingerprint if fingerprint.get(k) != self.fingerprint[k])
+            raise DeePKSError(f"{path} belongs to another training (changed: {', '.join(changed)}): use a new "
+                              "workdir or remove the old one")
         self.model.load_state_dict(payload["model"])
         self.model.provenance = json.loads(payload["provenance"])
         self.history = json.loads(payload["history"])
