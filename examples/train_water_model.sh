@@ -2,8 +2,8 @@
 # Reproduce the shipped PBE -> HSE06 water model: sample -> label -> train -> evaluate.
 # Usage: bash examples/train_water_model.sh [RANKS]   (RANKS MPI ranks for labelling; default 2)
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
-# On 2 cores: labelling ~50 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
-# training ~30 min, evaluation ~25 min.
+# On 2 cores: labelling ~60 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
+# phase-0 training ~5 min, each refinement phase one SCF per frame (~20+ min) plus ~3 min, evaluation ~20 min.
 set -euo pipefail
 ranks=${1:-2}
 cd "$(dirname "$0")/.."

@@ -29,6 +29,7 @@ from .label import LabelSettings
 from .records import base_part, record_levels_ev, scf_record
 
 CHECKPOINT = "checkpoint.pt"
+SCALE_FLOOR = 0.1  # input scales >= this fraction of the element's largest descriptor spread
 
 
 def fit_baselines(frames: list[Frame], elements: tuple[str, ...]) -> dict:
@@ -99,6 +100,9 @@ class Trainer:
             if first_epoch < epochs:
                 base = self._phase_records(phase)
                 train, validation = self._prepare(base)
+                if not train:
+                    raise DeePKSError(f"phase {phase}: no training frame has a converged SCF; the model of phase "
+                                      f"{phase - 1} is in {self.workdir / f'phase{phase - 1}'}")
                 if phase == 0 and first_epoch == 0:
                     self._initialise(train)
                 self._train(phase, first_epoch, epochs, train, validation,
@@ -165,9 +169,8 @@ class Trainer:
         return train, validation
 
     def _initialise(self, train: list[TrainingFrame]) -> None:
-        """Input normalisation from the training descriptors; per-element offsets from the energy baseline."""
-        if not train:
-            raise DeePKSError(f"{self.config.train}: no converged training frames")
+        """Input normalisation from the training descriptors (with a floor, see SCALE_FLOOR); per-element offsets
+        from the energy baseline."""
         baselines = fit_baselines([f for f in self.frames if f.name not in self.validation_names],
                                   self.model.elements)
         with torch.no_grad():
@@ -175,8 +178,11 @@ class Trainer:
                 rows = torch.cat([f.descriptors[f.element_index == i] for f in train])
                 if len(rows) == 0:
                     raise DeePKSError(f"no {self.model.elements[i]} atom in the training frames")
+                spread = rows.std(0, unbiased=False)
                 self.model.input_shift[i] = rows.mean(0)
-                self.model.input_scale[i] = rows.std(0, unbiased=False).clamp_min(1e-3)
+                # floor: descriptors that barely vary (near-empty blocks) must not be blown up, or the
+                # density changes of the model's own SCF become huge input changes
+                self.model.input_scale[i] = spread.clamp_min(SCALE_FLOOR * float(spread.max()))
                 self.model.atom_energy[i] = baselines["atom_energy_ha"][self.model.elements[i]]
             for net in self.model.nets.values():  # start from E_delta = offsets only
                 net[-1].weight.mul_(0.01)
@@ -273,7 +279,7 @@ class Trainer:
             if nxt["phase"] != row["phase"]:
                 ax.axvline(row["step"] + 0.5, color="0.6", lw=0.8, ls="--")
         ax.set_xlabel("epoch (all phases; dashed: SCF with the model)")
-        ax.set_ylabel("loss (eV², (eV/Å)², eV²/atom²; density: 0–1)")
+        ax.set_ylabel("loss: (eV/atom)², (eV/Å)², eV²; density 0–1")
         ax.legend(fontsize=7, ncols=3)
         ax.set_title("training (lines) and validation (dots)", fontsize=9)
         save_figure(fig, self.workdir / "loss.png")
