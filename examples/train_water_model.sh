@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped PBE -> HSE06 water model: sample -> label -> train -> evaluate.
+# Reproduce the trained PBE -> HSE06 water model (models/): sample -> label -> train -> evaluate.
 # Usage: bash examples/train_water_model.sh [RANKS]   (RANKS MPI ranks for labelling; default 2)
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~60 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
@@ -11,7 +11,7 @@ out=runs/water-model
 mkdir -p "$out"
 label() { if [ "$ranks" -gt 1 ]; then mpiexec -n "$ranks" deepks-es label "$@"; else deepks-es label "$@"; fi; }
 
-# The configurations of the shipped model are in inputs/training/ (MD is chaotic: resampling on another
+# The configurations of the trained model are in inputs/training/ (MD is chaotic: resampling on another
 # machine gives other frames). They were made with
 #   deepks-es sample -o train.xyz --sizes 1-8 --clusters 40 --boxes 2 --seed 1   (clusters + periodic boxes)
 #   deepks-es sample -o valid.xyz --sizes 8-16 --clusters 4 --size-bias 0 --seed 2
@@ -26,4 +26,4 @@ model=$out/train/model.pt
 deepks-es evaluate "$model" "$out/train.h5" --subset train -o "$out/eval_train"
 deepks-es evaluate "$model" "$out/train.h5" --subset validation -o "$out/eval_validation"
 deepks-es evaluate "$model" "$out/valid.h5" -o "$out/eval_large_clusters"
-echo "model: $model  (the shipped one is src/deepks_es/data/default_model.pt)"
+echo "model: $model  (the one in the repository: models/water_pbe_hse06_phase0.pt)"

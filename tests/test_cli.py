@@ -65,6 +65,7 @@ def _bad_inputs(tmp_path):
         (["compute", malformed], "cannot read"),
         (["compute", dimer, "--model", tmp_path / "missing.pt"], "not found"),
         (["compute", dimer, "--model", corrupt], "corrupt"),
+        (["compute", dimer, "--model", "default"], "no default model"),
         (["compute", STRUCTURES / "water_box_2.xyz", "--pseudo", "none"], "pseudopotential"),
         (["drive", "--inet", "localhost:port", "--structure", dimer], "numeric port"),
         (["drive", "--unix", "no-server-here", "--structure", dimer, "--wait", "0"], "cannot connect"),

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,16 +67,19 @@ def test_missing_model_and_default(tmp_path):
     with pytest.raises(ModelError, match="not found"):
         load_model(str(tmp_path / "missing.pt"))
     assert load_model("none") is None
-    shipped = load_model("default")
-    assert shipped.elements == ("H", "O") and shipped.base_xc == "PBE" and shipped.basis == "gth-dzvp"
-    assert shipped.provenance["kind"] == "deepks-es train"
-    assert default_model_path().stat().st_size < 2_000_000
+    if not default_model_path().is_file():
+        with pytest.raises(ModelError, match="no default model"):
+            load_model("default")
 
 
-def test_shipped_model_moves_pbe_to_hse06(dimer):
-    """The shipped model, self-consistent on a dimer it never saw, lands near HSE06, far from PBE."""
+def test_experimental_model_moves_pbe_to_hse06(dimer):
+    """The trained phase-0 model (models/), self-consistent on a dimer it never saw, lands near HSE06."""
+    path = Path(__file__).resolve().parents[1] / "models" / "water_pbe_hse06_phase0.pt"
+    trained = load_model(str(path))
+    assert trained.elements == ("H", "O") and trained.provenance["kind"] == "deepks-es train"
+    assert path.stat().st_size < 2_000_000
     model, pbe, hse = (make_engine(name, xc=xc).compute(dimer)
-                       for name, xc in (("default", "PBE"), ("none", "PBE"), ("none", "HSE06")))
+                       for name, xc in ((str(path), "PBE"), ("none", "PBE"), ("none", "HSE06")))
     assert model.converged and abs(pbe.gap - hse.gap) * 27.211 > 2.0
     assert abs(model.gap - hse.gap) * 27.211 < 0.2
     assert abs(model.homo - hse.homo) * 27.211 < 0.2 and abs(model.lumo - hse.lumo) * 27.211 < 0.2
