@@ -17,7 +17,7 @@ from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..errors import DeePKSError
 from ..model.network import CorrectionModel
 from .dataset import Frame, read_dataset
-from .label import LabelSettings
+from .label import LabelSettings, energies_comparable
 from .frames import lowdin
 from .records import record_levels_ev, scf_record
 
@@ -51,7 +51,7 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
     errors = {}
     for method in METHODS:
         err = {k: np.atleast_1d(levels[method][k] - levels["target"][k]) for k in ("gap", "homo", "lumo", "occupied")}
-        if not frame.structure.is_periodic:  # periodic target/base energies come from different PySCF routes
+        if energies_comparable(frame.structure):
             err["energy"] = np.atleast_1d((energy[method] - target["energy"]) * HARTREE_EV * 1000.0 / natoms)
         forces = record.get("forces") if method == "model" else base.get("forces")
         if forces is not None and "forces" in target:

@@ -29,6 +29,7 @@ from ..model.projectors import ProjectorSpec, projector_overlaps
 from ..scf.correction import overlap_derivative
 from ..scf.systems import SCFSettings, build_system
 from ..structure import Structure
+from .label import energies_comparable
 from .losses import (density_loss, eigenvalue_loss, energy_loss, force_loss, frontier_loss, hamiltonian_loss,
                      occupied_spectrum)
 
@@ -83,7 +84,7 @@ class TrainingFrame:
     base_energy: torch.Tensor
     base_forces: torch.Tensor | None
     base_fock: torch.Tensor
-    target_energy: torch.Tensor | None  # None: periodic, energy differences across PySCF routes not comparable
+    target_energy: torch.Tensor | None  # None where energies are not comparable (label.energies_comparable)
     target_forces: torch.Tensor | None
     target_fock: torch.Tensor
     target_eigenvalues: torch.Tensor
@@ -111,7 +112,8 @@ def prepare_frame(name: str, structure: Structure, base: dict, target: dict, mod
         descriptor_gradient=t(jac.reshape(-1, natm, 3)) if with_forces else None,
         base_energy=torch.tensor(float(base["energy"]), dtype=torch.float64),
         base_forces=t(base["forces"]) if with_forces else None, base_fock=t(x @ base["fock"] @ x),
-        target_energy=None if structure.is_periodic else torch.tensor(float(target["energy"]), dtype=torch.float64),
+        target_energy=(torch.tensor(float(target["energy"]), dtype=torch.float64)
+                       if energies_comparable(structure) else None),
         target_forces=t(target["forces"]) if with_forces else None, target_fock=t(x @ target["fock"] @ x),
         target_eigenvalues=t(target["mo_energy"][:nocc + 1]), target_projector=t(0.5 * x_inv @ target["dm"] @ x_inv))
 
@@ -132,8 +134,7 @@ def predict(model: CorrectionModel, frame: TrainingFrame) -> dict[str, torch.Ten
 
 def frame_losses(model: CorrectionModel, frame: TrainingFrame) -> dict[str, torch.Tensor]:
     """Every loss term of one frame; terms without comparable data are left out: forces of a periodic hybrid
-    (none in PySCF) and periodic energies (target and base come from different PySCF periodic routes, GDF
-    and multigrid, whose absolute energies differ by a route-dependent constant)."""
+    (none in PySCF) and energies that :func:`.label.energies_comparable` rules out."""
     out = predict(model, frame)
     losses = {"hamiltonian": hamiltonian_loss(out["fock"], frame.target_fock),
               "eigenvalues": eigenvalue_loss(out["eigenvalues"], frame.target_eigenvalues, frame.nocc),

@@ -25,7 +25,7 @@ from ..model.network import CorrectionModel
 from .config import TrainConfig
 from .dataset import Frame, read_dataset
 from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame
-from .label import LabelSettings
+from .label import LabelSettings, energies_comparable
 from .records import base_part, record_levels_ev, scf_record
 
 CHECKPOINT = "checkpoint.pt"
@@ -33,11 +33,12 @@ SCALE_FLOOR = 0.1  # input scales >= this fraction of the element's largest desc
 
 
 def fit_baselines(frames: list[Frame], elements: tuple[str, ...]) -> dict:
-    """Baselines fitted on training frames: per-element energy offsets (target - base, Hartree; clusters
-    only, see :func:`.frames.frame_losses`) and the constant level shifts of a scissor correction (eV).
-    With a single composition (water) only the per-molecule sum of the offsets is determined."""
+    """Baselines fitted on training frames: per-element energy offsets (target - base, Hartree; frames with
+    comparable energies only, see :func:`.label.energies_comparable`) and the constant level shifts of a
+    scissor correction (eV). With a single composition (water) only the per-molecule sum of the offsets is
+    determined."""
     frames = [f for f in frames if f.target["converged"] and f.base["converged"]]
-    clusters = [f for f in frames if not f.structure.is_periodic] or frames
+    clusters = [f for f in frames if energies_comparable(f.structure)] or frames
     counts = np.array([[f.structure.symbols.count(el) for el in elements] for f in clusters], dtype=float)
     delta = np.array([float(f.target["energy"] - f.base["energy"]) for f in clusters])
     offsets = np.linalg.lstsq(counts, delta, rcond=None)[0]
