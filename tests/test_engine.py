@@ -64,6 +64,9 @@ def test_scf_fallback_stages(dimer, random_model):
     starved = make_engine(random_model, max_cycle=1).compute(dimer)
     assert not starved.converged and starved.scf_stage == "newton"
     assert any("not converged" in note for note in starved.notes)
+    without_newton = make_engine(random_model, max_cycle=1, second_order=False).compute(dimer)
+    assert not without_newton.converged and without_newton.scf_stage == "level_shift"
+    assert without_newton.scf_cycles == 2  # one per stage that ran
     rescued = make_engine(random_model, max_cycle=6).compute(dimer)
     assert rescued.converged and rescued.scf_stage in ("level_shift", "newton")
     assert rescued.energy == pytest.approx(make_engine(random_model).compute(dimer).energy, abs=1e-7)

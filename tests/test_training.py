@@ -144,7 +144,8 @@ def test_bad_training_inputs(tmp_path):
     with pytest.raises(SettingsError, match="unknown loss term"):
         TrainConfig.from_toml(tmp_path / "weights.toml")
     for bad, message in (("batch_frames = 0", "batch_frames >= 1"), ("hidden = 64", "hidden must be a list"),
-                         ("learning_rate = -1.0", "learning rates > 0"), ('epochs = "many"', "wrong type")):
+                         ("learning_rate = -1.0", "learning rates > 0"), ('epochs = "many"', "wrong type"),
+                         ("scf_max_cycle = 0", "scf_max_cycle >= 1")):
         (tmp_path / "values.toml").write_text(f'train = "x.h5"\nworkdir = "w"\n{bad}\n')
         with pytest.raises(SettingsError, match=message):
             TrainConfig.from_toml(tmp_path / "values.toml")

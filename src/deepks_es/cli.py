@@ -36,6 +36,8 @@ CALCULATION_OPTIONS = [
     ("--charge", dict(type=int, default=0, help="total charge (default: 0)")),
     ("--conv-tol", dict(type=float, default=1e-9, help="SCF energy tolerance in Hartree (default: 1e-9)")),
     ("--max-cycle", dict(type=int, default=50, help="SCF iterations per solver stage (default: 50)")),
+    ("--extrapolation", dict(type=int, default=None, help="density-matrix predictor order across MD steps "
+                                                          "(Kolafa ASPC; -1: previous step's; default: 3)")),
     ("--ke-cutoff", dict(type=float, default=None, help="periodic multigrid cutoff in Hartree (default: chosen by "
                                                         "PySCF from the basis)")),
 ]
@@ -74,7 +76,8 @@ def engine_from_args(args):
         settings["basis"] = args.basis
     if args.pseudo is not None:
         settings["pseudo"] = None if args.pseudo.lower() == "none" else args.pseudo
-    return make_engine(args.model or "none", **settings)
+    extrapolation = {} if args.extrapolation is None else {"extrapolation": args.extrapolation}
+    return make_engine(args.model or "none", **extrapolation, **settings)
 
 
 def cmd_compute(args) -> int:
@@ -226,6 +229,35 @@ def cmd_evaluate(args) -> int:
     return 0 if summary["scf_converged"] == summary["scf_attempted"] else EXIT_UNCONVERGED
 
 
+def _numbers(text: str, kind, flag: str) -> tuple:
+    """``"4,8,16"`` -> (4, 8, 16); ``"none"`` or empty -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(kind(item) for item in text.split(","))
+    except ValueError:
+        raise SettingsError(f"{flag} wants a comma-separated list, e.g. 4,8,16, or none; got {text!r}") from None
+
+
+def cmd_bench(args) -> int:
+    from .bench.suite import BenchPlan, run_bench
+    from .engines import default_model_path
+
+    model = args.model or ("default" if default_model_path().is_file() else None)
+    if model is None:
+        raise SettingsError("bench needs a DeePKS-ES model: --model PATH (no default model is shipped yet)")
+    plan = BenchPlan(model=str(Path(model).resolve()) if Path(model).is_file() else model,
+                     clusters=_numbers(args.clusters, int, "--clusters"), boxes=_numbers(args.boxes, int, "--boxes"),
+                     methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,
+                     md_steps=args.md_steps, check_every=args.check_every, extrapolation=args.extrapolation,
+                     tolerances=_numbers(args.tolerances, float, "--tolerances"), conv_tol=args.conv_tol,
+                     ke_cutoff=args.ke_cutoff)
+    data = run_bench(plan, args.out, log=lambda message: print(f"deepks-es bench: {message}", file=sys.stderr,
+                                                               flush=True))
+    print((Path(args.out) / "bench.md").read_text())
+    return 0 if all("error" not in r for r in data["results"]) else EXIT_ERROR
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepks-es", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"deepks-es {__version__}")
@@ -344,6 +376,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = verbs.add_parser("bench", help="benchmarks: PBE, DeePKS-ES and HSE06 step times side by side, MD "
+                                           "segment with density extrapolation, memory",
+                             description="Single-point energy+forces of water clusters and periodic boxes with "
+                                         "each method (time per part, SCF cycles, peak memory, each in a fresh "
+                                         "process), an NVT MD segment with DeePKS-ES (SCF cycles and s/step, "
+                                         "extrapolated vs cold, force error vs fully converged) and a force "
+                                         "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
+                                         "OUT/bench.md (ratios first).")
+    bench.add_argument("--model", default=None, help="DeePKS-ES model file (default: the shipped model)")
+    bench.add_argument("--clusters", default="4,8,16,32", help="cluster sizes in molecules (default: %(default)s)")
+    bench.add_argument("--boxes", default="32,64", help="periodic boxes, molecules: 8, 32, 64 or none "
+                                                        "(default: %(default)s)")
+    bench.add_argument("--methods", default="PBE,DeePKS-ES,HSE06", help="(default: %(default)s)")
+    bench.add_argument("--md-molecules", type=int, default=8, help="MD cluster size (default: %(default)s)")
+    bench.add_argument("--md-steps", type=int, default=50, help="MD steps, 0 for none (default: %(default)s)")
+    bench.add_argument("--check-every", type=int, default=10,
+                       help="MD steps between cold and fully converged recomputations (default: %(default)s)")
+    bench.add_argument("--extrapolation", type=int, default=3, help="density predictor order in the MD segment "
+                                                                   "(default: %(default)s)")
+    bench.add_argument("--tolerances", default="1e-6,1e-7,1e-8,1e-9",
+                       help="SCF tolerances (Ha) of the force-error scan, or none (default: %(default)s)")
+    bench.add_argument("--conv-tol", type=float, default=1e-9, help="SCF tolerance, Ha (default: %(default)s)")
+    bench.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
+                       help="periodic multigrid cutoff, Ha (default: %(default)s)")
+    bench.add_argument("-o", "--out", default="runs/bench", help="output directory (default: %(default)s)")
+    bench.set_defaults(func=cmd_bench)
 
     analyze = verbs.add_parser("analyze", help="electronic analysis of a run: gap statistics, averaged DOS, plots",
                                description="Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..model.network import CorrectionModel
+from ..scf.extrapolation import DEFAULT_ORDER
 from ..scf.systems import SCFSettings
 from .deepks import DeePKSEngine
 from .reference import ReferenceEngine
@@ -33,14 +34,16 @@ def load_model(name: str) -> CorrectionModel | None:
     return CorrectionModel.load(name)
 
 
-def make_engine(model: str | CorrectionModel | None = "none", **settings) -> ReferenceEngine:
-    """An engine for a model name/path/object; ``settings`` override :class:`SCFSettings` fields."""
+def make_engine(model: str | CorrectionModel | None = "none", extrapolation: int = DEFAULT_ORDER,
+                **settings) -> ReferenceEngine:
+    """An engine for a model name/path/object; ``extrapolation`` is the density predictor order across
+    MD steps (see :class:`ReferenceEngine`); ``settings`` override :class:`SCFSettings` fields."""
     if isinstance(model, str):
         model = load_model(model)
     if model is None:
-        return ReferenceEngine(SCFSettings(**settings))
+        return ReferenceEngine(SCFSettings(**settings), extrapolation)
     defaults = dict(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
-    return DeePKSEngine(model, SCFSettings(**{**defaults, **settings}))
+    return DeePKSEngine(model, SCFSettings(**{**defaults, **settings}), extrapolation)
 
 
 __all__ = ["DeePKSEngine", "ReferenceEngine", "Result", "load_model", "make_engine", "default_model_path"]

@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import SettingsError
 from ..model.network import CorrectionModel
 from ..scf.correction import add_correction
+from ..scf.extrapolation import DEFAULT_ORDER
 from ..scf.systems import SCFSettings
 from ..structure import Structure
 from .reference import ReferenceEngine
@@ -19,7 +20,8 @@ class DeePKSEngine(ReferenceEngine):
     mismatch between the two is a :class:`SettingsError`.
     """
 
-    def __init__(self, model: CorrectionModel, settings: SCFSettings | None = None):
+    def __init__(self, model: CorrectionModel, settings: SCFSettings | None = None,
+                 extrapolation: int = DEFAULT_ORDER):
         settings = settings or SCFSettings(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
         for what, ours, theirs in (("functional", settings.xc, model.base_xc),
                                    ("basis", settings.basis, model.basis),
@@ -27,7 +29,7 @@ class DeePKSEngine(ReferenceEngine):
             if str(ours).lower() != str(theirs).lower():
                 raise SettingsError(f"model was trained on {what} {theirs!r} but the run uses {ours!r}: "
                                     f"run with the model's {what} or use --model none")
-        super().__init__(settings)
+        super().__init__(settings, extrapolation)
         self.model = model
 
     def make_scf(self, structure: Structure):

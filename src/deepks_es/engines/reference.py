@@ -7,6 +7,7 @@ from typing import Hashable
 
 import numpy as np
 
+from ..scf.extrapolation import DEFAULT_ORDER, DensityHistory
 from ..scf.solver import run_scf
 from ..scf.systems import SCFSettings, build_system, has_analytic_forces, is_cell, make_rks
 from ..structure import Structure
@@ -37,15 +38,17 @@ def element_weights(system, ovlp: np.ndarray, mo_coeff: np.ndarray) -> dict[str,
 class ReferenceEngine:
     """Energy, forces and observables from restricted Kohn-Sham with ``settings``.
 
-    ``compute`` keeps the converged density matrix of each ``key`` (e.g. a PIMD bead)
-    and starts the next SCF with the same key from it; a key seen for the first time
-    starts from the latest converged density matrix of any key (a neighbouring bead),
-    the very first call from PySCF's guess.
+    ``compute`` keeps a :class:`~deepks_es.scf.extrapolation.DensityHistory` per ``key`` (e.g. a PIMD
+    bead): the SCF of a key's next step starts from the density matrix extrapolated (predictor order
+    ``extrapolation``; -1: the previous step's) from its last converged steps. A key seen for the first
+    time, or after a geometry jump, starts from the latest converged density matrix of any key (a
+    neighbouring bead), the very first call from PySCF's guess.
     """
 
-    def __init__(self, settings: SCFSettings = SCFSettings()):
+    def __init__(self, settings: SCFSettings = SCFSettings(), extrapolation: int = DEFAULT_ORDER):
         self.settings = settings
-        self._warm: dict[Hashable, np.ndarray] = {}
+        self.extrapolation = extrapolation
+        self._histories: dict[Hashable, DensityHistory] = {}
         self._latest: np.ndarray | None = None
 
     def make_scf(self, structure: Structure):
@@ -66,11 +69,14 @@ class ReferenceEngine:
         start = time.perf_counter()
         mf = self.make_scf(structure)
         nao = mf.mol.nao_nr()
+        history = self._histories.setdefault(key, DensityHistory(self.extrapolation))
         if dm0 is None:
-            dm0 = self._warm.get(key, self._latest)
+            dm0 = history.predict(structure, mf.get_ovlp(), mf.mol.nelectron // 2)
+        if dm0 is None:
+            dm0 = self._latest
         if dm0 is not None and np.shape(dm0) != (nao, nao):
             dm0 = None
-        outcome = run_scf(mf, dm0)
+        outcome = run_scf(mf, dm0, self.settings.second_order)
         dm = mf.make_rdm1()
         notes = [] if outcome.converged else [f"SCF not converged after {outcome.cycles} cycles "
                                               "(DIIS, level shift and second-order stages)"]
@@ -84,7 +90,10 @@ class ReferenceEngine:
         elif forces is not None:
             virial = cluster_virial(structure.positions, forces)
         if outcome.converged:
-            self._warm[key] = self._latest = dm
+            history.push(structure, dm)
+            self._latest = dm
+        else:
+            history.clear()
         order = np.argsort(mf.mo_energy)
         return Result(energy=float(mf.e_tot), forces=forces, virial=virial,
                       mo_energy=np.asarray(mf.mo_energy)[order], mo_occ=np.asarray(mf.mo_occ)[order],

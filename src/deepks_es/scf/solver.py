@@ -29,8 +29,9 @@ def supports_newton(mf) -> bool:
     return not isinstance(getattr(mf, "_numint", None), MultiGridNumInt2)
 
 
-def run_scf(mf, dm0=None) -> SCFOutcome:
-    """Converge ``mf`` in place from the initial density matrix ``dm0`` (None: PySCF's guess)."""
+def run_scf(mf, dm0=None, second_order: bool = True) -> SCFOutcome:
+    """Converge ``mf`` in place from the initial density matrix ``dm0`` (None: PySCF's guess); the
+    second-order stage runs only if ``second_order`` and PySCF supports it for ``mf``."""
     cycles = 0
 
     def count(_envs):
@@ -51,7 +52,7 @@ def run_scf(mf, dm0=None) -> SCFOutcome:
             mf.level_shift, mf.damp, mf.diis_start_cycle = saved
         if mf.converged:
             return SCFOutcome(True, cycles, "level_shift")
-        if not supports_newton(mf):
+        if not (second_order and supports_newton(mf)):
             return SCFOutcome(False, cycles, "level_shift")
 
         newton = mf.newton()

@@ -33,6 +33,8 @@ class SCFSettings:
         charge: total charge (electrons).
         conv_tol: SCF energy convergence (Hartree); the orbital gradient is converged to its sqrt.
         max_cycle: SCF iterations per solver stage (DIIS, then level shift, then second order).
+        second_order: whether the solver ends with the second-order (Newton) stage; without it an SCF
+            still unconverged after DIIS and level shifting is given up sooner.
         grid_level: molecular DFT grid level (0-9).
         ke_cutoff: periodic plane-wave cutoff for the multigrid XC/Coulomb (Hartree); None lets
             PySCF choose from the basis.
@@ -45,6 +47,7 @@ class SCFSettings:
     charge: int = 0
     conv_tol: float = 1e-9
     max_cycle: int = 50
+    second_order: bool = True
     grid_level: int = 3
     ke_cutoff: float | None = None
     verbose: int = 0

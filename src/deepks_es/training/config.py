@@ -26,6 +26,9 @@ class TrainConfig:
         batch_frames: frames per optimiser step.
         learning_rate, final_learning_rate: exponential decay within each phase.
         checkpoint_every: epochs between checkpoints.
+        scf_max_cycle: SCF iterations per solver stage (DIIS, level shift; no second-order stage) in the
+            SCF with the model; frames still unconverged are left out of that phase, so one hard frame
+            cannot stall it.
         seed: split, initialisation and batch order.
     """
 
@@ -42,6 +45,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     final_learning_rate: float = 5e-5
     checkpoint_every: int = 20
+    scf_max_cycle: int = 30
     seed: int = 0
 
     @classmethod
@@ -81,6 +85,7 @@ class TrainConfig:
                       "refine_epochs >= 1": config.refine_epochs >= 1 or config.iterations == 1,
                       "batch_frames >= 1": config.batch_frames >= 1,
                       "checkpoint_every >= 1": config.checkpoint_every >= 1,
+                      "scf_max_cycle >= 1": config.scf_max_cycle >= 1,
                       "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                       "hidden widths >= 1": all(h >= 1 for h in config.hidden),
                       "weights >= 0": all(w >= 0 for w in config.weights.values())}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,7 @@ class Trainer:
             path = scf_dir / f"{frame.name}.npz"
             if not path.is_file():
                 _, settings = self.settings.for_structure(frame.structure)
+                settings = replace(settings, max_cycle=self.config.scf_max_cycle, second_order=False)
                 record = base_part(scf_record(DeePKSEngine(self.model, settings), frame.structure,
                                               dm0=previous.get(frame.name), nvirt=self.settings.nvirt))
                 with atomic_path(path) as tmp, open(tmp, "wb") as handle:

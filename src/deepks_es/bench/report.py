@@ -1,0 +1,113 @@
+"""``bench.md``: the benchmark results as markdown tables, ratios first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .profile import PARTS
+
+
+def _system(row: dict) -> str:
+    return f"{row['system']} {row['molecules']}"
+
+
+def _singles(results: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(_system(r), r["method"]): r for r in results if r["kind"] == "single" and "error" not in r}
+
+
+def _ratio(numerator: dict | None, denominator: dict | None) -> str:
+    if numerator is None or denominator is None:
+        return "–"
+    return f"{numerator['wall_s'] / denominator['wall_s']:.2f}"
+
+
+def correction_share(row: dict) -> float:
+    """Fraction of a DeePKS-ES step spent in the correction (descriptors, network, V_delta, its forces)."""
+    return (row["parts_s"]["correction"] + row["parts_s"]["correction_gradient"]) / row["wall_s"]
+
+
+def ratio_table(results: list[dict]) -> list[str]:
+    singles = _singles(results)
+    systems = list(dict.fromkeys(system for system, _ in singles))
+    lines = ["| system | DeePKS-ES / PBE | HSE06 / DeePKS-ES | correction share of the DeePKS-ES step |",
+             "|---|---|---|---|"]
+    for system in systems:
+        deepks = singles.get((system, "DeePKS-ES"))
+        share = "–" if deepks is None else f"{100 * correction_share(deepks):.1f} %"
+        hse = singles.get((system, "HSE06"))
+        hse_note = "" if hse is None or hse["forces"] else " (energy only)"
+        lines.append(f"| {system} | {_ratio(deepks, singles.get((system, 'PBE')))} | "
+                     f"{_ratio(hse, deepks)}{hse_note} | {share} |")
+    return lines
+
+
+def single_table(results: list[dict]) -> list[str]:
+    parts = [p for p in PARTS] + ["other"]
+    lines = ["| system | method | atoms | SCF cycles | wall (s) | s/cycle | peak memory (MiB) | "
+             + " | ".join(parts) + " |", "|---|---|---|---|---|---|---|" + "---|" * len(parts)]
+    for r in results:
+        if r["kind"] != "single":
+            continue
+        if "error" in r:
+            lines.append(f"| {_system(r)} | {r['method']} | failed: {r['error']} |")
+            continue
+        flag = "" if r["converged"] else " (not converged)"
+        forces = "" if r["forces"] else ", energy only"
+        lines.append(f"| {_system(r)} | {r['method']}{forces} | {r['natoms']} | {r['scf_cycles']}{flag} | "
+                     f"{r['wall_s']:.1f} | {r['wall_s'] / max(r['scf_cycles'], 1):.2f} | {r['peak_rss_mib']:.0f} | "
+                     + " | ".join(f"{r['parts_s'][p]:.1f}" for p in parts) + " |")
+    return lines
+
+
+def md_table(results: list[dict], extrapolation: int) -> list[str]:
+    lines = []
+    for r in results:
+        if r["kind"] != "md":
+            continue
+        if "error" in r:
+            return [f"MD segment failed: {r['error']}"]
+        cycles = np.array([s["scf_cycles"] for s in r["steps"]])
+        wall = np.array([s["wall_s"] for s in r["steps"]])
+        checks = r["checks"]
+        lines += [f"NVT MD, {_system(r)} ({r['natoms']} atoms), DeePKS-ES, {len(cycles)} steps of 0.5 fs at 300 K; "
+                  f"peak memory {r['peak_rss_mib']:.0f} MiB; unconverged steps: "
+                  f"{sum(not s['converged'] for s in r['steps'])}.", "",
+                  "| start of each step's SCF | mean SCF cycles | max SCF cycles | s/step | max force error (meV/Å) |",
+                  "|---|---|---|---|---|",
+                  f"| extrapolated (ASPC order {extrapolation}) | {cycles.mean():.2f} | {cycles.max()} | "
+                  f"{wall.mean():.2f} | {max((c['force_error_mev_a'] for c in checks), default=float('nan')):.3f} |"]
+        if checks:
+            lines.append(f"| cold (PySCF guess), steps {', '.join(str(c['step']) for c in checks)} | "
+                         f"{np.mean([c['cold_scf_cycles'] for c in checks]):.2f} | "
+                         f"{max(c['cold_scf_cycles'] for c in checks)} | "
+                         f"{np.mean([c['cold_wall_s'] for c in checks]):.2f} | "
+                         f"{max(c['cold_force_error_mev_a'] for c in checks):.3f} |")
+    return lines
+
+
+def tolerance_table(results: list[dict]) -> list[str]:
+    lines = []
+    for r in results:
+        if r["kind"] != "tolerance":
+            continue
+        if "error" in r:
+            return [f"tolerance scan failed: {r['error']}"]
+        lines += [f"Force error vs SCF tolerance, {_system(r)}, DeePKS-ES, cold starts, against a fully converged "
+                  "SCF (1e-12 Ha):", "", "| conv_tol (Ha) | SCF cycles | max force error (meV/Å) |", "|---|---|---|"]
+        lines += [f"| {s['conv_tol']:.0e} | {s['scf_cycles']} | {s['force_error_mev_a']:.4f} |" for s in r["scan"]]
+    return lines
+
+
+def markdown_report(data: dict) -> str:
+    results, plan, machine = data["results"], data["plan"], data["machine"]
+    sections = [
+        "# deepks-es bench", "",
+        f"{machine['cpus']} CPUs ({machine['processor']}), PySCF {machine['pyscf']} with {machine['pyscf_threads']} "
+        f"threads, torch {machine['torch']}; model {plan['model']}; SCF tolerance {plan['conv_tol']:.0e} Ha; "
+        "single points start from PySCF's guess and include analytic forces.", "",
+        "## Ratios (wall time of one energy + forces step, same geometry, same run)", "", *ratio_table(results), "",
+        "## Single points: where the time goes (s)", "", *single_table(results), "",
+        "## MD segment", "", *md_table(results, plan["extrapolation"]), "",
+        "## SCF tolerance and forces", "", *tolerance_table(results), "",
+    ]
+    return "\n".join(sections)

@@ -1,0 +1,243 @@
+"""The benchmark suite: single points, an MD segment and a tolerance scan, side by side in one run.
+
+Systems: clusters of N waters (the N molecules nearest to molecule 0 of the shipped 64-water liquid
+snapshot, whole) and the shipped periodic liquid boxes (``data/water_liquid_<N>.xyz``: 8, 32, 64
+molecules; q-SPC/Fw snapshots at 300 K and 1 g/cm³ made with ``deepks_es.training.sample.md_snapshots``).
+
+Each measurement runs in a fresh spawned process, one at a time, so its peak resident memory is that of
+one MD client and no measurement inherits another's caches. Results are appended to ``OUT/bench.json``
+as they finish; a rerun with the same output directory skips those already there, and may add systems
+or methods, the MD segment or the tolerance scan (the report covers them all) as long as the settings of
+how to measure (model, SCF tolerance, cutoff, extrapolation order, seed) are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, HARTREE_EV
+from ..errors import SettingsError
+from ..fileio import write_json
+from ..scf.extrapolation import DEFAULT_ORDER
+from ..scf.systems import PERIODIC_KE_CUTOFF
+from ..structure import Structure, read_structure
+from .profile import PARTS, profiled_compute
+
+METHODS = ("PBE", "DeePKS-ES", "HSE06")
+FORCE_MEV_A = HARTREE_EV / BOHR_ANGSTROM * 1000.0  # Hartree/Bohr -> meV/Angstrom
+REFERENCE_TOL = 1e-12  # Hartree: "fully converged"
+MD_TIMESTEP_FS = 0.5
+MD_TEMPERATURE = 300.0
+PER_RUN = ("clusters", "boxes", "methods", "md_molecules", "md_steps", "check_every", "tolerances")  # what to
+# measure, free to differ between runs into one output directory (how to measure may not)
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What ``deepks-es bench`` measures (sizes in water molecules).
+
+    Attributes:
+        model: DeePKS-ES model (path, or ``default``).
+        clusters, boxes: sizes of the single-point clusters and periodic boxes.
+        methods: of :data:`METHODS`.
+        md_molecules, md_steps: the NVT MD segment (Langevin, 300 K, 0.5 fs) with DeePKS-ES.
+        check_every: every so many MD steps, the step is recomputed cold (PySCF's guess) and fully
+            converged to compare cycles, time and forces.
+        extrapolation: density predictor order of the MD segment.
+        tolerances: SCF energy tolerances (Hartree) of the force-error scan on the MD cluster.
+        conv_tol: SCF energy tolerance of the single points and the MD segment.
+        ke_cutoff: periodic multigrid cutoff (Hartree).
+        seed: MD velocities and thermostat.
+    """
+
+    model: str
+    clusters: tuple[int, ...] = (4, 8, 16, 32)
+    boxes: tuple[int, ...] = (32, 64)
+    methods: tuple[str, ...] = METHODS
+    md_molecules: int = 8
+    md_steps: int = 50
+    check_every: int = 10
+    extrapolation: int = DEFAULT_ORDER
+    tolerances: tuple[float, ...] = (1e-6, 1e-7, 1e-8, 1e-9)
+    conv_tol: float = 1e-9
+    ke_cutoff: float = PERIODIC_KE_CUTOFF
+    seed: int = 0
+
+    def tasks(self) -> list[dict]:
+        """The measurements, cheapest first within each kind."""
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown:
+            raise SettingsError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        systems = [("cluster", n) for n in sorted(self.clusters)] + [("box", n) for n in sorted(self.boxes)]
+        tasks = [{"kind": "single", "method": m, "system": s, "molecules": n} for s, n in systems for m in self.methods]
+        if self.md_steps:
+            tasks.append({"kind": "md", "system": "cluster", "molecules": self.md_molecules})
+        if self.tolerances:
+            tasks.append({"kind": "tolerance", "system": "cluster", "molecules": self.md_molecules})
+        for task in tasks:
+            task["name"] = "/".join(str(task[k]) for k in ("kind", "method", "system", "molecules") if k in task)
+        return tasks
+
+
+def box_path(molecules: int) -> Path:
+    path = Path(str(resources.files("deepks_es") / "data" / f"water_liquid_{molecules}.xyz"))
+    if not path.is_file():
+        raise SettingsError(f"no shipped {molecules}-water box (have 8, 32, 64)")
+    return path
+
+
+def water_system(system: str, molecules: int) -> Structure:
+    """A shipped periodic box, or the ``molecules`` waters nearest to molecule 0 of the 64-water box (Bohr)."""
+    from ..training.sample import cut_cluster
+
+    if system == "box":
+        return read_structure(box_path(molecules))
+    liquid = read_structure(box_path(64))
+    if not 1 <= molecules <= 64:
+        raise SettingsError(f"clusters of 1-64 waters, not {molecules}")
+    xyz = cut_cluster(liquid.positions * BOHR_ANGSTROM, liquid.cell[0, 0] * BOHR_ANGSTROM, 0, molecules)
+    return Structure(("O", "H", "H") * molecules, xyz * ANGSTROM_BOHR)
+
+
+def _engine(plan: BenchPlan, method: str, periodic: bool, **settings):
+    from ..engines import make_engine
+
+    if periodic:
+        settings["ke_cutoff"] = plan.ke_cutoff
+    settings.setdefault("conv_tol", plan.conv_tol)
+    if method == "DeePKS-ES":
+        return make_engine(plan.model, **settings)
+    return make_engine("none", xc=method, **settings)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def measure_single(plan: BenchPlan, task: dict) -> dict:
+    """Cold single point (PySCF's initial guess): wall time per part, SCF cycles."""
+    structure = water_system(task["system"], task["molecules"])
+    engine = _engine(plan, task["method"], structure.is_periodic)
+    result, parts = profiled_compute(engine, structure)
+    return {"natoms": structure.natoms, "wall_s": result.wall_s, "scf_cycles": result.scf_cycles,
+            "converged": result.converged, "forces": result.forces is not None, "parts_s": parts,
+            "notes": result.notes}
+
+
+def _max_force_error(forces: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(forces - reference).max() * FORCE_MEV_A)
+
+
+def _fully_converged(plan: BenchPlan, structure: Structure, dm0) -> np.ndarray:
+    return _engine(plan, "DeePKS-ES", structure.is_periodic, conv_tol=REFERENCE_TOL).compute(structure, dm0=dm0).forces
+
+
+def measure_md(plan: BenchPlan, task: dict) -> dict:
+    """NVT MD with DeePKS-ES and density extrapolation; every ``check_every`` steps a cold recomputation
+    and a fully converged one (forces)."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    from ..ase import DeePKSCalculator
+
+    structure = water_system(task["system"], task["molecules"])
+    atoms = structure.to_ase()
+    rng = np.random.default_rng(plan.seed)
+    atoms.calc = DeePKSCalculator(plan.model, extrapolation=plan.extrapolation, conv_tol=plan.conv_tol)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=MD_TEMPERATURE, rng=rng)
+    md = Langevin(atoms, MD_TIMESTEP_FS * units.fs, temperature_K=MD_TEMPERATURE, friction=0.01 / units.fs,
+                  fixcm=False, rng=rng)
+    atoms.get_forces()  # the cold first step, not counted
+    steps, checks = [], []
+    for step in range(1, plan.md_steps + 1):
+        start = time.perf_counter()
+        md.run(1)
+        steps.append({"scf_cycles": atoms.calc.results["scf_cycles"], "wall_s": time.perf_counter() - start,
+                      "converged": atoms.calc.results["scf_converged"]})
+        if step % plan.check_every == 0:
+            checks.append((step, Structure.from_ase(atoms), atoms.get_forces() / (HARTREE_EV / BOHR_ANGSTROM)))
+    compared = []
+    for step, snapshot, forces in checks:
+        cold = _engine(plan, "DeePKS-ES", snapshot.is_periodic).compute(snapshot)
+        reference = _fully_converged(plan, snapshot, cold.density_matrix)
+        compared.append({"step": step, "cold_scf_cycles": cold.scf_cycles, "cold_wall_s": cold.wall_s,
+                         "force_error_mev_a": _max_force_error(forces, reference),
+                         "cold_force_error_mev_a": _max_force_error(cold.forces, reference)})
+    return {"natoms": structure.natoms, "steps": steps, "checks": compared}
+
+
+def measure_tolerance(plan: BenchPlan, task: dict) -> dict:
+    """Max force error against a fully converged SCF, and SCF cycles, per energy tolerance (cold starts)."""
+    structure = water_system(task["system"], task["molecules"])
+    runs = [_engine(plan, "DeePKS-ES", False, conv_tol=tol).compute(structure) for tol in plan.tolerances]
+    reference = _fully_converged(plan, structure, runs[-1].density_matrix)
+    return {"natoms": structure.natoms,
+            "scan": [{"conv_tol": tol, "scf_cycles": run.scf_cycles, "force_error_mev_a":
+                      _max_force_error(run.forces, reference)} for tol, run in zip(plan.tolerances, runs)]}
+
+
+MEASURES = {"single": measure_single, "md": measure_md, "tolerance": measure_tolerance}
+
+
+def measure(plan: BenchPlan, task: dict) -> dict:
+    """Run one task (in the calling process) and add its peak memory; errors become an ``error`` entry."""
+    start = time.perf_counter()
+    try:
+        outcome = MEASURES[task["kind"]](plan, task)
+    except Exception as exc:  # a benchmark row that failed is reported, the suite goes on
+        outcome = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    return {**task, **outcome, "task_wall_s": time.perf_counter() - start, "peak_rss_mib": _peak_mib()}
+
+
+def machine() -> dict:
+    import pyscf
+    import torch
+    from pyscf import lib
+
+    return {"cpus": os.cpu_count(), "pyscf_threads": lib.num_threads(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "pyscf": pyscf.__version__, "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine()}
+
+
+def run_bench(plan: BenchPlan, out_dir: str | os.PathLike, log=print) -> dict:
+    """Run (or resume) the plan; writes ``bench.json`` after every task and ``bench.md`` at the end."""
+    from .report import markdown_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    settings = {k: v for k, v in json.loads(json.dumps(asdict(plan))).items() if k not in PER_RUN}
+    if data and {k: v for k, v in data["plan"].items() if k not in PER_RUN} != settings:
+        raise SettingsError(f"{path} was measured with other settings (model, tolerances, MD): use a new "
+                            "output directory")
+    data = {"plan": asdict(plan), "machine": machine(), "results": data.get("results", [])}
+    done = {r["name"] for r in data["results"] if "error" not in r}
+    data["results"] = [r for r in data["results"] if r["name"] in done]
+    tasks = [t for t in plan.tasks() if t["name"] not in done]
+    for i, task in enumerate(tasks, 1):
+        log(f"[{i}/{len(tasks)}] {task['name']} ...")
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            result = pool.submit(measure, plan, task).result()
+        log(f"[{i}/{len(tasks)}] {task['name']}: " + (result.get("error") or f"{result['task_wall_s']:.1f} s, "
+                                                       f"peak {result['peak_rss_mib']:.0f} MiB"))
+        data["results"].append(result)
+        write_json(path, data)
+    write_json(path, data)
+    (out / "bench.md").write_text(markdown_report(data))
+    return data
+
+
+__all__ = ["BenchPlan", "PARTS", "run_bench", "water_system", "measure"]
