@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -166,6 +167,8 @@ def measure_md(plan: BenchPlan, task: dict) -> dict:
         md.run(1)
         steps.append({"scf_cycles": atoms.calc.results["scf_cycles"], "wall_s": time.perf_counter() - start,
                       "converged": atoms.calc.results["scf_converged"]})
+        print(f"deepks-es bench: md step {step}/{plan.md_steps}: {steps[-1]['scf_cycles']} SCF cycles, "
+              f"{steps[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
         if step % plan.check_every == 0:
             checks.append((step, Structure.from_ase(atoms), atoms.get_forces() / (HARTREE_EV / BOHR_ANGSTROM)))
     compared = []
