@@ -10,6 +10,7 @@ import pytest
 
 from conftest import CLI
 from deepks_es.engines import make_engine
+from deepks_es.errors import SettingsError
 from deepks_es.scf.extrapolation import DensityHistory, aspc_coefficients, idempotent_projection
 from deepks_es.structure import Structure
 
@@ -75,7 +76,7 @@ def test_history_restarts_after_a_jump_and_skips_repeats():
     assert history.predict(far, overlap, 1) is None
     history.push(far, dm)
     assert len(history) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="order must be >= -1"):
         DensityHistory(order=-2)
 
 

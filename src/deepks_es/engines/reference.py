@@ -68,18 +68,15 @@ class ReferenceEngine:
         """
         start = time.perf_counter()
         mf = self.make_scf(structure)
-        nao = mf.mol.nao_nr()
         history = self._histories.setdefault(key, DensityHistory(self.extrapolation))
         if dm0 is None:
             dm0 = history.predict(structure, mf.get_ovlp(), mf.mol.nelectron // 2)
         if dm0 is None:
             dm0 = self._latest
-        if dm0 is not None and np.shape(dm0) != (nao, nao):
-            dm0 = None
         outcome = run_scf(mf, dm0, self.settings.second_order)
         dm = mf.make_rdm1()
         notes = [] if outcome.converged else [f"SCF not converged after {outcome.cycles} cycles "
-                                              "(DIIS, level shift and second-order stages)"]
+                                              f"(the last stage that ran: {outcome.stage})"]
         forces = virial = None
         if has_analytic_forces(mf):
             forces = -np.asarray(self.nuclear_gradient(mf))

@@ -20,6 +20,8 @@ from math import comb
 import numpy as np
 import scipy.linalg
 
+from ..errors import SettingsError
+
 DEFAULT_ORDER = 3
 MAX_STEP = 0.5  # Bohr: larger single-step displacements restart the history
 
@@ -50,7 +52,7 @@ class DensityHistory:
 
     def __init__(self, order: int = DEFAULT_ORDER, max_step: float = MAX_STEP):
         if order < -1:
-            raise ValueError(f"extrapolation order must be >= -1, got {order}")
+            raise SettingsError(f"extrapolation order must be >= -1, got {order}")
         self.order = order
         self.max_step = max_step
         self._steps: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=order + 2)  # (positions, dm)

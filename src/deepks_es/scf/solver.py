@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 LEVEL_SHIFT = 0.3  # Hartree
 DAMPING = 0.5
 DAMPED_CYCLES = 8
@@ -30,8 +32,12 @@ def supports_newton(mf) -> bool:
 
 
 def run_scf(mf, dm0=None, second_order: bool = True) -> SCFOutcome:
-    """Converge ``mf`` in place from the initial density matrix ``dm0`` (None: PySCF's guess); the
-    second-order stage runs only if ``second_order`` and PySCF supports it for ``mf``."""
+    """Converge ``mf`` in place from the initial density matrix ``dm0`` (None, or one of another shape than
+    the system's AO basis: PySCF's guess); the second-order stage runs only if ``second_order`` and PySCF
+    supports it for ``mf``."""
+    nao = mf.mol.nao_nr()
+    if dm0 is not None and np.shape(dm0) != (nao, nao):
+        dm0 = None
     cycles = 0
 
     def count(_envs):

@@ -29,9 +29,6 @@ def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvir
     Orbitals are the eigenpairs of ``fock`` at the final density, so they match what the loss diagonalises.
     """
     mf = engine.make_scf(structure)
-    nao = mf.mol.nao_nr()
-    if dm0 is not None and np.shape(dm0) != (nao, nao):
-        dm0 = None
     outcome = run_scf(mf, dm0, engine.settings.second_order)
     dm = np.asarray(mf.make_rdm1())
     overlap, hcore = np.asarray(mf.get_ovlp()), mf.get_hcore()
