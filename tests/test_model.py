@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from deepks_es.engines import default_model_path, load_model, make_engine
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
+from deepks_es.model.descriptors import block_moments, eigen_descriptors
 
 
 def test_save_load_roundtrip(tmp_path, random_model):
@@ -26,6 +28,67 @@ def test_metadata_records_setup(random_model):
     assert meta["projector"] == ProjectorSpec().to_dict()
     assert meta["provenance"]["kind"] == "random"
     assert meta["units"]["energy"] == "hartree"
+
+
+def _blocks_with_crossing(spec: ProjectorSpec, t: torch.Tensor) -> torch.Tensor:
+    """One atom's projected density: 0.1 on the diagonal, its first p block diag(0.3 + 2t, 0.3 - t, 0.2)."""
+    p_block = torch.as_tensor(spec.block_indices()[1][0])
+    diagonal = torch.full((spec.nproj,), 0.1, dtype=torch.float64)
+    crossing = torch.stack([0.3 + 2 * t, 0.3 - t, torch.tensor(0.2, dtype=torch.float64)])
+    diagonal = diagonal.index_put((p_block,), crossing)
+    return torch.diag(diagonal)[None]
+
+
+def test_moments_are_traces_of_centred_block_powers():
+    spec = ProjectorSpec()
+    a = torch.rand(2, spec.nproj, spec.nproj, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    proj_dm = a @ a.transpose(1, 2)
+    moments = block_moments(eigen_descriptors(proj_dm, spec), spec)
+    column = 0
+    for idx in spec.block_indices():
+        for shell in idx:
+            block = proj_dm[:, shell[:, None], shell[None, :]]
+            size = len(shell)
+            mean = block.diagonal(dim1=1, dim2=2).mean(-1)
+            torch.testing.assert_close(moments[:, column], mean)
+            centred = block - mean[:, None, None] * torch.eye(size, dtype=torch.float64)
+            for k in range(2, size + 1):
+                trace = torch.linalg.matrix_power(centred, k).diagonal(dim1=1, dim2=2).sum(-1)
+                torch.testing.assert_close(moments[:, column + k - 1], trace / size)
+            column += size
+    assert column == spec.ndescriptor
+
+
+@pytest.mark.parametrize("inputs", ["moments", "eigenvalues"])
+def test_correction_is_smooth_where_eigenvalues_cross(inputs):
+    """Two eigenvalues of a block cross at t = 0: dE/dt is continuous with moment inputs; with sorted
+    eigenvalues it jumps (the kink that stalls the SCF, README Performance)."""
+    model = CorrectionModel.random(seed=3, scale=1.0, inputs=inputs)
+    slopes = []
+    for t0 in (-1e-7, 1e-7):
+        t = torch.tensor(t0, dtype=torch.float64, requires_grad=True)
+        descriptors = eigen_descriptors(_blocks_with_crossing(model.spec, t), model.spec)
+        (slope,) = torch.autograd.grad(model(descriptors, torch.tensor([1])).sum(), t)
+        slopes.append(float(slope))
+    jump = abs(slopes[1] - slopes[0]) / max(abs(s) for s in slopes)
+    if inputs == "moments":
+        assert jump < 1e-4
+    else:
+        assert jump > 1e-2
+
+
+def test_models_without_recorded_inputs_read_as_eigenvalue_models(tmp_path):
+    model = CorrectionModel.random(inputs="eigenvalues")
+    path = tmp_path / "old.pt"
+    model.save(path)
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["metadata"])
+    del meta["network"]["inputs"]
+    torch.save({**payload, "metadata": json.dumps(meta)}, path)
+    assert CorrectionModel.load(path).inputs == "eigenvalues"
+    assert CorrectionModel.random().inputs == "moments"
+    with pytest.raises(ModelError, match="unknown network inputs"):
+        CorrectionModel(("H", "O"), inputs="sorted")
 
 
 def test_null_model_is_exactly_zero():

@@ -1,10 +1,14 @@
 """The DeePKS-ES correction network and its model file.
 
-E_delta = sum_I [ MLP_{Z_I}((d^I - shift_Z) / scale_Z) + e0_Z ]  (Hartree)
+E_delta = sum_I [ MLP_{Z_I}((f(d^I) - shift_Z) / scale_Z) + e0_Z ]  (Hartree)
+
+with f the network inputs: ``moments`` (mean and central moments of each block's
+eigenvalues, polynomials in D, smooth; the default) or ``eigenvalues`` (f = identity, the
+sorted eigenvalues of models written before inputs were recorded: kinks where two cross).
 
 A model file is ``torch.save`` of a plain dict: ``format`` (a tag), ``metadata``
 (a JSON string: format version, elements, base xc, basis, pseudopotential,
-projector spec, network shape, provenance, units) and ``state_dict``. It is read
+projector spec, network shape and inputs, provenance, units) and ``state_dict``. It is read
 with ``weights_only=True``; every mismatch is a :class:`ModelError`.
 """
 
@@ -18,10 +22,12 @@ import torch
 
 from ..errors import ModelError
 from ..fileio import atomic_path
+from .descriptors import block_moments
 from .projectors import ProjectorSpec
 
 FILE_TAG = "deepks-es-model"
 FORMAT_VERSION = 1
+INPUTS = ("moments", "eigenvalues")
 UNITS = {"energy": "hartree", "length": "bohr",
          "density_matrix": "total (spin-summed) AO density matrix, PySCF AO order"}
 
@@ -36,20 +42,24 @@ def _mlp(n_in: int, hidden: tuple[int, ...]) -> torch.nn.Sequential:
 
 
 class CorrectionModel(torch.nn.Module):
-    """Per-element MLP on eigenvalue descriptors; energies in Hartree.
+    """Per-element MLP on (functions of) the eigenvalue descriptors; energies in Hartree.
 
     Args:
         elements: chemical symbols the model covers.
         spec: projector set the descriptors are built from.
         hidden: widths of the hidden layers.
+        inputs: what the network sees of each block's eigenvalues (see ``INPUTS``).
         base_xc, basis, pseudo: the base calculation the correction belongs to.
         provenance: free-form record of how the model was made (JSON-serialisable).
     """
 
     def __init__(self, elements, spec: ProjectorSpec = ProjectorSpec(), hidden=(64, 64, 64),
                  base_xc: str = "PBE", basis: str = "gth-dzvp", pseudo: str = "gth-pbe",
-                 provenance: dict | None = None):
+                 provenance: dict | None = None, inputs: str = "moments"):
         super().__init__()
+        if inputs not in INPUTS:
+            raise ModelError(f"unknown network inputs {inputs!r}; known: {', '.join(INPUTS)}")
+        self.inputs = inputs
         self.elements = tuple(sorted(set(elements)))
         self.spec = spec
         self.hidden = tuple(int(h) for h in hidden)
@@ -71,9 +81,13 @@ class CorrectionModel(torch.nn.Module):
         lookup = {el: i for i, el in enumerate(self.elements)}
         return torch.tensor([lookup[s] for s in symbols], dtype=torch.long)
 
+    def features(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Network inputs (natm, ndescriptor), before standardisation, from eigenvalue descriptors."""
+        return block_moments(descriptors, self.spec) if self.inputs == "moments" else descriptors
+
     def forward(self, descriptors: torch.Tensor, element_index: torch.Tensor) -> torch.Tensor:
-        """Per-atom energies (natm,) in Hartree from descriptors (natm, ndescriptor)."""
-        x = (descriptors - self.input_shift[element_index]) / self.input_scale[element_index]
+        """Per-atom energies (natm,) in Hartree from eigenvalue descriptors (natm, ndescriptor)."""
+        x = (self.features(descriptors) - self.input_shift[element_index]) / self.input_scale[element_index]
         out = self.atom_energy[element_index].clone()
         for i, el in enumerate(self.elements):
             mask = element_index == i
@@ -116,7 +130,7 @@ class CorrectionModel(torch.nn.Module):
             "basis": self.basis,
             "pseudo": self.pseudo,
             "projector": self.spec.to_dict(),
-            "network": {"hidden": list(self.hidden), "activation": "silu"},
+            "network": {"hidden": list(self.hidden), "activation": "silu", "inputs": self.inputs},
             "provenance": self.provenance,
             "units": UNITS,
         }
@@ -148,7 +162,8 @@ class CorrectionModel(torch.nn.Module):
                                  f"deepks-es reads version {FORMAT_VERSION}")
             model = cls(meta["elements"], ProjectorSpec.from_dict(meta["projector"]),
                         hidden=meta["network"]["hidden"], base_xc=meta["base_xc"], basis=meta["basis"],
-                        pseudo=meta["pseudo"], provenance=meta.get("provenance"))
+                        pseudo=meta["pseudo"], provenance=meta.get("provenance"),
+                        inputs=meta["network"].get("inputs", "eigenvalues"))
             model.load_state_dict(payload["state_dict"], strict=True)
         except ModelError:
             raise

@@ -88,7 +88,7 @@ class Trainer:
                                      basis=self.settings.base.basis, pseudo=self.settings.base.pseudo)
         self.history: list[dict] = []
         self.fingerprint = {"train": str(config.train), "train_bytes": Path(config.train).stat().st_size,
-                            "hidden": list(config.hidden), "seed": config.seed,
+                            "hidden": list(config.hidden), "inputs": self.model.inputs, "seed": config.seed,
                             "validation_fraction": config.validation_fraction}
 
     # -- the scheme -------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class Trainer:
                                   self.model.elements)
         with torch.no_grad():
             for i, _ in enumerate(self.model.elements):
-                rows = torch.cat([f.descriptors[f.element_index == i] for f in train])
+                rows = self.model.features(torch.cat([f.descriptors[f.element_index == i] for f in train]))
                 if len(rows) == 0:
                     raise DeePKSError(f"no {self.model.elements[i]} atom in the training frames")
                 spread = rows.std(0, unbiased=False)
