@@ -77,7 +77,9 @@ def test_periodic_box_run_reports_nan_pressure(tmp_path):
     assert len(extras(tmp_path, "gap")["gap_ev"]) == 3
 
 
-def test_ctrl_c_stops_everything_and_leaves_no_sockets(tmp_path):
+@pytest.mark.parametrize("signum, group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
+def test_stop_signal_stops_everything_and_leaves_no_sockets(tmp_path, signum, group):
+    """Ctrl-C in a terminal signals the whole process group; a batch system may SIGTERM the launcher alone."""
     before = private_socket_dirs()
     text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1000 </total_steps>",
                   (INPUTS / "nvt_cluster.xml").read_text()).replace("../structures/", f"{STRUCTURES}/")
@@ -88,9 +90,9 @@ def test_ctrl_c_stops_everything_and_leaves_no_sockets(tmp_path):
     while not ((tmp_path / "simulation.out").exists() and len(data_rows(tmp_path / "simulation.out"))):
         assert time.monotonic() < deadline and run.poll() is None, "the run made no progress"
         time.sleep(0.2)
-    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    (os.killpg if group else os.kill)(run.pid, signum)
     _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 130 and "interrupted" in stderr
+    assert run.returncode == 128 + signum and "interrupted" in stderr, stderr
     assert private_socket_dirs() <= before
     time.sleep(1)
     with pytest.raises(ProcessLookupError):  # no i-PI or client left in the group

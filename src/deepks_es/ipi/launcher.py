@@ -4,7 +4,8 @@ The input is rewritten into the run directory with a private socket prefix (a fr
 short directory, so names never collide and no stale socket blocks the start), a
 per-request ``timeout`` above the SCF time and ``consolidate_messages`` false (a
 dead client is dropped and its bead re-queued). i-PI's exit code is returned;
-Ctrl-C stops everything and removes the sockets.
+Ctrl-C (SIGINT) or a batch system's SIGTERM stops everything, removes the sockets
+and exits with 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -117,33 +119,64 @@ def run(args) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     prefix_dir = tempfile.mkdtemp(prefix="dks", dir="/tmp")
     processes = []
-    try:
-        prepared = prepare_input(Path(args.input).resolve(), prefix_dir + "/", args.timeout)
-        (run_dir / EFFECTIVE_INPUT).write_text(prepared.xml_text)
-        clients = args.clients or 1
-        with open(run_dir / IPI_LOG, "w") as log:
-            server = subprocess.Popen([ipi, EFFECTIVE_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
-        processes.append(server)
-        drive_args = argparse.Namespace(**{**vars(args), "unix": prepared.unix, "inet": prepared.inet,
-                                           "socket_prefix": prepared.prefix, "structure": prepared.structure,
-                                           "pbc": prepared.pbc, "dos_metadata": run_dir / "dos_grid.json"})
-        nthreads = args.threads or max(1, (os.cpu_count() or 1) // clients)
-        print(f"deepks-es run: i-PI on {args.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
-              f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
-        workers = [subprocess.Popen(client_command(drive_args, nthreads), cwd=run_dir) for _ in range(clients)]
-        processes += workers
-        code = _supervise(server, workers, Progress(run_dir / prepared.properties, prepared.total_steps))
-        if code:
-            lines = (run_dir / IPI_LOG).read_text(errors="replace").strip().splitlines() or ["(empty log)"]
-            print(f"deepks-es run: i-PI exited with code {code}: {lines[-1]} (full log: {run_dir / IPI_LOG})",
-                  file=sys.stderr)
-        return code
-    except KeyboardInterrupt:
-        print("deepks-es run: interrupted; stopping i-PI and the clients", file=sys.stderr)
-        return 130
-    finally:
-        stop_processes(processes)
-        shutil.rmtree(prefix_dir, ignore_errors=True)
+    with StopSignals() as stop:
+        try:
+            prepared = prepare_input(Path(args.input).resolve(), prefix_dir + "/", args.timeout)
+            (run_dir / EFFECTIVE_INPUT).write_text(prepared.xml_text)
+            clients = args.clients or 1
+            with open(run_dir / IPI_LOG, "w") as log:
+                server = subprocess.Popen([ipi, EFFECTIVE_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
+            processes.append(server)
+            drive_args = argparse.Namespace(**{**vars(args), "unix": prepared.unix, "inet": prepared.inet,
+                                               "socket_prefix": prepared.prefix, "structure": prepared.structure,
+                                               "pbc": prepared.pbc, "dos_metadata": run_dir / "dos_grid.json"})
+            nthreads = args.threads or max(1, (os.cpu_count() or 1) // clients)
+            print(f"deepks-es run: i-PI on {args.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
+                  f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
+            workers = [subprocess.Popen(client_command(drive_args, nthreads), cwd=run_dir) for _ in range(clients)]
+            processes += workers
+            code = _supervise(server, workers, Progress(run_dir / prepared.properties, prepared.total_steps))
+        except KeyboardInterrupt:
+            stop.signum = stop.signum or signal.SIGINT
+        finally:
+            stop_processes(processes)
+            shutil.rmtree(prefix_dir, ignore_errors=True)
+    if stop.signum is not None:
+        print(f"deepks-es run: interrupted ({signal.Signals(stop.signum).name}); stopped i-PI and the clients",
+              file=sys.stderr)
+        return 128 + stop.signum
+    if code:
+        lines = (run_dir / IPI_LOG).read_text(errors="replace").strip().splitlines() or ["(empty log)"]
+        print(f"deepks-es run: i-PI exited with code {code}: {lines[-1]} (full log: {run_dir / IPI_LOG})",
+              file=sys.stderr)
+    return code
+
+
+class StopSignals:
+    """Within the block, the first SIGINT or SIGTERM is recorded and raised as KeyboardInterrupt; later ones are
+    only recorded, so the clean-up (stopping i-PI and the clients) is not cut short by an impatient second Ctrl-C.
+
+    The record decides the exit code: an interrupt that a finaliser swallowed still counts.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 class Progress:
