@@ -1,9 +1,6 @@
-"""PBE, HSE06 and a random-weight DeePKS-ES model on one water structure, side by side.
+"""PBE, HSE06 and DeePKS-ES (the shipped PBE -> HSE06 model) on one water structure, side by side.
 
     python examples/compare_functionals.py [STRUCTURE]
-
-The random model only shows the plumbing (E_delta, shifted levels); a trained model
-moves the PBE levels towards HSE06.
 """
 
 import sys
@@ -11,7 +8,6 @@ from pathlib import Path
 
 from deepks_es.constants import HARTREE_EV
 from deepks_es.engines import make_engine
-from deepks_es.model import CorrectionModel
 from deepks_es.structure import read_structure
 
 path = sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "inputs/structures/water_dimer.xyz"
@@ -19,7 +15,7 @@ structure = read_structure(path)
 engines = {
     "PBE": make_engine("none", xc="PBE"),
     "HSE06": make_engine("none", xc="HSE06"),
-    "DeePKS-ES (random)": make_engine(CorrectionModel.random(seed=0)),
+    "DeePKS-ES": make_engine("default"),
 }
 print(f"{'method':<20} {'energy/Ha':>16} {'HOMO/eV':>9} {'LUMO/eV':>9} {'gap/eV':>8} {'cycles':>6} {'s':>6}")
 for name, engine in engines.items():

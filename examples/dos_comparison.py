@@ -3,8 +3,7 @@
     python examples/dos_comparison.py [--structure XYZ] [--model PATH|default] [--ke-cutoff HA] [--out PNG]
 
 Periodic HSE06 runs through Gaussian density fitting (energies and levels only): it takes a few
-minutes for the 8-water box. DeePKS-ES needs a trained model: without one (no --model and no
-shipped model yet) the plot shows PBE and HSE06 and says so.
+minutes for the 8-water box. DeePKS-ES uses the shipped model unless --model says otherwise.
 """
 
 import argparse
@@ -13,14 +12,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from deepks_es.constants import HARTREE_EV
-from deepks_es.engines import default_model_path, make_engine
+from deepks_es.engines import make_engine
 from deepks_es.observables import DOSGrid
 from deepks_es.structure import read_structure
 
 REPO = Path(__file__).resolve().parents[1]
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--structure", default=REPO / "inputs/structures/water_liquid_8.xyz")
-parser.add_argument("--model", default="default" if default_model_path().is_file() else None)
+parser.add_argument("--model", default="default")
 parser.add_argument("--ke-cutoff", type=float, default=100.0, help="multigrid cutoff for PBE/DeePKS-ES, Hartree")
 parser.add_argument("--out", default="dos_comparison.png")
 args = parser.parse_args()
@@ -28,11 +27,8 @@ args = parser.parse_args()
 snapshot = read_structure(args.structure)
 grid = DOSGrid(emin_ev=-30, emax_ev=10, npoints=801, sigma_ev=0.2)
 engines = {"PBE": make_engine("none", xc="PBE", ke_cutoff=args.ke_cutoff),
-           "HSE06": make_engine("none", xc="HSE06", ke_cutoff=args.ke_cutoff)}
-if args.model:
-    engines["DeePKS-ES"] = make_engine(args.model, ke_cutoff=args.ke_cutoff)
-else:
-    print("no --model and no shipped model: DeePKS-ES left out of the comparison")
+           "HSE06": make_engine("none", xc="HSE06", ke_cutoff=args.ke_cutoff),
+           "DeePKS-ES": make_engine(args.model, ke_cutoff=args.ke_cutoff)}
 
 fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
 for (name, engine), color in zip(engines.items(), ("tab:blue", "k", "tab:red")):

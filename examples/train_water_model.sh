@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the trained PBE -> HSE06 water model (models/): sample -> label -> train -> evaluate.
+# Reproduce the shipped PBE -> HSE06 water model (src/deepks_es/data/default_model.pt):
+# sample -> label -> train -> evaluate.
 # Usage: bash examples/train_water_model.sh [RANKS]   (RANKS MPI ranks for labelling; default 2)
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
-# On 2 cores: labelling ~60 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
-# phase-0 training ~5 min, each refinement phase one SCF per frame (~20+ min) plus ~3 min, evaluation ~20 min.
+# On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
+# training ~20 min (phase 0 ~2 min; each refinement phase one SCF per frame ~3 min + ~2 min of epochs),
+# evaluation ~15 min.
 set -euo pipefail
 ranks=${1:-2}
 cd "$(dirname "$0")/.."
@@ -26,4 +28,4 @@ model=$out/train/model.pt
 deepks-es evaluate "$model" "$out/train.h5" --subset train -o "$out/eval_train"
 deepks-es evaluate "$model" "$out/train.h5" --subset validation -o "$out/eval_validation"
 deepks-es evaluate "$model" "$out/valid.h5" -o "$out/eval_large_clusters"
-echo "model: $model  (the one in the repository: models/water_pbe_hse06_phase0.pt)"
+echo "model: $model  (shipped as src/deepks_es/data/default_model.pt)"

@@ -1,9 +1,10 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
+from deepks_es import engines
+from deepks_es.constants import HARTREE_EV
 from deepks_es.engines import default_model_path, load_model, make_engine
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
@@ -126,26 +127,25 @@ def test_truncated_model_file(tmp_path, random_model):
         CorrectionModel.load(path)
 
 
-def test_missing_model_and_default(tmp_path):
+def test_missing_model_and_default(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="not found"):
         load_model(str(tmp_path / "missing.pt"))
     assert load_model("none") is None
-    if not default_model_path().is_file():
-        with pytest.raises(ModelError, match="no default model"):
-            load_model("default")
+    monkeypatch.setattr(engines, "default_model_path", lambda: tmp_path / "default_model.pt")
+    with pytest.raises(ModelError, match="shipped model .* is missing"):
+        load_model("default")
 
 
-def test_experimental_model_moves_pbe_to_hse06(dimer):
-    """The trained phase-0 model (models/), self-consistent on a dimer it never saw, lands near HSE06."""
-    path = Path(__file__).resolve().parents[1] / "models" / "water_pbe_hse06_phase0.pt"
-    trained = load_model(str(path))
+def test_default_model_moves_pbe_to_hse06(dimer):
+    """The shipped model, self-consistent on a dimer it never saw, lands near HSE06 where PBE is > 2 eV off."""
+    trained = load_model("default")
     assert trained.elements == ("H", "O") and trained.provenance["kind"] == "deepks-es train"
-    assert path.stat().st_size < 2_000_000
+    assert default_model_path().stat().st_size < 2_000_000
     model, pbe, hse = (make_engine(name, xc=xc).compute(dimer)
-                       for name, xc in ((str(path), "PBE"), ("none", "PBE"), ("none", "HSE06")))
-    assert model.converged and abs(pbe.gap - hse.gap) * 27.211 > 2.0
-    assert abs(model.gap - hse.gap) * 27.211 < 0.2
-    assert abs(model.homo - hse.homo) * 27.211 < 0.2 and abs(model.lumo - hse.lumo) * 27.211 < 0.2
+                       for name, xc in ((trained, "PBE"), ("none", "PBE"), ("none", "HSE06")))
+    assert model.converged and abs(pbe.gap - hse.gap) * HARTREE_EV > 2.0
+    assert abs(model.gap - hse.gap) * HARTREE_EV < 0.1
+    assert abs(model.homo - hse.homo) * HARTREE_EV < 0.1 and abs(model.lumo - hse.lumo) * HARTREE_EV < 0.1
 
 
 def test_mismatched_settings(random_model):

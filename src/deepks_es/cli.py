@@ -28,7 +28,7 @@ MAIN_JOB_KE_CUTOFF = PERIODIC_KE_CUTOFF  # Hartree
 # (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
 CALCULATION_OPTIONS = [
     ("--model", dict(default=None, help="model file PATH, 'default' (the shipped model) or 'none' (plain "
-                                        "functional); default: none (the main job: default when shipped)")),
+                                        "functional); default: none (the main job: default)")),
     ("--xc", dict(default=None, help="functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)")),
     ("--basis", dict(default=None, help="AO basis (default: the model's, else gth-dzvp)")),
     ("--pseudo", dict(default=None, help="pseudopotential, 'none' for all-electron clusters (default: the model's, "
@@ -125,18 +125,13 @@ def cmd_drive(args) -> int:
 
 def cmd_run(args) -> int:
     from .analysis import analyze, locate_run
-    from .engines import default_model_path
     from .ipi.launcher import run
 
     if args.input is None:  # the main job: the embedded liquid-water NVT run
         args.input = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
         args.run_dir = args.run_dir or MAIN_JOB_RUN_DIR
         args.ke_cutoff = args.ke_cutoff or MAIN_JOB_KE_CUTOFF
-        if args.model is None:
-            args.model = "default" if default_model_path().is_file() else "none"
-            if args.model == "none":
-                print("deepks-es run: no trained model is shipped yet: running plain PBE (--model none)",
-                      file=sys.stderr)
+        args.model = args.model or "default"
     args.run_dir = args.run_dir or "."
     code = run(args)
     if code == 0 and "gap_ev" in locate_run(args.run_dir).names.extras:
@@ -241,11 +236,7 @@ def _numbers(text: str, kind, flag: str) -> tuple:
 
 def cmd_bench(args) -> int:
     from .bench.suite import BenchPlan, run_bench
-    from .engines import default_model_path
-
-    model = args.model or ("default" if default_model_path().is_file() else None)
-    if model is None:
-        raise SettingsError("bench needs a DeePKS-ES model: --model PATH (no default model is shipped yet)")
+    model = args.model or "default"
     plan = BenchPlan(model=str(Path(model).resolve()) if Path(model).is_file() else model,
                      clusters=_numbers(args.clusters, int, "--clusters"), boxes=_numbers(args.boxes, int, "--boxes"),
                      methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,

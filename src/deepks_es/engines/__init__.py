@@ -28,8 +28,8 @@ def load_model(name: str) -> CorrectionModel | None:
     if name.lower() == "default":
         path = default_model_path()
         if not path.is_file():
-            raise ModelError("no default model is shipped with this installation yet: pass --model PATH "
-                             "to a trained model file, or --model none for the plain functional")
+            raise ModelError(f"the shipped model {path} is missing from this installation: reinstall "
+                             "deepks-es, or pass --model PATH to a trained model file")
         return CorrectionModel.load(path)
     return CorrectionModel.load(name)
 
