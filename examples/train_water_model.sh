@@ -4,7 +4,7 @@
 # Usage: bash examples/train_water_model.sh [RANKS]   (RANKS MPI ranks for labelling; default 2)
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes, 4 clusters of 9-15 waters),
-# training ~20 min (phase 0 ~2 min; each refinement phase one SCF per frame ~3 min + ~2 min of epochs),
+# training ~17 min (phase 0 ~2 min; each of 3 refinement phases one SCF per frame ~3 min + ~2 min of epochs),
 # evaluation ~15 min.
 set -euo pipefail
 ranks=${1:-2}
