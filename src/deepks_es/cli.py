@@ -16,6 +16,7 @@ import numpy as np
 from . import __version__
 from .errors import DeePKSError, SettingsError
 from .observables import DOSGrid
+from .scf.extrapolation import DEFAULT_PREDICTOR
 from .scf.systems import PERIODIC_KE_CUTOFF
 
 EXIT_ERROR = 1
@@ -23,6 +24,7 @@ EXIT_UNCONVERGED = 3
 MAIN_JOB_INPUT = "main_run.xml"
 MAIN_JOB_RUN_DIR = "runs/liquid-water"
 MAIN_JOB_KE_CUTOFF = PERIODIC_KE_CUTOFF  # Hartree
+MAIN_JOB_CONV_TOL, MAIN_JOB_CONV_TOL_GRAD = 1e-7, 1.8e-4  # Hartree: the MD tolerance policy (README Performance)
 
 
 # (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
@@ -34,10 +36,14 @@ CALCULATION_OPTIONS = [
     ("--pseudo", dict(default=None, help="pseudopotential, 'none' for all-electron clusters (default: the model's, "
                                          "else gth-pbe)")),
     ("--charge", dict(type=int, default=0, help="total charge (default: 0)")),
-    ("--conv-tol", dict(type=float, default=1e-9, help="SCF energy tolerance in Hartree (default: 1e-9)")),
+    ("--conv-tol", dict(type=float, default=None, help="SCF energy tolerance in Hartree (default: 1e-9; the main "
+                                                       "job: 1e-7)")),
+    ("--conv-tol-grad", dict(type=float, default=None, help="SCF orbital-gradient tolerance in Hartree (default: sqrt "
+                                                            "of --conv-tol; the main job: 1.8e-4)")),
     ("--max-cycle", dict(type=int, default=50, help="SCF iterations per solver stage (default: 50)")),
-    ("--extrapolation", dict(type=int, default=None, help="density-matrix predictor order across MD steps "
-                                                          "(Kolafa ASPC; -1: previous step's; default: 3)")),
+    ("--extrapolation", dict(default=None, help="density-matrix predictor across MD steps: geometry[:N] (fit of "
+                                                "the new geometry by the last N steps), aspc[:K] (Kolafa) or "
+                                                "previous (default: geometry:8)")),
     ("--ke-cutoff", dict(type=float, default=None, help="periodic multigrid cutoff in Hartree (default: chosen by "
                                                         "PySCF from the basis)")),
 ]
@@ -68,8 +74,10 @@ def engine_from_args(args):
     """Build the engine that the CALCULATION_OPTIONS in ``args`` describe."""
     from .engines import make_engine
 
-    settings = {"charge": args.charge, "conv_tol": args.conv_tol, "max_cycle": args.max_cycle,
+    settings = {"charge": args.charge, "conv_tol_grad": args.conv_tol_grad, "max_cycle": args.max_cycle,
                 "ke_cutoff": args.ke_cutoff}
+    if args.conv_tol is not None:
+        settings["conv_tol"] = args.conv_tol
     if args.xc is not None:
         settings["xc"] = args.xc
     if args.basis is not None:
@@ -131,6 +139,8 @@ def cmd_run(args) -> int:
         args.input = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
         args.run_dir = args.run_dir or MAIN_JOB_RUN_DIR
         args.ke_cutoff = args.ke_cutoff or MAIN_JOB_KE_CUTOFF
+        if args.conv_tol is None and args.conv_tol_grad is None:
+            args.conv_tol, args.conv_tol_grad = MAIN_JOB_CONV_TOL, MAIN_JOB_CONV_TOL_GRAD
         args.model = args.model or "default"
     args.run_dir = args.run_dir or "."
     code = run(args)
@@ -242,7 +252,7 @@ def cmd_bench(args) -> int:
                      methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,
                      md_steps=args.md_steps, check_every=args.check_every, extrapolation=args.extrapolation,
                      tolerances=_numbers(args.tolerances, float, "--tolerances"), conv_tol=args.conv_tol,
-                     ke_cutoff=args.ke_cutoff)
+                     conv_tol_grad=args.conv_tol_grad, ke_cutoff=args.ke_cutoff)
     data = run_bench(plan, args.out, log=lambda message: print(f"deepks-es bench: {message}", file=sys.stderr,
                                                                flush=True))
     print((Path(args.out) / "bench.md").read_text())
@@ -385,11 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--md-steps", type=int, default=50, help="MD steps, 0 for none (default: %(default)s)")
     bench.add_argument("--check-every", type=int, default=10,
                        help="MD steps between cold and fully converged recomputations (default: %(default)s)")
-    bench.add_argument("--extrapolation", type=int, default=3, help="density predictor order in the MD segment "
-                                                                   "(default: %(default)s)")
+    bench.add_argument("--extrapolation", default=DEFAULT_PREDICTOR,
+                       help="density predictor of the MD segment (default: %(default)s)")
     bench.add_argument("--tolerances", default="1e-6,1e-7,1e-8,1e-9",
                        help="SCF tolerances (Ha) of the force-error scan, or none (default: %(default)s)")
     bench.add_argument("--conv-tol", type=float, default=1e-9, help="SCF tolerance, Ha (default: %(default)s)")
+    bench.add_argument("--conv-tol-grad", type=float, default=None,
+                       help="SCF orbital-gradient tolerance, Ha (default: sqrt of --conv-tol)")
     bench.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
                        help="periodic multigrid cutoff, Ha (default: %(default)s)")
     bench.add_argument("-o", "--out", default="runs/bench", help="output directory (default: %(default)s)")

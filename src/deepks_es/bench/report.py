@@ -59,7 +59,7 @@ def single_table(results: list[dict]) -> list[str]:
     return lines
 
 
-def md_table(results: list[dict], extrapolation: int) -> list[str]:
+def md_table(results: list[dict], extrapolation: str) -> list[str]:
     lines = []
     for r in results:
         if r["kind"] != "md":
@@ -74,7 +74,7 @@ def md_table(results: list[dict], extrapolation: int) -> list[str]:
                   f"{sum(not s['converged'] for s in r['steps'])}.", "",
                   "| start of each step's SCF | mean SCF cycles | max SCF cycles | s/step | max force error (meV/Å) |",
                   "|---|---|---|---|---|",
-                  f"| extrapolated (ASPC order {extrapolation}) | {cycles.mean():.2f} | {cycles.max()} | "
+                  f"| extrapolated ({extrapolation}) | {cycles.mean():.2f} | {cycles.max()} | "
                   f"{wall.mean():.2f} | {max((c['force_error_mev_a'] for c in checks), default=float('nan')):.3f} |"]
         if checks:
             lines.append(f"| cold (PySCF guess), steps {', '.join(str(c['step']) for c in checks)} | "
@@ -98,13 +98,18 @@ def tolerance_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _gradient_tolerance(plan: dict) -> str:
+    grad = plan.get("conv_tol_grad")
+    return "" if grad is None else f", orbital gradient {grad:.2g} Ha"
+
+
 def markdown_report(data: dict) -> str:
     results, plan, machine = data["results"], data["plan"], data["machine"]
     sections = [
         "# deepks-es bench", "",
         f"{machine['cpus']} CPUs ({machine['processor']}), PySCF {machine['pyscf']} with {machine['pyscf_threads']} "
-        f"threads, torch {machine['torch']}; model {plan['model']}; SCF tolerance {plan['conv_tol']:.0e} Ha; "
-        "single points start from PySCF's guess and include analytic forces.", "",
+        f"threads, torch {machine['torch']}; model {plan['model']}; SCF tolerance {plan['conv_tol']:.0e} Ha"
+        f"{_gradient_tolerance(plan)}; single points start from PySCF's guess and include analytic forces.", "",
         "## Ratios (wall time of one energy + forces step, same geometry, same run)", "", *ratio_table(results), "",
         "## Single points: where the time goes (s)", "", *single_table(results), "",
         "## MD segment", "", *md_table(results, plan["extrapolation"]), "",

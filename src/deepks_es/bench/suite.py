@@ -8,15 +8,17 @@ Each measurement runs in a fresh spawned process, one at a time, so its peak res
 one MD client and no measurement inherits another's caches. Results are appended to ``OUT/bench.json``
 as they finish; a rerun with the same output directory skips those already there, and may add systems
 or methods, the MD segment or the tolerance scan (the report covers them all) as long as the settings of
-how to measure (model, SCF tolerance, cutoff, extrapolation order, seed) are unchanged.
+how to measure (model, SCF tolerance, cutoff, density predictor, seed) are unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +32,7 @@ import numpy as np
 from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, HARTREE_EV
 from ..errors import SettingsError
 from ..fileio import write_json
-from ..scf.extrapolation import DEFAULT_ORDER
+from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import PERIODIC_KE_CUTOFF
 from ..structure import Structure, read_structure
 from .profile import PARTS, profiled_compute
@@ -38,6 +40,7 @@ from .profile import PARTS, profiled_compute
 METHODS = ("PBE", "DeePKS-ES", "HSE06")
 FORCE_MEV_A = HARTREE_EV / BOHR_ANGSTROM * 1000.0  # Hartree/Bohr -> meV/Angstrom
 REFERENCE_TOL = 1e-12  # Hartree: "fully converged"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MD_TIMESTEP_FS = 0.5
 MD_TEMPERATURE = 300.0
 PER_RUN = ("clusters", "boxes", "methods", "md_molecules", "md_steps", "check_every", "tolerances")  # what to
@@ -55,9 +58,10 @@ class BenchPlan:
         md_molecules, md_steps: the NVT MD segment (Langevin, 300 K, 0.5 fs) with DeePKS-ES.
         check_every: every so many MD steps, the step is recomputed cold (PySCF's guess) and fully
             converged to compare cycles, time and forces.
-        extrapolation: density predictor order of the MD segment.
+        extrapolation: density predictor of the MD segment (``geometry[:N]``, ``aspc[:K]``, ``previous``).
         tolerances: SCF energy tolerances (Hartree) of the force-error scan on the MD cluster.
         conv_tol: SCF energy tolerance of the single points and the MD segment.
+        conv_tol_grad: their orbital-gradient tolerance (None: sqrt(conv_tol)).
         ke_cutoff: periodic multigrid cutoff (Hartree).
         seed: MD velocities and thermostat.
     """
@@ -69,9 +73,10 @@ class BenchPlan:
     md_molecules: int = 8
     md_steps: int = 50
     check_every: int = 10
-    extrapolation: int = DEFAULT_ORDER
+    extrapolation: str = DEFAULT_PREDICTOR
     tolerances: tuple[float, ...] = (1e-6, 1e-7, 1e-8, 1e-9)
     conv_tol: float = 1e-9
+    conv_tol_grad: float | None = None
     ke_cutoff: float = PERIODIC_KE_CUTOFF
     seed: int = 0
 
@@ -116,7 +121,8 @@ def _engine(plan: BenchPlan, method: str, periodic: bool, **settings):
 
     if periodic:
         settings["ke_cutoff"] = plan.ke_cutoff
-    settings.setdefault("conv_tol", plan.conv_tol)
+    if "conv_tol" not in settings:
+        settings.update(conv_tol=plan.conv_tol, conv_tol_grad=plan.conv_tol_grad)
     if method == "DeePKS-ES":
         return make_engine(plan.model, **settings)
     return make_engine("none", xc=method, **settings)
@@ -156,7 +162,8 @@ def measure_md(plan: BenchPlan, task: dict) -> dict:
     structure = water_system(task["system"], task["molecules"])
     atoms = structure.to_ase()
     rng = np.random.default_rng(plan.seed)
-    atoms.calc = DeePKSCalculator(plan.model, extrapolation=plan.extrapolation, conv_tol=plan.conv_tol)
+    atoms.calc = DeePKSCalculator(plan.model, extrapolation=plan.extrapolation, conv_tol=plan.conv_tol,
+                                 conv_tol_grad=plan.conv_tol_grad)
     MaxwellBoltzmannDistribution(atoms, temperature_K=MD_TEMPERATURE, rng=rng)
     md = Langevin(atoms, MD_TIMESTEP_FS * units.fs, temperature_K=MD_TEMPERATURE, friction=0.01 / units.fs,
                   fixcm=False, rng=rng)
@@ -204,6 +211,15 @@ def measure(plan: BenchPlan, task: dict) -> dict:
     return {**task, **outcome, "task_wall_s": time.perf_counter() - start, "peak_rss_mib": _peak_mib()}
 
 
+def die_with_parent(parent: int) -> None:
+    """Process-pool initializer: the measuring process gets SIGTERM when the bench process dies, however it
+    dies (Linux; elsewhere only a parent already gone is caught), instead of running on for an hour."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def machine() -> dict:
     import pyscf
     import torch
@@ -232,7 +248,8 @@ def run_bench(plan: BenchPlan, out_dir: str | os.PathLike, log=print) -> dict:
     tasks = [t for t in plan.tasks() if t["name"] not in done]
     for i, task in enumerate(tasks, 1):
         log(f"[{i}/{len(tasks)}] {task['name']} ...")
-        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             result = pool.submit(measure, plan, task).result()
         log(f"[{i}/{len(tasks)}] {task['name']}: " + (result.get("error") or f"{result['task_wall_s']:.1f} s, "
                                                        f"peak {result['peak_rss_mib']:.0f} MiB"))

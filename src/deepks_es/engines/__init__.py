@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..model.network import CorrectionModel
-from ..scf.extrapolation import DEFAULT_ORDER
+from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import SCFSettings
 from .deepks import DeePKSEngine
 from .reference import ReferenceEngine
@@ -34,10 +34,10 @@ def load_model(name: str) -> CorrectionModel | None:
     return CorrectionModel.load(name)
 
 
-def make_engine(model: str | CorrectionModel | None = "none", extrapolation: int = DEFAULT_ORDER,
+def make_engine(model: str | CorrectionModel | None = "none", extrapolation: str = DEFAULT_PREDICTOR,
                 **settings) -> ReferenceEngine:
-    """An engine for a model name/path/object; ``extrapolation`` is the density predictor order across
-    MD steps (see :class:`ReferenceEngine`); ``settings`` override :class:`SCFSettings` fields."""
+    """An engine for a model name/path/object; ``extrapolation`` is the density predictor across MD
+    steps (see :class:`ReferenceEngine`); ``settings`` override :class:`SCFSettings` fields."""
     if isinstance(model, str):
         model = load_model(model)
     if model is None:

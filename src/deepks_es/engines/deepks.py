@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import SettingsError
 from ..model.network import CorrectionModel
 from ..scf.correction import add_correction
-from ..scf.extrapolation import DEFAULT_ORDER
+from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import SCFSettings
 from ..structure import Structure
 from .reference import ReferenceEngine
@@ -21,7 +21,7 @@ class DeePKSEngine(ReferenceEngine):
     """
 
     def __init__(self, model: CorrectionModel, settings: SCFSettings | None = None,
-                 extrapolation: int = DEFAULT_ORDER):
+                 extrapolation: str = DEFAULT_PREDICTOR):
         settings = settings or SCFSettings(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
         for what, ours, theirs in (("functional", settings.xc, model.base_xc),
                                    ("basis", settings.basis, model.basis),

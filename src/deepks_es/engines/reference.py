@@ -7,7 +7,7 @@ from typing import Hashable
 
 import numpy as np
 
-from ..scf.extrapolation import DEFAULT_ORDER, DensityHistory
+from ..scf.extrapolation import DEFAULT_PREDICTOR, DensityHistory, parse_predictor
 from ..scf.solver import run_scf
 from ..scf.systems import SCFSettings, build_system, has_analytic_forces, is_cell, make_rks
 from ..structure import Structure
@@ -39,14 +39,15 @@ class ReferenceEngine:
     """Energy, forces and observables from restricted Kohn-Sham with ``settings``.
 
     ``compute`` keeps a :class:`~deepks_es.scf.extrapolation.DensityHistory` per ``key`` (e.g. a PIMD
-    bead): the SCF of a key's next step starts from the density matrix extrapolated (predictor order
-    ``extrapolation``; -1: the previous step's) from its last converged steps. A key seen for the first
+    bead): the SCF of a key's next step starts from the density matrix extrapolated from its last converged
+    steps (predictor ``extrapolation``: ``geometry[:N]``, ``aspc[:K]`` or ``previous``). A key seen for the first
     time, or after a geometry jump, starts from the latest converged density matrix of any key (a
     neighbouring bead), the very first call from PySCF's guess.
     """
 
-    def __init__(self, settings: SCFSettings = SCFSettings(), extrapolation: int = DEFAULT_ORDER):
+    def __init__(self, settings: SCFSettings = SCFSettings(), extrapolation: str = DEFAULT_PREDICTOR):
         self.settings = settings
+        parse_predictor(extrapolation)
         self.extrapolation = extrapolation
         self._histories: dict[Hashable, DensityHistory] = {}
         self._latest: np.ndarray | None = None
