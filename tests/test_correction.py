@@ -78,3 +78,17 @@ def test_descriptors_vary_with_geometry(dimer, random_model, dimer_dm):
     # the two waters are inequivalent (donor/acceptor): their oxygen descriptors differ
     assert np.abs(d[0] - d[3]).max() > 1e-3
     assert np.all(np.isfinite(d))
+
+
+@pytest.mark.parametrize("name", ["dimer", "box"])
+def test_projector_derivative_is_minus_the_ao_derivative(request, name, random_model):
+    """<phi|d alpha> = -<d phi|alpha>: the overlap is translation invariant (image by image for a cell)."""
+    from deepks_es.model.projectors import _intor_cross, projector_overlaps, projector_system
+
+    system = build_system(request.getfixturevalue(name), SCFSettings(ke_cutoff=TEST_KE_CUTOFF))
+    spec = random_model.spec
+    overlaps = projector_overlaps(system, spec, with_derivatives=True)
+    direct = _intor_cross(system)("int1e_ipovlp", projector_system(system, spec), system, comp=3)
+    direct = direct.transpose(0, 2, 1).reshape(overlaps.ip_ao.shape)
+    np.testing.assert_allclose(overlaps.ip_proj, direct, atol=1e-10)
+    assert np.abs(direct).max() > 0.1

@@ -71,14 +71,18 @@ class ProjectorOverlaps:
     Attributes:
         ovlp: (nao, natm, nproj) overlaps, projector index grouped per atom.
         ip_ao: (3, nao, natm, nproj) <d/dr phi_mu | alpha_p> (electron coordinate).
-        ip_proj: (3, nao, natm, nproj) <phi_mu | d/dr alpha_p>.
         ao_atom: (nao,) atom index of each AO.
     """
 
     ovlp: np.ndarray
     ao_atom: np.ndarray
     ip_ao: np.ndarray | None = field(default=None, repr=False)
-    ip_proj: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def ip_proj(self) -> np.ndarray:
+        """(3, nao, natm, nproj) <phi_mu | d/dr alpha_p> = -<d/dr phi_mu | alpha_p> (the overlap of two
+        functions is invariant under a common translation; image by image for a Cell)."""
+        return -self.ip_ao
 
 
 def projector_system(system, spec: ProjectorSpec):
@@ -108,10 +112,15 @@ def projector_overlaps(system, spec: ProjectorSpec, with_derivatives: bool = Fal
         ao_atom[p0:p1] = atom
     out = ProjectorOverlaps(ovlp=np.ascontiguousarray(ovlp), ao_atom=ao_atom)
     if with_derivatives:
-        out.ip_ao = intor_cross("int1e_ipovlp", system, proj, comp=3).reshape(3, nao, natm, nproj)
-        ip_proj = intor_cross("int1e_ipovlp", proj, system, comp=3)  # (3, nproj_total, nao)
-        out.ip_proj = ip_proj.transpose(0, 2, 1).reshape(3, nao, natm, nproj)
+        out.ip_ao = projector_overlap_derivatives(system, spec, proj)
     return out
+
+
+def projector_overlap_derivatives(system, spec: ProjectorSpec, proj=None) -> np.ndarray:
+    """(3, nao, natm, nproj) <d/dr phi_mu | alpha_p> (``proj``: the projector system, built if None)."""
+    proj = projector_system(system, spec) if proj is None else proj
+    ip_ao = _intor_cross(system)("int1e_ipovlp", system, proj, comp=3)
+    return ip_ao.reshape(3, system.nao_nr(), system.natm, spec.nproj)
 
 
 def _intor_cross(system):

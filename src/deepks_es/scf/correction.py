@@ -19,7 +19,7 @@ from pyscf import lib
 
 from ..model.descriptors import eigen_descriptors, projected_density
 from ..model.network import CorrectionModel
-from ..model.projectors import projector_overlaps
+from ..model.projectors import projector_overlap_derivatives, projector_overlaps
 
 
 class Correction:
@@ -30,7 +30,8 @@ class Correction:
         self.system = system
         symbols = [system.atom_pure_symbol(i) for i in range(system.natm)]
         self.element_index = model.element_index(symbols)
-        self.ovlp = torch.from_numpy(projector_overlaps(system, model.spec).ovlp)
+        overlaps = projector_overlaps(system, model.spec)
+        self.ovlp, self.ao_atom = torch.from_numpy(overlaps.ovlp), overlaps.ao_atom
 
     def _atom_energies(self, ovlp: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
         descriptors = eigen_descriptors(projected_density(ovlp, dm), self.model.spec)
@@ -52,15 +53,15 @@ class Correction:
 
     def nuclear_gradient(self, dm: np.ndarray) -> np.ndarray:
         """(natm, 3) dE_delta/dR at fixed dm (Hartree/Bohr): moving AOs and moving projectors."""
-        overlaps = projector_overlaps(self.system, self.model.spec, with_derivatives=True)
-        ovlp = torch.from_numpy(overlaps.ovlp).requires_grad_(True)
+        ovlp = self.ovlp.clone().requires_grad_(True)
         energy = self._atom_energies(ovlp, torch.from_numpy(np.asarray(dm))).sum()
         (d_ovlp,) = torch.autograd.grad(energy, ovlp)
-        d_ovlp = d_ovlp.numpy()
-        # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>
-        per_ao = np.einsum("xuip,uip->ux", overlaps.ip_ao, d_ovlp)
-        grad = -np.einsum("xuip,uip->ix", overlaps.ip_proj, d_ovlp)
-        np.subtract.at(grad, overlaps.ao_atom, per_ao)
+        # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>, and
+        # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps.ip_proj)
+        shares = np.einsum("xuip,uip->uix", projector_overlap_derivatives(self.system, self.model.spec),
+                           d_ovlp.numpy())
+        grad = shares.sum(axis=0)
+        np.subtract.at(grad, self.ao_atom, shares.sum(axis=1))
         return grad
 
 
