@@ -108,9 +108,13 @@ class DensityHistory:
             delta = (fractional - np.round(fractional)) @ cell
         return delta
 
+    def _step_length(self, structure) -> float:
+        """Largest single-atom displacement (Bohr) of ``structure`` from the newest stored step."""
+        return float(np.abs(self._from_last(structure.positions, structure.cell)).max())
+
     def _continues(self, structure) -> bool:
         return bool(self._steps) and self._steps[-1][0].shape == structure.positions.shape \
-            and np.abs(self._from_last(structure.positions, structure.cell)).max() <= self.max_step
+            and self._step_length(structure) <= self.max_step
 
     def coefficients(self, structure) -> np.ndarray:
         """c_j of the stored steps, newest first, for predicting ``structure``."""
@@ -127,7 +131,7 @@ class DensityHistory:
         """Initial density matrix for ``structure`` (overlap ``overlap``), or None without a usable history."""
         if not self._continues(structure) or self._steps[-1][1].shape != overlap.shape:
             return None
-        if not np.abs(self._from_last(structure.positions, structure.cell)).any():
+        if self._step_length(structure) == 0.0:
             return self._steps[-1][1]
         guess = sum(c * dm for c, (_, dm) in zip(self.coefficients(structure), reversed(self._steps)))
         return idempotent_projection(guess, overlap, nocc)
@@ -140,6 +144,6 @@ class DensityHistory:
         """Record the converged ``dm`` of ``structure`` (restarting the history after a jump)."""
         if not self._continues(structure):
             self._steps.clear()
-        elif not np.abs(self._from_last(structure.positions, structure.cell)).any():
+        elif self._step_length(structure) == 0.0:
             self._steps.pop()
         self._steps.append((np.array(structure.positions), np.asarray(dm)))
