@@ -90,5 +90,5 @@ def test_projector_derivative_is_minus_the_ao_derivative(request, name, random_m
     overlaps = projector_overlaps(system, spec, with_derivatives=True)
     direct = _intor_cross(system)("int1e_ipovlp", projector_system(system, spec), system, comp=3)
     direct = direct.transpose(0, 2, 1).reshape(overlaps.ip_ao.shape)
-    np.testing.assert_allclose(overlaps.ip_proj, direct, atol=1e-10)
+    np.testing.assert_allclose(-overlaps.ip_ao, direct, atol=1e-10)
     assert np.abs(direct).max() > 0.1

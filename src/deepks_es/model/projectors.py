@@ -70,19 +70,16 @@ class ProjectorOverlaps:
 
     Attributes:
         ovlp: (nao, natm, nproj) overlaps, projector index grouped per atom.
-        ip_ao: (3, nao, natm, nproj) <d/dr phi_mu | alpha_p> (electron coordinate).
+        ip_ao: (3, nao, natm, nproj) <d/dr phi_mu | alpha_p> (electron coordinate). The projector-side
+            derivative needs no integral of its own: <phi_mu | d/dr alpha_p> = -<d/dr phi_mu | alpha_p>,
+            the overlap of two functions being invariant under a common translation (image by image for
+            a Cell).
         ao_atom: (nao,) atom index of each AO.
     """
 
     ovlp: np.ndarray
     ao_atom: np.ndarray
     ip_ao: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def ip_proj(self) -> np.ndarray:
-        """(3, nao, natm, nproj) <phi_mu | d/dr alpha_p> = -<d/dr phi_mu | alpha_p> (the overlap of two
-        functions is invariant under a common translation; image by image for a Cell)."""
-        return -self.ip_ao
 
 
 def projector_system(system, spec: ProjectorSpec):

@@ -57,7 +57,7 @@ class Correction:
         energy = self._atom_energies(ovlp, torch.from_numpy(np.asarray(dm))).sum()
         (d_ovlp,) = torch.autograd.grad(energy, ovlp)
         # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>, and
-        # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps.ip_proj)
+        # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps)
         shares = np.einsum("xuip,uip->uix", projector_overlap_derivatives(self.system, self.model.spec),
                            d_ovlp.numpy())
         grad = shares.sum(axis=0)

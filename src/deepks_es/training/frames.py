@@ -50,20 +50,20 @@ def descriptor_jacobians(system, spec: ProjectorSpec, dm: np.ndarray, with_force
         values.append(evals.reshape(system.natm, -1))
         vectors.append(np.einsum("uinp,inpk->uink", ovlp[:, :, idx], evecs).reshape(len(ovlp), system.natm, -1))
         if with_forces:
-            derivs.append([np.einsum("xuinp,inpk->xuink", ip[:, :, :, idx], evecs)
-                           .reshape(3, len(ovlp), system.natm, -1) for ip in (overlaps.ip_ao, overlaps.ip_proj)])
+            derivs.append(np.einsum("xuinp,inpk->xuink", overlaps.ip_ao[:, :, :, idx], evecs)
+                          .reshape(3, len(ovlp), system.natm, -1))
     u = np.concatenate(vectors, axis=2)
     if not with_forces:
         return np.concatenate(values, axis=1), u, None
     w = np.einsum("uv,vik->uik", dm, u)
-    q_ao = np.concatenate([d[0] for d in derivs], axis=3)
-    q_proj = np.concatenate([d[1] for d in derivs], axis=3)
+    q_ao = np.concatenate(derivs, axis=3)
     natm = system.natm
     ao_onehot = np.zeros((len(ovlp), natm))
     ao_onehot[np.arange(len(ovlp)), overlaps.ao_atom] = 1.0
-    # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>; dd = 2 w.(dC v)
+    # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>; dd = 2 w.(dC v);
+    # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps)
     jac = -2.0 * np.einsum("uik,xuik,ua->ikax", w, q_ao, ao_onehot)
-    jac[np.arange(natm), :, np.arange(natm), :] -= 2.0 * np.einsum("uik,xuik->ikx", w, q_proj)
+    jac[np.arange(natm), :, np.arange(natm), :] += 2.0 * np.einsum("uik,xuik->ikx", w, q_ao)
     # V_delta's share of the energy-weighted density matrix term (see scf.correction.pulay_gradient)
     ip_w = np.einsum("xuv,vik->xuik", overlap_derivative(system), w)
     jac += np.einsum("uik,xuik,ua->ikax", w, ip_w, ao_onehot)
