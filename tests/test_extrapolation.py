@@ -155,6 +155,30 @@ def test_history_restarts_after_a_jump_and_skips_repeats():
     assert len(history) == 1
 
 
+def test_profile_adds_the_correction_set_up_to_its_scf_evaluations(dimer, random_model):
+    import cProfile
+    import pstats
+
+    from deepks_es.bench.profile import part_times
+    from deepks_es.scf.correction import Correction
+    from deepks_es.scf.systems import SCFSettings, build_system
+
+    system = build_system(dimer, SCFSettings())
+    dm = np.eye(system.nao)
+
+    def set_up_and_evaluate():
+        correction = Correction(random_model, system)
+        for _ in range(3):
+            correction.energy_potential(dm)
+
+    profiler = cProfile.Profile()
+    profiler.runcall(set_up_and_evaluate)
+    stats = pstats.Stats(profiler)
+    cumulative = {name: entry[3] for (path, _, name), entry in stats.stats.items() if path.endswith("correction.py")}
+    assert min(cumulative["__init__"], cumulative["energy_potential"]) > 0
+    assert part_times(stats)["correction"] == pytest.approx(cumulative["__init__"] + cumulative["energy_potential"])
+
+
 def test_bench_cli_tiny_run_and_resume(tmp_path, random_model):
     model = tmp_path / "model.pt"
     random_model.save(model)
