@@ -82,13 +82,21 @@ def test_descriptors_vary_with_geometry(dimer, random_model, dimer_dm):
 
 @pytest.mark.parametrize("name", ["dimer", "box"])
 def test_projector_derivative_is_minus_the_ao_derivative(request, name, random_model):
-    """<phi|d alpha> = -<d phi|alpha>: the overlap is translation invariant (image by image for a cell)."""
-    from deepks_es.model.projectors import _intor_cross, projector_overlaps, projector_system
+    """<phi|d alpha> = -<d phi|alpha>: the overlap is translation invariant (image by image for a cell);
+    for a cell the screened lattice sums match PySCF's unscreened ``intor_cross``."""
+    from pyscf import gto
+    from pyscf.pbc import gto as pbc_gto
+
+    from deepks_es.model.projectors import projector_overlaps, projector_system
 
     system = build_system(request.getfixturevalue(name), SCFSettings(ke_cutoff=TEST_KE_CUTOFF))
     spec = random_model.spec
+    proj = projector_system(system, spec)
+    unscreened = pbc_gto.intor_cross if name == "box" else gto.intor_cross
     overlaps = projector_overlaps(system, spec, with_derivatives=True)
-    direct = _intor_cross(system)("int1e_ipovlp", projector_system(system, spec), system, comp=3)
+    np.testing.assert_allclose(overlaps.ovlp.reshape(system.nao, -1),
+                               np.asarray(unscreened("int1e_ovlp", system, proj)).real, atol=1e-10)
+    direct = np.asarray(unscreened("int1e_ipovlp", proj, system, comp=3)).real
     direct = direct.transpose(0, 2, 1).reshape(overlaps.ip_ao.shape)
     np.testing.assert_allclose(-overlaps.ip_ao, direct, atol=1e-10)
     assert np.abs(direct).max() > 0.1
