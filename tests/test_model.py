@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from deepks_es.constants import HARTREE_EV
 from deepks_es.engines import default_model_path, load_model, make_engine
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
-from deepks_es.model.descriptors import block_moments, eigen_descriptors
+from deepks_es.model.descriptors import block_moments, density_factor, eigen_descriptors
 
 
 def test_save_load_roundtrip(tmp_path, random_model):
@@ -38,6 +39,29 @@ def _blocks_with_crossing(spec: ProjectorSpec, t: torch.Tensor) -> torch.Tensor:
     crossing = torch.stack([0.3 + 2 * t, 0.3 - t, torch.tensor(0.2, dtype=torch.float64)])
     diagonal = diagonal.index_put((p_block,), crossing)
     return torch.diag(diagonal)[None]
+
+
+def test_density_factor_reproduces_the_density_matrix():
+    from pyscf import lib
+
+    rng = np.random.default_rng(3)
+    orbitals = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    occupations = np.array([2.0] * 4 + [0.5] + [0.0] * 7)
+    dm = (orbitals * occupations) @ orbitals.T
+
+    def reproduced(dm_in):
+        factor, signs = density_factor(dm_in)
+        np.testing.assert_allclose((factor * signs) @ factor.T, dm, atol=1e-12)
+        return factor.shape[1]
+
+    assert reproduced(lib.tag_array(dm, mo_coeff=orbitals, mo_occ=occupations)) == 5  # from the orbitals
+    assert reproduced(dm) == 5  # from the eigenvectors, the numerical null space dropped
+    stale = lib.tag_array(dm, mo_coeff=orbitals[:, ::-1], mo_occ=occupations)
+    assert reproduced(stale) == 5  # orbitals that do not give dm are not used
+    indefinite = dm - 0.3 * np.outer(orbitals[:, 8], orbitals[:, 8])
+    factor, signs = density_factor(indefinite)
+    assert sorted(signs) == [-1] + [1] * 5
+    np.testing.assert_allclose((factor * signs) @ factor.T, indefinite, atol=1e-12)
 
 
 def test_moments_are_traces_of_centred_block_powers():

@@ -14,16 +14,44 @@ the same information, polynomials in D, smooth everywhere.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .projectors import ProjectorSpec
 
+RANK_TOL = 1e-12  # relative size of the density-matrix eigenvalues a factor drops
 
-def projected_density(ovlp: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
-    """(natm, nproj, nproj) blocks D^I from overlaps (nao, natm, nproj) and dm (nao, nao)."""
+
+def projected_density(ovlp: torch.Tensor, factor: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """(natm, nproj, nproj) blocks D^I from overlaps (nao, natm, nproj) and a factor of the density matrix,
+    rho = factor diag(signs) factor^T (factor (nao, r), signs (r,) of +-1; see :func:`density_factor`).
+
+    Through the factor a projection costs nao r nproj per atom instead of nao^2 nproj (r ~ nocc).
+    """
     nao, natm, nproj = ovlp.shape
-    dm_ovlp = (dm @ ovlp.reshape(nao, natm * nproj)).reshape(nao, natm, nproj)
-    return torch.einsum("uip,uiq->ipq", ovlp, dm_ovlp)
+    projected = (factor.T @ ovlp.reshape(nao, natm * nproj)).reshape(-1, natm, nproj)
+    return torch.einsum("rip,riq->ipq", projected * signs[:, None, None], projected)
+
+
+def density_factor(dm) -> tuple[np.ndarray, np.ndarray]:
+    """(factor (nao, r), signs (r,)) with dm = factor diag(signs) factor^T.
+
+    From the orbitals PySCF tags its density matrices with (``mo_coeff``, ``mo_occ``; r = occupied orbitals)
+    when they reproduce dm on a probe vector, else from dm's eigenvectors, dropping eigenvalues below
+    :data:`RANK_TOL` times the largest (their share of D^I is below that relative size).
+    """
+    mo_coeff, mo_occ = getattr(dm, "mo_coeff", None), getattr(dm, "mo_occ", None)
+    dm = np.asarray(dm)
+    if mo_coeff is not None and np.isrealobj(mo_coeff) and np.shape(mo_occ) == mo_coeff.shape[1:]:
+        occupied = mo_occ > 0
+        factor = mo_coeff[:, occupied] * np.sqrt(mo_occ[occupied])
+        probe = np.random.default_rng(0).standard_normal(len(dm))
+        reference = dm @ probe
+        if np.abs(factor @ (factor.T @ probe) - reference).max() <= 1e-10 * max(np.abs(reference).max(), 1.0):
+            return factor, np.ones(factor.shape[1])
+    eigenvalues, vectors = np.linalg.eigh(dm)
+    keep = np.abs(eigenvalues) > RANK_TOL * np.abs(eigenvalues).max(initial=0.0)
+    return vectors[:, keep] * np.sqrt(np.abs(eigenvalues[keep])), np.sign(eigenvalues[keep])
 
 
 def eigen_descriptors(proj_dm: torch.Tensor, spec: ProjectorSpec) -> torch.Tensor:

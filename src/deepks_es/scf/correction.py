@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pyscf import lib
 
-from ..model.descriptors import eigen_descriptors, projected_density
+from ..model.descriptors import density_factor, eigen_descriptors, projected_density
 from ..model.network import CorrectionModel
 from ..model.projectors import projector_overlap_derivatives, projector_overlaps
 
@@ -33,28 +33,30 @@ class Correction:
         overlaps = projector_overlaps(system, model.spec)
         self.ovlp, self.ao_atom = torch.from_numpy(overlaps.ovlp), overlaps.ao_atom
 
-    def _atom_energies(self, ovlp: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
-        descriptors = eigen_descriptors(projected_density(ovlp, dm), self.model.spec)
-        return self.model(descriptors, self.element_index)
+    def _projected_density(self, dm, ovlp: torch.Tensor | None = None) -> torch.Tensor:
+        factor, signs = density_factor(dm)
+        return projected_density(self.ovlp if ovlp is None else ovlp, torch.from_numpy(factor),
+                                 torch.from_numpy(signs))
+
+    def _energy(self, proj_dm: torch.Tensor) -> torch.Tensor:
+        return self.model(eigen_descriptors(proj_dm, self.model.spec), self.element_index).sum()
 
     def descriptors(self, dm: np.ndarray) -> np.ndarray:
         """(natm, ndescriptor) eigenvalue descriptors of a total density matrix."""
         with torch.no_grad():
-            return eigen_descriptors(projected_density(self.ovlp, torch.from_numpy(np.asarray(dm))),
-                                     self.model.spec).numpy()
+            return eigen_descriptors(self._projected_density(dm), self.model.spec).numpy()
 
     def energy_potential(self, dm: np.ndarray) -> tuple[float, np.ndarray]:
         """E_delta (Hartree) and V_delta (nao, nao) = dE_delta/d(dm) for a total density matrix."""
-        dm_t = torch.tensor(np.asarray(dm), dtype=torch.float64, requires_grad=True)
-        energy = self._atom_energies(self.ovlp, dm_t).sum()
-        (grad,) = torch.autograd.grad(energy, dm_t)
-        potential = grad.numpy()
-        return float(energy.detach()), 0.5 * (potential + potential.T)
+        proj_dm = self._projected_density(dm).requires_grad_(True)
+        energy = self._energy(proj_dm)
+        (grad,) = torch.autograd.grad(energy, proj_dm)
+        return float(energy.detach()), block_potential(self.ovlp.numpy(), 0.5 * (grad + grad.mT).numpy())
 
     def nuclear_gradient(self, dm: np.ndarray) -> np.ndarray:
         """(natm, 3) dE_delta/dR at fixed dm (Hartree/Bohr): moving AOs and moving projectors."""
         ovlp = self.ovlp.clone().requires_grad_(True)
-        energy = self._atom_energies(ovlp, torch.from_numpy(np.asarray(dm))).sum()
+        energy = self._energy(self._projected_density(dm, ovlp))
         (d_ovlp,) = torch.autograd.grad(energy, ovlp)
         # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>, and
         # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps)
@@ -63,6 +65,19 @@ class Correction:
         grad = shares.sum(axis=0)
         np.subtract.at(grad, self.ao_atom, shares.sum(axis=1))
         return grad
+
+
+def block_potential(ovlp: np.ndarray, grad_blocks: np.ndarray) -> np.ndarray:
+    """(nao, nao) sum_I C_I G_I C_I^T: dE/d(dm) from G_I = dE/dD^I (natm, nproj, nproj, symmetric) and the
+    overlaps C (nao, natm, nproj).
+
+    With G_I = U_I diag(g) U_I^T and B = C U |g|^(1/2), the sum is B+ B+^T - B- B-^T over the columns with
+    g > 0 and g < 0: two symmetric rank-k products (BLAS syrk), half the work of C (G C^T).
+    """
+    eigenvalues, vectors = np.linalg.eigh(grad_blocks)
+    scaled = (ovlp.transpose(1, 0, 2) @ (vectors * np.sqrt(np.abs(eigenvalues))[:, None, :])).transpose(1, 0, 2)
+    positive, negative = scaled[:, eigenvalues > 0], scaled[:, eigenvalues < 0]  # (nao, k), contiguous
+    return positive @ positive.T - negative @ negative.T
 
 
 def overlap_derivative(system) -> np.ndarray:
