@@ -55,7 +55,7 @@ class Correction:
 
     def nuclear_gradient(self, dm: np.ndarray) -> np.ndarray:
         """(natm, 3) dE_delta/dR at fixed dm (Hartree/Bohr): moving AOs and moving projectors."""
-        ovlp = self.ovlp.clone().requires_grad_(True)
+        ovlp = self.ovlp.detach().requires_grad_(True)  # shares storage; self.ovlp stays a constant
         energy = self._energy(self._projected_density(dm, ovlp))
         (d_ovlp,) = torch.autograd.grad(energy, ovlp)
         # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>, and

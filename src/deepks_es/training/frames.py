@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..model.descriptors import density_factor, projected_density
 from ..model.network import CorrectionModel
 from ..model.projectors import ProjectorSpec, projector_overlaps
 from ..scf.correction import overlap_derivative
@@ -42,7 +43,7 @@ def descriptor_jacobians(system, spec: ProjectorSpec, dm: np.ndarray, with_force
     so that the correction's gradient is sum_k g_k tensor_k."""
     overlaps = projector_overlaps(system, spec, with_derivatives=with_forces)
     ovlp = overlaps.ovlp
-    proj_dm = np.einsum("uip,uiq->ipq", ovlp, np.einsum("uv,viq->uiq", dm, ovlp))
+    proj_dm = projected_density(*(torch.from_numpy(a) for a in (ovlp, *density_factor(dm)))).numpy()
     values, vectors, derivs = [], [], []
     for idx in spec.block_indices():
         blocks = proj_dm[:, idx[:, :, None], idx[:, None, :]]  # (natm, nshell, m, m)
