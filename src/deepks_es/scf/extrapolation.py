@@ -109,7 +109,7 @@ class DensityHistory:
         return delta
 
     def _step_length(self, structure) -> float:
-        """Largest single-atom displacement (Bohr) of ``structure`` from the newest stored step."""
+        """Largest Cartesian component (Bohr) of any atom's displacement from the newest stored step."""
         return float(np.abs(self._from_last(structure.positions, structure.cell)).max())
 
     def _continues(self, structure) -> bool:
