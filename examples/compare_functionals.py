@@ -21,4 +21,4 @@ print(f"{'method':<20} {'energy/Ha':>16} {'HOMO/eV':>9} {'LUMO/eV':>9} {'gap/eV'
 for name, engine in engines.items():
     r = engine.compute(structure)
     print(f"{name:<20} {r.energy:16.8f} {r.homo * HARTREE_EV:9.3f} {r.lumo * HARTREE_EV:9.3f} "
-          f"{r.gap * HARTREE_EV:8.3f} {r.scf_cycles:6d} {r.wall_s:6.1f}")
+          f"{r.gap * HARTREE_EV:8.3f} {r.scf.cycles:6d} {r.wall_s:6.1f}")

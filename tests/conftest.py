@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import pytest
 
+from deepks_es.engines import DeePKSEngine, ReferenceEngine
 from deepks_es.model import CorrectionModel
+from deepks_es.scf.extrapolation import DEFAULT_PREDICTOR
+from deepks_es.scf.systems import SCFSettings
 from deepks_es.structure import read_structure
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,3 +82,12 @@ def nvt_cluster_run(tmp_path_factory):
 def pimd_run(tmp_path_factory):
     """A finished 3-step, 4-bead PIMD water-dimer run served by 2 clients (directory)."""
     return _finished_run(tmp_path_factory.mktemp("pimd"), "pimd_cluster.xml", "--clients", 2)
+
+
+def pyscf_engine(model=None, extrapolation=DEFAULT_PREDICTOR, **settings):
+    """A PySCF engine with :class:`SCFSettings` fields ``settings``: the plain functional (``model`` None or
+    ``"none"``) or DeePKS-ES with a ``CorrectionModel`` (the model's xc, basis and pseudo unless given)."""
+    if model is None or model == "none":
+        return ReferenceEngine(SCFSettings(**settings), extrapolation)
+    defaults = dict(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
+    return DeePKSEngine(model, SCFSettings(**{**defaults, **settings}), extrapolation)

@@ -40,7 +40,7 @@ def test_hse06_through_same_path(pbe_json):
     run = deepks_es("compute", STRUCTURES / "water_dimer.xyz", "--model", "none", "--xc", "HSE06", "--json")
     assert run.returncode == 0, run.stderr
     hse = json.loads(run.stdout)
-    assert hse["xc"] == "HSE06" and hse["converged"]
+    assert hse["engine"] == "HSE06" and hse["model"] == "none" and hse["converged"]
     assert hse["gap_ev"] > pbe_json["gap_ev"] + 1.0  # the hybrid opens the gap by ~2 eV
 
 
@@ -66,7 +66,11 @@ def _bad_inputs(tmp_path):
         (["compute", dimer, "--model", tmp_path / "missing.pt"], "not found"),
         (["compute", dimer, "--model", corrupt], "corrupt"),
         (["compute", STRUCTURES / "water_box_2.xyz", "--pseudo", "none"], "pseudopotential"),
-        (["drive", "--inet", "localhost:port", "--structure", dimer], "numeric port"),
+        (["compute", dimer, "--model", tmp_path], "is a directory"),
+        (["compute", dimer, "--conv-tol", "-1"], "--conv-tol must be positive"),
+        (["drive", "--inet", "localhost:port", "--structure", dimer], "port in 1-65535"),
+        (["drive", "--inet", "localhost:99999", "--structure", dimer], "port in 1-65535"),
+        (["drive", "--unix", "x", "--structure", dimer, "--dos-sigma", "0"], "positive broadening"),
         (["drive", "--unix", "no-server-here", "--structure", dimer, "--wait", "0"], "cannot connect"),
     ]
 

@@ -7,7 +7,7 @@ from pyscf import dft, gto
 from deepks_es.engines import make_engine
 from deepks_es.model import CorrectionModel
 
-from conftest import TEST_KE_CUTOFF, central_difference
+from conftest import TEST_KE_CUTOFF, central_difference, pyscf_engine
 
 
 def test_null_model_reproduces_plain_pyscf_pbe(dimer):
@@ -19,8 +19,8 @@ def test_null_model_reproduces_plain_pyscf_pbe(dimer):
     energy = mf.kernel()
     forces = -mf.Gradients().kernel()
 
-    result = make_engine(CorrectionModel.null(), conv_tol=1e-11).compute(dimer)
-    assert result.converged and result.e_delta == 0.0
+    result = pyscf_engine(CorrectionModel.null(), conv_tol=1e-11).compute(dimer)
+    assert result.converged and result.scalars["e_delta_hartree"] == 0.0
     assert result.energy == pytest.approx(energy, abs=1e-8)
     np.testing.assert_allclose(result.forces, forces, atol=1e-6)
 
@@ -31,12 +31,12 @@ def test_null_model_reproduces_plain_pyscf_pbe(dimer):
 ])
 def test_forces_match_finite_differences(request, random_model, name, components):
     structure = request.getfixturevalue(name)
-    engine = make_engine(random_model, conv_tol=1e-11, ke_cutoff=TEST_KE_CUTOFF)
+    engine = pyscf_engine(random_model, conv_tol=1e-11, ke_cutoff=TEST_KE_CUTOFF)
     reference = engine.compute(structure)
-    assert reference.converged and abs(reference.e_delta) > 1e-3
+    assert reference.converged and abs(reference.scalars["e_delta_hartree"]) > 1e-3
 
     def energy(moved):
-        result = engine.compute(moved, dm0=reference.density_matrix)
+        result = engine.compute(moved, dm0=reference.scf.density_matrix)
         assert result.converged
         return result.energy
 
@@ -46,7 +46,7 @@ def test_forces_match_finite_differences(request, random_model, name, components
 
 
 def test_periodic_virial_is_flagged_not_zero(box, random_model):
-    result = make_engine(random_model, ke_cutoff=TEST_KE_CUTOFF).compute(box)
+    result = pyscf_engine(random_model, ke_cutoff=TEST_KE_CUTOFF).compute(box)
     assert result.forces is not None and result.forces.shape == (6, 3)
     assert result.virial is None
     assert any(note.startswith("virial unavailable") for note in result.notes)
@@ -54,35 +54,35 @@ def test_periodic_virial_is_flagged_not_zero(box, random_model):
 
 
 def test_tetramer_with_random_model_converges(tetramer, random_model):
-    result = make_engine(random_model).compute(tetramer)
+    result = pyscf_engine(random_model).compute(tetramer)
     assert result.converged, result.notes
     assert result.gap > 0 and result.forces.shape == (12, 3)
     assert np.all(np.diff(result.mo_energy) >= 0) and result.mo_occ.sum() == 32
 
 
 def test_scf_fallback_stages(dimer, random_model):
-    starved = make_engine(random_model, max_cycle=1).compute(dimer)
-    assert not starved.converged and starved.scf_stage == "newton"
+    starved = pyscf_engine(random_model, max_cycle=1).compute(dimer)
+    assert not starved.converged and starved.scf.stage == "newton"
     assert any("not converged" in note for note in starved.notes)
-    without_newton = make_engine(random_model, max_cycle=1, second_order=False).compute(dimer)
-    assert not without_newton.converged and without_newton.scf_stage == "level_shift"
-    assert without_newton.scf_cycles == 2  # one per stage that ran
-    rescued = make_engine(random_model, max_cycle=6).compute(dimer)
-    assert rescued.converged and rescued.scf_stage in ("level_shift", "newton")
-    assert rescued.energy == pytest.approx(make_engine(random_model).compute(dimer).energy, abs=1e-7)
+    without_newton = pyscf_engine(random_model, max_cycle=1, second_order=False).compute(dimer)
+    assert not without_newton.converged and without_newton.scf.stage == "level_shift"
+    assert without_newton.scf.cycles == 2  # one per stage that ran
+    rescued = pyscf_engine(random_model, max_cycle=6).compute(dimer)
+    assert rescued.converged and rescued.scf.stage in ("level_shift", "newton")
+    assert rescued.energy == pytest.approx(pyscf_engine(random_model).compute(dimer).energy, abs=1e-7)
 
 
 def test_warm_start_per_key(dimer, random_model):
-    engine = make_engine(random_model)
+    engine = pyscf_engine(random_model)
     cold = engine.compute(dimer, key="bead-0")
     bent = dimer.positions.copy()
     bent[1] += 0.05
     far = engine.compute(dimer.with_positions(bent), key="bead-1")  # new key: starts from bead-0's density
     near = engine.compute(dimer.with_positions(dimer.positions + 0.01), key="bead-0")
-    assert far.scf_cycles < cold.scf_cycles and near.scf_cycles < cold.scf_cycles
-    fresh = make_engine(random_model).compute(dimer.with_positions(dimer.positions + 0.01))
+    assert far.scf.cycles < cold.scf.cycles and near.scf.cycles < cold.scf.cycles
+    fresh = pyscf_engine(random_model).compute(dimer.with_positions(dimer.positions + 0.01))
     assert near.energy == pytest.approx(fresh.energy, abs=1e-8)
-    assert fresh.scf_cycles == cold.scf_cycles
+    assert fresh.scf.cycles == cold.scf.cycles
 
 
 @pytest.mark.slow
@@ -94,7 +94,7 @@ def test_periodic_hybrid_is_energy_only(box):
 
 
 def test_cluster_virial_matches_strain_derivative(dimer, random_model):
-    engine = make_engine(random_model, conv_tol=1e-11)
+    engine = pyscf_engine(random_model, conv_tol=1e-11)
     reference = engine.compute(dimer)
     step = 1e-4
     for a, b in [(0, 0), (0, 1), (2, 1)]:
@@ -103,5 +103,5 @@ def test_cluster_virial_matches_strain_derivative(dimer, random_model):
             strain = np.eye(3)
             strain[a, b] += sign * step
             moved = dimer.with_positions(dimer.positions @ strain.T)
-            energies.append(engine.compute(moved, dm0=reference.density_matrix).energy)
+            energies.append(engine.compute(moved, dm0=reference.scf.density_matrix).energy)
         assert -(energies[0] - energies[1]) / (2 * step) == pytest.approx(reference.virial[a, b], abs=2e-5)

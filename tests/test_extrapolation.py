@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import CLI
+from conftest import CLI, pyscf_engine
 from deepks_es.engines import make_engine
 from deepks_es.errors import SettingsError
 from deepks_es.scf.extrapolation import (DensityHistory, aspc_coefficients, geometry_coefficients,
@@ -84,11 +84,11 @@ def test_projection_gives_an_idempotent_density_of_the_new_geometry(dimer):
     moved = dimer.with_positions(dimer.positions + np.random.default_rng(0).normal(scale=0.05, size=(6, 3)))
     mf = make_engine("none").make_scf(moved)
     overlap, nocc = mf.get_ovlp(), mf.mol.nelectron // 2
-    guess = idempotent_projection(1.3 * result.density_matrix, overlap, nocc)  # wrong metric, wrong norm
+    guess = idempotent_projection(1.3 * result.scf.density_matrix, overlap, nocc)  # wrong metric, wrong norm
     np.testing.assert_allclose(guess @ overlap @ guess, 2.0 * guess, atol=1e-10)
     assert np.trace(guess @ overlap) == pytest.approx(2 * nocc)
     own = make_engine("none").make_scf(dimer).get_ovlp()
-    np.testing.assert_allclose(idempotent_projection(result.density_matrix, own, nocc), result.density_matrix,
+    np.testing.assert_allclose(idempotent_projection(result.scf.density_matrix, own, nocc), result.scf.density_matrix,
                                atol=1e-6)  # a converged density is its own projection (to SCF accuracy)
 
 
@@ -98,20 +98,20 @@ def _run(engine, trajectory):
 
 def test_extrapolation_saves_cycles_and_changes_no_result(dimer, random_model):
     trajectory = _trajectory(dimer, 8)
-    previous, aspc, geometry = (_run(make_engine(random_model, extrapolation=spec), trajectory)
+    previous, aspc, geometry = (_run(pyscf_engine(random_model, extrapolation=spec), trajectory)
                                 for spec in ("previous", "aspc:3", "geometry:6"))
-    cold = [make_engine(random_model).compute(s) for s in trajectory[-2:]]
+    cold = [pyscf_engine(random_model).compute(s) for s in trajectory[-2:]]
     for extrapolated in (aspc, geometry):
         for result, reference in zip(extrapolated[-2:], cold):
             assert result.energy == pytest.approx(reference.energy, abs=1e-8)
             np.testing.assert_allclose(result.forces, reference.forces, atol=2e-5)
     later = slice(5, None)  # once the histories are full
-    assert sum(r.scf_cycles for r in geometry[later]) < sum(r.scf_cycles for r in previous[later])
-    assert sum(r.scf_cycles for r in aspc[later]) < sum(r.scf_cycles for r in previous[later])
+    assert sum(r.scf.cycles for r in geometry[later]) < sum(r.scf.cycles for r in previous[later])
+    assert sum(r.scf.cycles for r in aspc[later]) < sum(r.scf.cycles for r in previous[later])
 
 
 def test_warm_start_schedule_leaves_the_scf_object_as_it_was(dimer):
-    converged = make_engine("none").compute(dimer).density_matrix
+    converged = make_engine("none").compute(dimer).scf.density_matrix
     mf = make_engine("none").make_scf(dimer)
     outcome = run_scf(mf, converged)
     assert outcome.converged and outcome.cycles <= 2
@@ -121,14 +121,14 @@ def test_warm_start_schedule_leaves_the_scf_object_as_it_was(dimer):
 def test_orbital_gradient_tolerance_is_met_without_the_closing_check(dimer, random_model):
     """A warm start skips PySCF's closing diagonalisation: the converged density is the one whose orbital
     gradient met conv_tol_grad, and its force error shrinks with that tolerance."""
-    start = make_engine(random_model, conv_tol=1e-11).compute(dimer).density_matrix
+    start = pyscf_engine(random_model, conv_tol=1e-11).compute(dimer).scf.density_matrix
     shift = np.zeros((dimer.natoms, 3))
     shift[0, 0] = 0.05  # Bohr
     moved = dimer.with_positions(dimer.positions + shift)
-    tight = make_engine(random_model, conv_tol=1e-11).compute(moved).forces
+    tight = pyscf_engine(random_model, conv_tol=1e-11).compute(moved).forces
     errors = []
     for grad_tol in (3e-3, 1e-5):
-        engine = make_engine(random_model, conv_tol=1e-3, conv_tol_grad=grad_tol)
+        engine = pyscf_engine(random_model, conv_tol=1e-3, conv_tol_grad=grad_tol)
         mf = engine.make_scf(moved)
         assert run_scf(mf, start).converged and mf.conv_check
         fock = mf.get_fock(dm=mf.make_rdm1())

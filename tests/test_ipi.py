@@ -55,7 +55,7 @@ def test_nvt_cluster_run_logs_gap_and_dos_every_step(nvt_cluster_run):
 
 def test_pimd_four_beads_two_clients_warm_start(pimd_run, dimer):
     tmp_path = pimd_run
-    cold = make_engine("none").compute(dimer).scf_cycles
+    cold = make_engine("none").compute(dimer).scf.cycles
     for bead in range(4):
         cycles = extras(tmp_path, "scf", bead)["scf_cycles"]
         assert len(cycles) == 4  # steps 0 .. 3
@@ -113,7 +113,7 @@ class Simulation:
         (run_dir / "template.xml").write_text(text)
         prepared = prepare_input(run_dir / "template.xml", self.prefix, 600)
         (run_dir / "input.xml").write_text(prepared.xml_text)
-        self.socket = prepared.unix
+        self.socket = prepared.address.unix
         self.server = subprocess.Popen([find_tool("i-pi"), "input.xml"], cwd=run_dir, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         self.clients = []

@@ -116,7 +116,7 @@ def test_phase0_forces_include_the_pulay_share(dimer, monkeypatch):
     half of the change the model makes; dropping V_delta's energy-weighted density-matrix share leaves
     them further off than no correction at all (measured: 40 % vs 116 % of the change). How much of the change
     is the density's response (which phase 0 cannot see) depends on the model: this random one is pinned."""
-    import deepks_es.training.frames as frames
+    import deepks_es.scf.correction as correction
 
     base = scf_record(make_engine("none"), dimer)
     model = CorrectionModel.random(seed=2, scale=0.01, inputs="eigenvalues")
@@ -124,6 +124,6 @@ def test_phase0_forces_include_the_pulay_share(dimer, monkeypatch):
     change = np.abs(scf["forces"] - base["forces"]).max()
     predicted = predict(model, prepare_frame("dimer", dimer, base, scf, model, SCFSettings()))["forces"]
     assert np.abs(predicted.detach().numpy() - scf["forces"]).max() < 0.5 * change
-    monkeypatch.setattr(frames, "overlap_derivative", lambda system: np.zeros((3, system.nao_nr(), system.nao_nr())))
+    monkeypatch.setattr(correction, "overlap_derivative", lambda system: np.zeros((3, system.nao_nr(), system.nao_nr())))
     without = predict(model, prepare_frame("dimer", dimer, base, scf, model, SCFSettings()))["forces"]
     assert np.abs(without.detach().numpy() - scf["forces"]).max() > change

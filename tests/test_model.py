@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from deepks_es import engines
 from deepks_es.constants import HARTREE_EV
-from deepks_es.engines import default_model_path, load_model, make_engine
+from deepks_es.engines import make_engine, resolve_model, shipped_model_path
+from deepks_es.engines import registry
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
 from deepks_es.model.descriptors import block_moments, density_factor, eigen_descriptors
+
+from conftest import pyscf_engine
 
 
 def test_save_load_roundtrip(tmp_path, random_model):
@@ -153,20 +155,22 @@ def test_truncated_model_file(tmp_path, random_model):
 
 def test_missing_model_and_default(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="not found"):
-        load_model(str(tmp_path / "missing.pt"))
-    assert load_model("none") is None
-    monkeypatch.setattr(engines, "default_model_path", lambda: tmp_path / "default_model.pt")
+        resolve_model(str(tmp_path / "missing.pt"))
+    with pytest.raises(ModelError, match="is a directory"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("none") is None
+    monkeypatch.setattr(registry, "shipped_model_path", lambda: tmp_path / "default_model.pt")
     with pytest.raises(ModelError, match="shipped model .* is missing"):
-        load_model("default")
+        resolve_model("default")
 
 
 def test_default_model_moves_pbe_to_hse06(dimer):
     """The shipped model, self-consistent on a dimer it never saw, lands near HSE06 where PBE is > 2 eV off."""
-    trained = load_model("default")
+    trained = CorrectionModel.from_file(resolve_model("default"))
     assert trained.elements == ("H", "O") and trained.provenance["kind"] == "deepks-es train"
-    assert default_model_path().stat().st_size < 2_000_000
+    assert shipped_model_path().stat().st_size < 2_000_000
     model, pbe, hse = (make_engine(name, xc=xc).compute(dimer)
-                       for name, xc in ((trained, "PBE"), ("none", "PBE"), ("none", "HSE06")))
+                       for name, xc in (("default", "PBE"), ("none", "PBE"), ("none", "HSE06")))
     assert model.converged and abs(pbe.gap - hse.gap) * HARTREE_EV > 2.0
     assert abs(model.gap - hse.gap) * HARTREE_EV < 0.1
     assert abs(model.homo - hse.homo) * HARTREE_EV < 0.1 and abs(model.lumo - hse.lumo) * HARTREE_EV < 0.1
@@ -174,9 +178,9 @@ def test_default_model_moves_pbe_to_hse06(dimer):
 
 def test_mismatched_settings(random_model):
     with pytest.raises(SettingsError, match="functional 'PBE'"):
-        make_engine(random_model, xc="HSE06")
+        pyscf_engine(random_model, xc="HSE06")
     with pytest.raises(SettingsError, match="basis"):
-        make_engine(random_model, basis="def2-svp", pseudo=None)
+        pyscf_engine(random_model, basis="def2-svp", pseudo=None)
 
 
 def test_uncovered_element():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from deepks_es.engines import make_engine
-from deepks_es.observables import EXTRAS_KEYS, DOSGrid, electronic_extras
+from deepks_es.errors import SettingsError
+from deepks_es.observables import DOSGrid
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +30,13 @@ def test_dos_normalisation_and_projection(result):
 
 
 def test_extras_keys_and_json(result):
-    extras = electronic_extras(result, DOSGrid())
-    assert list(extras) == [*EXTRAS_KEYS, "dos_H", "dos_O"]
+    extras = result.observables(DOSGrid())
+    assert list(extras) == ["energy_hartree", "gap_ev", "homo_ev", "lumo_ev", "dos", "virial_available",
+                            "scf_converged", "scf_cycles", "scf_stage", "wall_s", "dos_H", "dos_O"]
     assert len(extras["dos"]) == len(extras["dos_O"]) == DOSGrid().npoints
     assert json.loads(json.dumps(extras))["gap_ev"] == pytest.approx(result.gap * 27.211386245988)
 
 
 def test_bad_grid_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(SettingsError, match="emax > emin"):
         DOSGrid(emin_ev=5, emax_ev=-5)

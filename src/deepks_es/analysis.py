@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeePKSError
-from .fileio import atomic_path, write_json
+from .fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path, write_json
 from .ipi.outputs import OutputNames, output_names
 
 LEVELS = ("gap_ev", "homo_ev", "lumo_ev")
@@ -50,7 +50,7 @@ def locate_run(run: str | Path) -> RunFiles:
     """A run directory (with the ``input.xml`` that ``deepks-es run`` writes) or an i-PI prefix (dir/prefix)."""
     run = Path(run)
     directory, prefix = (run, None) if run.is_dir() else (run.parent, run.name)
-    inputs = [directory / "input.xml"] if (directory / "input.xml").is_file() else sorted(directory.glob("*.xml"))
+    inputs = [directory / RUN_INPUT] if (directory / RUN_INPUT).is_file() else sorted(directory.glob("*.xml"))
     for xml in inputs:
         try:
             root = ET.parse(xml).getroot()
@@ -157,7 +157,7 @@ def _time_axis(files: RunFiles, nsteps: int) -> np.ndarray:
 def _dos_summary(files: RunFiles, kept: slice) -> dict | None:
     """Trajectory- and bead-averaged DOS, spread over beads, element projections; None if not logged."""
     total = read_extras(files, "dos")
-    grid_file = files.directory / "dos_grid.json"
+    grid_file = files.directory / DOS_GRID_FILE
     if total is None or not grid_file.is_file():
         return None
     import json

@@ -1,4 +1,4 @@
-"""``deepks-es <verb>``: the command-line interface.
+"""``deepks-es <verb>``: the command-line interface. It parses, builds typed settings and calls the library.
 
 Exit codes: 0 success; 1 a user-facing error (one line on stderr); 2 bad command
 line (argparse); 3 the SCF did not converge (result printed, flagged).
@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from .engines.spec import EngineSpec, add_engine_options
 from .errors import DeePKSError, SettingsError
+from .fileio import DOS_GRID_FILE
+from .ipi.client import SOCKET_PREFIX
 from .observables import DOSGrid
 from .scf.extrapolation import DEFAULT_PREDICTOR
 from .scf.systems import PERIODIC_KE_CUTOFF
@@ -23,82 +27,45 @@ EXIT_ERROR = 1
 EXIT_UNCONVERGED = 3
 MAIN_JOB_INPUT = "main_run.xml"
 MAIN_JOB_RUN_DIR = "runs/liquid-water"
-MAIN_JOB_KE_CUTOFF = PERIODIC_KE_CUTOFF  # Hartree
-MAIN_JOB_CONV_TOL, MAIN_JOB_CONV_TOL_GRAD = 1e-7, 1.8e-4  # Hartree: the MD tolerance policy (README Performance)
+MAIN_JOB_ENGINE = EngineSpec(model="default", ke_cutoff=PERIODIC_KE_CUTOFF,
+                             conv_tol=1e-7, conv_tol_grad=1.8e-4)  # the MD tolerance policy (README Performance)
+
+DOS_OPTIONS = (  # (flag, DOSGrid field, type, help)
+    ("--dos-emin", "emin_ev", float, "DOS grid start, eV"),
+    ("--dos-emax", "emax_ev", float, "DOS grid end, eV"),
+    ("--dos-points", "npoints", int, "DOS grid points"),
+    ("--dos-sigma", "sigma_ev", float, "Gaussian broadening, eV"),
+)
 
 
-# (flag, argparse keywords): shared by every verb that runs the engine, and passed on to client processes
-CALCULATION_OPTIONS = [
-    ("--model", dict(default=None, help="model file PATH, 'default' (the shipped model) or 'none' (plain "
-                                        "functional); default: none (the main job: default)")),
-    ("--xc", dict(default=None, help="functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)")),
-    ("--basis", dict(default=None, help="AO basis (default: the model's, else gth-dzvp)")),
-    ("--pseudo", dict(default=None, help="pseudopotential, 'none' for all-electron clusters (default: the model's, "
-                                         "else gth-pbe)")),
-    ("--charge", dict(type=int, default=0, help="total charge (default: 0)")),
-    ("--conv-tol", dict(type=float, default=None, help="SCF energy tolerance in Hartree (default: 1e-9; the main "
-                                                       "job: 1e-7)")),
-    ("--conv-tol-grad", dict(type=float, default=None, help="SCF orbital-gradient tolerance in Hartree (default: sqrt "
-                                                            "of --conv-tol; the main job: 1.8e-4)")),
-    ("--max-cycle", dict(type=int, default=50, help="SCF iterations per solver stage (default: 50)")),
-    ("--extrapolation", dict(default=None, help="density-matrix predictor across MD steps: geometry[:N] (fit of "
-                                                "the new geometry by the last N steps), aspc[:K] (Kolafa) or "
-                                                "previous (default: geometry:8)")),
-    ("--ke-cutoff", dict(type=float, default=None, help="periodic multigrid cutoff in Hartree (default: chosen by "
-                                                        "PySCF from the basis)")),
-]
-DOS_OPTIONS = [
-    ("--dos-emin", dict(type=float, default=DOSGrid.emin_ev, help="DOS grid start, eV (default: %(default)s)")),
-    ("--dos-emax", dict(type=float, default=DOSGrid.emax_ev, help="DOS grid end, eV (default: %(default)s)")),
-    ("--dos-points", dict(type=int, default=DOSGrid.npoints, help="DOS grid points (default: %(default)s)")),
-    ("--dos-sigma", dict(type=float, default=DOSGrid.sigma_ev, help="Gaussian broadening, eV (default: %(default)s)")),
-]
+def _add_dos_options(parser: argparse.ArgumentParser) -> None:
+    for flag, name, kind, text in DOS_OPTIONS:
+        default = getattr(DOSGrid, name)
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
 
 
-def _add_options(parser: argparse.ArgumentParser, table) -> None:
-    for flag, kwargs in table:
-        parser.add_argument(flag, **kwargs)
+def _grid(args) -> DOSGrid:
+    return DOSGrid(**{name: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, name, _, _ in DOS_OPTIONS})
 
 
-def options_argv(args, table) -> list[str]:
-    """The command-line tokens that reproduce ``args``'s values of the options in ``table``."""
-    argv = []
-    for flag, _ in table:
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
-def engine_from_args(args):
-    """Build the engine that the CALCULATION_OPTIONS in ``args`` describe."""
-    from .engines import make_engine
-
-    settings = {"charge": args.charge, "conv_tol_grad": args.conv_tol_grad, "max_cycle": args.max_cycle,
-                "ke_cutoff": args.ke_cutoff}
-    if args.conv_tol is not None:
-        settings["conv_tol"] = args.conv_tol
-    if args.xc is not None:
-        settings["xc"] = args.xc
-    if args.basis is not None:
-        settings["basis"] = args.basis
-    if args.pseudo is not None:
-        settings["pseudo"] = None if args.pseudo.lower() == "none" else args.pseudo
-    extrapolation = {} if args.extrapolation is None else {"extrapolation": args.extrapolation}
-    return make_engine(args.model or "none", **extrapolation, **settings)
+def _engine_spec(args) -> EngineSpec:
+    return EngineSpec.from_options(vars(args))
 
 
 def cmd_compute(args) -> int:
+    from .engines import make_engine
     from .structure import read_structure
 
     structure = read_structure(args.structure, index=args.index)
-    engine = engine_from_args(args)
+    engine = make_engine(_engine_spec(args))
     result = engine.compute(structure)
+    info = engine.describe()
+    engine.close()
     if args.json:
-        print(json.dumps({"structure": str(args.structure), "natoms": structure.natoms,
-                          "xc": engine.settings.xc, "model": args.model or "none", **result.to_json_dict()}))
+        print(json.dumps({"structure": str(args.structure), "natoms": structure.natoms, "engine": info.name,
+                          "model": info.model, **result.to_json_dict()}))
     else:
-        _print_summary(structure, engine, args.model or "none", result)
+        _print_summary(structure, info, result)
     if not result.converged:
         print("deepks-es: warning: SCF did not converge; the result is flagged (converged: false)",
               file=sys.stderr)
@@ -106,19 +73,21 @@ def cmd_compute(args) -> int:
     return 0
 
 
-def _print_summary(structure, engine, model_name, result) -> None:
+def _print_summary(structure, info, result) -> None:
     levels = {key: "n/a" if value is None else f"{value:.4f} eV" for key, value in result.levels_ev().items()}
-
+    basis = info.settings.get("basis")
     lines = [
         f"structure      {structure.natoms} atoms, {'periodic' if structure.is_periodic else 'cluster'}",
-        f"method         {engine.settings.xc}/{engine.settings.basis}, model: {model_name}",
+        f"method         {info.name}{f'/{basis}' if basis else ''}, model: {info.model}",
         f"energy         {result.energy:.10f} Ha",
-        f"E_delta        {'n/a' if result.e_delta is None else f'{result.e_delta:.10f} Ha'}",
+        *(f"{name:14s} {value}" for name, value in result.scalars.items()),
         f"HOMO / LUMO    {levels['homo_ev']} / {levels['lumo_ev']}",
         f"gap            {levels['gap_ev']}",
-        f"SCF            {'converged' if result.converged else 'NOT converged'} in {result.scf_cycles} "
-        f"cycles ({result.scf_stage}), {result.wall_s:.1f} s",
     ]
+    if result.scf is not None:
+        lines.append(f"SCF            {'converged' if result.scf.converged else 'NOT converged'} in {result.scf.cycles} "
+                     f"cycles ({result.scf.stage})")
+    lines.append(f"wall time      {result.wall_s:.1f} s")
     if result.forces is not None:
         lines.append(f"max |force|    {np.abs(result.forces).max():.6f} Ha/Bohr")
     lines += [f"note           {note}" for note in result.notes]
@@ -126,26 +95,31 @@ def _print_summary(structure, engine, model_name, result) -> None:
 
 
 def cmd_drive(args) -> int:
-    from .ipi.drive import drive
+    from .ipi.client import SocketAddress
+    from .ipi.drive import ClientPlan, drive
 
-    return drive(args)
+    address = (SocketAddress(unix=args.unix, prefix=args.socket_prefix) if args.unix
+               else SocketAddress.parse_inet(args.inet))
+    return drive(ClientPlan(address, Path(args.structure), args.pbc, _engine_spec(args), _grid(args),
+                            Path(args.dos_metadata), args.wait, args.clients))
 
 
 def cmd_run(args) -> int:
     from .analysis import analyze, locate_run
-    from .ipi.launcher import run
+    from .ipi.launcher import RunPlan, run
 
-    if args.input is None:  # the main job: the embedded liquid-water NVT run
-        args.input = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
-        args.run_dir = args.run_dir or MAIN_JOB_RUN_DIR
-        args.ke_cutoff = args.ke_cutoff or MAIN_JOB_KE_CUTOFF
-        if args.conv_tol is None and args.conv_tol_grad is None:
-            args.conv_tol, args.conv_tol_grad = MAIN_JOB_CONV_TOL, MAIN_JOB_CONV_TOL_GRAD
-        args.model = args.model or "default"
-    args.run_dir = args.run_dir or "."
-    code = run(args)
-    if code == 0 and "gap_ev" in locate_run(args.run_dir).names.extras:
-        summary = analyze(args.run_dir)
+    options, run_dir, xml = dict(vars(args)), args.run_dir, args.input
+    if xml is None:  # the main job: the embedded liquid-water NVT run, its engine where the options leave it open
+        xml = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
+        run_dir = run_dir or MAIN_JOB_RUN_DIR
+        defaults = {"model": MAIN_JOB_ENGINE.model, "ke_cutoff": MAIN_JOB_ENGINE.ke_cutoff}
+        if args.conv_tol is None and args.conv_tol_grad is None:  # both SCF tolerances go together
+            defaults.update(conv_tol=MAIN_JOB_ENGINE.conv_tol, conv_tol_grad=MAIN_JOB_ENGINE.conv_tol_grad)
+        options.update({name: value for name, value in defaults.items() if options.get(name) is None})
+    spec, run_dir = EngineSpec.from_options(options), Path(run_dir or ".")
+    code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait))
+    if code == 0 and "gap_ev" in locate_run(run_dir).names.extras:
+        summary = analyze(run_dir)
         gap = summary["levels_ev"]["gap"]
         print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
               f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
@@ -188,7 +162,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_label(args) -> int:
-    from dataclasses import replace
 
     from .training.label import LabelSettings, label
 
@@ -211,15 +184,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .engines import load_model
+    from .engines import resolve_model
     from .fileio import atomic_path, write_json
+    from .model.network import CorrectionModel
     from .training.dataset import read_dataset
     from .training.evaluate import evaluate, markdown_table
     from .training.train import fit_baselines
 
-    model = load_model(args.model)
-    if model is None:
+    model_file = resolve_model(args.model)
+    if model_file is None:
         raise SettingsError("evaluate needs a model: a file path or 'default'")
+    model = CorrectionModel.from_file(model_file)
     baselines = None
     if args.baselines:
         frames, _ = read_dataset(args.baselines)
@@ -259,29 +234,79 @@ def cmd_bench(args) -> int:
     return 0 if all("error" not in r for r in data["results"]) else EXIT_ERROR
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepks-es", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"deepks-es {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+VERB_TEXTS = {  # verb: (one-line help, description)
+    "compute": ("single point: energy, forces and orbitals of a structure",
+               "Self-consistent single point of one structure (XYZ/extended "
+               "XYZ, Angstrom) with DeePKS-ES or a plain functional."),
+    "drive": ("serve DeePKS-ES forces to a running i-PI server (socket client)",
+               "Connect to an i-PI server and answer its force requests with the "
+               "engine; electronic observables travel as JSON extras. Under "
+               "'mpiexec -n K' every rank is one client."),
+    "run": ("run an i-PI simulation (server + DeePKS-ES clients), then analyse it",
+               "Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
+               "clients, and analyse the trajectory; returns i-PI's exit code. With no "
+               "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
+               f"periodic) in {MAIN_JOB_RUN_DIR}/, whose engine options default to "
+               f"--model {MAIN_JOB_ENGINE.model} --ke-cutoff {MAIN_JOB_ENGINE.ke_cutoff:g} "
+               f"--conv-tol {MAIN_JOB_ENGINE.conv_tol:g} --conv-tol-grad "
+               f"{MAIN_JOB_ENGINE.conv_tol_grad:g} (the MD tolerance policy)."),
+    "sample": ("training configurations: water clusters from cheap MD, periodic boxes",
+               "Seeded water configurations (extended XYZ): clusters of MIN-MAX "
+               "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
+               "distorted, plus small random periodic boxes."),
+    "label": ("label configurations with the target (HSE06) and base (PBE) functionals",
+               "Target and base Kohn-Sham calculations of every frame (energies, "
+               "forces, Fock and overlap matrices, orbitals, density matrices) into "
+               "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'."),
+    "train": ("train a DeePKS-ES model (iterative, self-consistent) from labelled data",
+               "Energy, force, Hamiltonian, eigenvalue and density losses; phases "
+               "separated by an SCF with the current model on every frame; "
+               "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
+               "(see inputs/training/water.toml)."),
+    "evaluate": ("errors of a model against the target labels, beside PBE and "
+                                                 "a scissor shift",
+               "Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
+               "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
+               "the target, with plain base and scissor baselines (fitted on the "
+               "training set). Markdown table; --output writes .md and .json."),
+    "bench": ("benchmarks: PBE, DeePKS-ES and HSE06 step times side by side, MD "
+                                           "segment with density extrapolation, memory",
+               "Single-point energy+forces of water clusters and periodic boxes with "
+               "each method (time per part, SCF cycles, peak memory, each in a fresh "
+               "process), an NVT MD segment with DeePKS-ES (SCF cycles and s/step, "
+               "extrapolated vs cold, force error vs fully converged) and a force "
+               "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
+               "OUT/bench.md (ratios first)."),
+    "analyze": ("electronic analysis of a run: gap statistics, averaged DOS, plots",
+               "Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
+               "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON."),
+}
 
-    compute = verbs.add_parser("compute", help="single point: energy, forces and orbitals of a structure",
-                               description="Self-consistent single point of one structure (XYZ/extended "
-                                           "XYZ, Angstrom) with DeePKS-ES or a plain functional.")
+
+def _verb(verbs, command) -> argparse.ArgumentParser:
+    """The parser of the verb that ``command`` (``cmd_<verb>``) runs, with its texts from VERB_TEXTS."""
+    name = command.__name__.removeprefix("cmd_")
+    help, description = VERB_TEXTS[name]
+    parser = verbs.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=command)
+    return parser
+
+
+def _add_compute(verbs) -> None:
+    compute = _verb(verbs, cmd_compute)
     compute.add_argument("structure", help="structure file (extended XYZ; last frame unless --index)")
     compute.add_argument("--index", type=int, default=-1, help="frame of a multi-frame file (default: -1)")
     compute.add_argument("--json", action="store_true", help="print one JSON object (atomic units, eV)")
-    _add_options(compute, CALCULATION_OPTIONS)
-    compute.set_defaults(func=cmd_compute)
+    add_engine_options(compute)
 
-    drive = verbs.add_parser("drive", help="serve DeePKS-ES forces to a running i-PI server (socket client)",
-                             description="Connect to an i-PI server and answer its force requests with the "
-                                         "engine; electronic observables travel as JSON extras. Under "
-                                         "'mpiexec -n K' every rank is one client.")
+
+def _add_drive(verbs) -> None:
+    drive = _verb(verbs, cmd_drive)
     where = drive.add_mutually_exclusive_group(required=True)
     where.add_argument("--unix", metavar="NAME", help="unix socket NAME (path = socket prefix + NAME)")
     where.add_argument("--inet", metavar="HOST:PORT", help="inet socket")
-    drive.add_argument("--socket-prefix", default="/tmp/ipi_",
-                       help="prefix of unix socket paths, as i-PI's sockets_prefix (default: /tmp/ipi_)")
+    drive.add_argument("--socket-prefix", default=SOCKET_PREFIX,
+                       help=f"prefix of unix socket paths, as i-PI's sockets_prefix (default: {SOCKET_PREFIX})")
     drive.add_argument("--structure", required=True,
                        help="structure file with the atoms in i-PI's order (its symbols are used)")
     drive.add_argument("--pbc", action="store_true",
@@ -290,55 +315,44 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to keep trying to reach the server at start (default: 60)")
     drive.add_argument("--clients", type=int, default=1,
                        help="start this many client processes (PIMD beads in parallel; default: 1)")
-    drive.add_argument("--threads", type=int, default=None,
-                       help="threads per client (default: the machine's cores divided among clients)")
-    drive.add_argument("--dos-metadata", default="dos_grid.json",
-                       help="where to write the DOS grid description (default: dos_grid.json)")
-    _add_options(drive, CALCULATION_OPTIONS)
-    _add_options(drive, DOS_OPTIONS)
-    drive.set_defaults(func=cmd_drive)
+    drive.add_argument("--dos-metadata", default=DOS_GRID_FILE,
+                       help=f"where to write the DOS grid description (default: {DOS_GRID_FILE})")
+    add_engine_options(drive)
+    _add_dos_options(drive)
 
-    run = verbs.add_parser("run", help="run an i-PI simulation (server + DeePKS-ES clients), then analyse it",
-                           description="Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
-                                       "clients, and analyse the trajectory; returns i-PI's exit code. With no "
-                                       "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
-                                       f"periodic, ke-cutoff {MAIN_JOB_KE_CUTOFF:g} Ha) in {MAIN_JOB_RUN_DIR}/.")
+
+def _add_run(verbs) -> None:
+    run = _verb(verbs, cmd_run)
     run.add_argument("input", nargs="?", default=None, help="i-PI input file (templates in inputs/ipi/)")
     run.add_argument("--run-dir", default=None,
                      help=f"where i-PI runs and writes its outputs (default: ., or {MAIN_JOB_RUN_DIR} for the "
                           "main job)")
     run.add_argument("--clients", type=int, default=1, help="client processes (e.g. one per bead; default: 1)")
-    run.add_argument("--threads", type=int, default=None,
-                     help="threads per client (default: the machine's cores divided among clients)")
     run.add_argument("--timeout", type=float, default=3600.0,
                      help="i-PI's per-request timeout in s, raised to this if the input has less (default: 3600)")
     run.add_argument("--wait", type=float, default=60.0, help="seconds clients wait for i-PI to come up")
-    _add_options(run, CALCULATION_OPTIONS)
-    _add_options(run, DOS_OPTIONS)
-    run.set_defaults(func=cmd_run)
+    add_engine_options(run)
+    _add_dos_options(run)
 
-    sample = verbs.add_parser("sample", help="training configurations: water clusters from cheap MD, periodic boxes",
-                              description="Seeded water configurations (extended XYZ): clusters of MIN-MAX "
-                                          "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
-                                          "distorted, plus small random periodic boxes.")
+
+def _add_sample(verbs) -> None:
+    sample = _verb(verbs, cmd_sample)
     sample.add_argument("-o", "--output", required=True, help="extended XYZ file to write")
     sample.add_argument("--sizes", default="1-8", help="molecules per cluster, MIN-MAX (default: 1-8)")
     sample.add_argument("--clusters", type=int, default=48, help="number of clusters (default: 48)")
     sample.add_argument("--boxes", type=int, default=0, help="number of periodic boxes (default: 0)")
     sample.add_argument("--box-molecules", type=int, default=2, help="molecules per periodic box (default: 2)")
-    sample.add_argument("--md-molecules", type=int, default=64, help="molecules in the TIP3P MD box (default: 64)")
+    sample.add_argument("--md-molecules", type=int, default=64, help="molecules in the q-SPC/Fw MD box (default: 64)")
     sample.add_argument("--temperature", type=float, default=300.0, help="MD temperature, K (default: 300)")
     sample.add_argument("--distortion", type=float, default=0.04,
                         help="per-atom Gaussian displacement, Angstrom (default: 0.04)")
     sample.add_argument("--size-bias", type=float, default=1.0,
                         help="cluster size n drawn with probability ∝ n^-BIAS; 0 = uniform (default: 1)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    sample.set_defaults(func=cmd_sample)
 
-    label = verbs.add_parser("label", help="label configurations with the target (HSE06) and base (PBE) functionals",
-                             description="Target and base Kohn-Sham calculations of every frame (energies, "
-                                         "forces, Fock and overlap matrices, orbitals, density matrices) into "
-                                         "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'.")
+
+def _add_label(verbs) -> None:
+    label = _verb(verbs, cmd_label)
     label.add_argument("configs", help="configurations (extended XYZ, e.g. from deepks-es sample)")
     label.add_argument("-o", "--output", required=True, help="HDF5 file to write")
     label.add_argument("--target-xc", default="HSE06", help="target functional (default: HSE06)")
@@ -347,25 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--pseudo", default="gth-pbe", help="pseudopotential (default: gth-pbe)")
     label.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance, Hartree (default: 1e-9)")
     label.add_argument("--nvirt", type=int, default=4, help="virtual orbitals stored per frame (default: 4)")
-    label.add_argument("--ke-cutoff", type=float, default=MAIN_JOB_KE_CUTOFF,
+    label.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
                        help="periodic multigrid cutoff, Hartree (default: %(default)s, as the main job)")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
-    label.set_defaults(func=cmd_label)
 
-    train = verbs.add_parser("train", help="train a DeePKS-ES model (iterative, self-consistent) from labelled data",
-                             description="Energy, force, Hamiltonian, eigenvalue and density losses; phases "
-                                         "separated by an SCF with the current model on every frame; "
-                                         "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
-                                         "(see inputs/training/water.toml).")
+
+def _add_train(verbs) -> None:
+    train = _verb(verbs, cmd_train)
     train.add_argument("config", help="training configuration (TOML)")
-    train.set_defaults(func=cmd_train)
 
-    evaluate = verbs.add_parser("evaluate", help="errors of a model against the target labels, beside PBE and "
-                                                 "a scissor shift",
-                                description="Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
-                                            "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
-                                            "the target, with plain base and scissor baselines (fitted on the "
-                                            "training set). Markdown table; --output writes .md and .json.")
+
+def _add_evaluate(verbs) -> None:
+    evaluate = _verb(verbs, cmd_evaluate)
     evaluate.add_argument("model", help="model file or 'default'")
     evaluate.add_argument("data", help="labelled HDF5 file (deepks-es label)")
     evaluate.add_argument("--subset", choices=("all", "train", "validation"), default="all",
@@ -376,16 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output", metavar="PREFIX", default=None, help="write PREFIX.md and PREFIX.json")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
-    evaluate.set_defaults(func=cmd_evaluate)
 
-    bench = verbs.add_parser("bench", help="benchmarks: PBE, DeePKS-ES and HSE06 step times side by side, MD "
-                                           "segment with density extrapolation, memory",
-                             description="Single-point energy+forces of water clusters and periodic boxes with "
-                                         "each method (time per part, SCF cycles, peak memory, each in a fresh "
-                                         "process), an NVT MD segment with DeePKS-ES (SCF cycles and s/step, "
-                                         "extrapolated vs cold, force error vs fully converged) and a force "
-                                         "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
-                                         "OUT/bench.md (ratios first).")
+
+def _add_bench(verbs) -> None:
+    bench = _verb(verbs, cmd_bench)
     bench.add_argument("--model", default=None, help="DeePKS-ES model file (default: the shipped model)")
     bench.add_argument("--clusters", default="4,8,16,32", help="cluster sizes in molecules (default: %(default)s)")
     bench.add_argument("--boxes", default="32,64", help="periodic boxes, molecules: 8, 32, 64 or none "
@@ -405,16 +406,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
                        help="periodic multigrid cutoff, Ha (default: %(default)s)")
     bench.add_argument("-o", "--out", default="runs/bench", help="output directory (default: %(default)s)")
-    bench.set_defaults(func=cmd_bench)
 
-    analyze = verbs.add_parser("analyze", help="electronic analysis of a run: gap statistics, averaged DOS, plots",
-                               description="Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
-                                           "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON.")
+
+def _add_analyze(verbs) -> None:
+    analyze = _verb(verbs, cmd_analyze)
     analyze.add_argument("run", help="run directory (with input.xml) or i-PI output prefix (e.g. runs/x/simulation)")
     analyze.add_argument("--out", default=None, help="output directory (default: RUN/analysis)")
     analyze.add_argument("--skip", type=int, default=0, help="leading steps to leave out (equilibration)")
     analyze.add_argument("--json", action="store_true", help="print the summary as JSON")
-    analyze.set_defaults(func=cmd_analyze)
+
+
+VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench, _add_analyze)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepks-es", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"deepks-es {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add_verb in VERBS:
+        add_verb(verbs)
     return parser
 
 

@@ -12,3 +12,6 @@ ANGSTROM_BOHR = 1.0 / BOHR_ANGSTROM
 
 HARTREE_EV = 27.211386245988
 """One Hartree in eV."""
+
+FORCE_EV_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
+"""One Hartree/Bohr in eV/Angstrom."""

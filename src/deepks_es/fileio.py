@@ -8,6 +8,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+RUN_INPUT = "input.xml"
+"""The i-PI input that ``deepks-es run`` writes into a run directory (and ``analyze`` reads)."""
+
+DOS_GRID_FILE = "dos_grid.json"
+"""The DOS grid description a client writes beside a run."""
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):

@@ -1,9 +1,9 @@
-"""Electronic observables logged along a trajectory: frontier levels and a broadened DOS.
+"""Electronic observables logged along a trajectory: the broadened DOS on a fixed grid.
 
-The extras dictionary has the same keys at every step (i-PI aborts on a missing
-key); quantities that do not exist for a step (no virtual orbital) are null.
-Beside the total DOS, ``dos_<element>`` (e.g. ``dos_O``, ``dos_H``) is the
-element-projected DOS from Löwdin weights; the projections add up to the total.
+:meth:`deepks_es.engines.Result.observables` builds each step's record (the i-PI extras) with it:
+the same keys at every step (i-PI aborts on a missing key), null where a quantity does not exist
+for a step (no virtual orbital). Beside the total DOS, ``dos_<element>`` (e.g. ``dos_O``,
+``dos_H``) is the element-projected DOS from Löwdin weights; the projections add up to the total.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .constants import HARTREE_EV
-from .engines.result import Result
+from .errors import SettingsError
 from .fileio import write_json
-
-EXTRAS_KEYS = ("energy_hartree", "gap_ev", "homo_ev", "lumo_ev", "dos", "e_delta_hartree", "scf_converged",
-               "scf_cycles", "scf_stage", "wall_s", "virial_available")
-"""Keys of every step's extras; ``dos_<element>`` for each element of the structure follow."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +32,9 @@ class DOSGrid:
 
     def __post_init__(self):
         if not (self.emax_ev > self.emin_ev and self.npoints >= 2 and self.sigma_ev > 0):
-            raise ValueError("DOS grid needs emax > emin, at least 2 points and a positive width")
+            raise SettingsError(f"the DOS grid needs emax > emin, at least 2 points and a positive broadening; "
+                                f"got emin {self.emin_ev} eV, emax {self.emax_ev} eV, {self.npoints} points, "
+                                f"sigma {self.sigma_ev} eV")
 
     @property
     def energies_ev(self) -> np.ndarray:
@@ -53,25 +51,3 @@ class DOSGrid:
         """Write the grid (parameters and energies) as JSON, atomically."""
         record = {**asdict(self), "energies_ev": self.energies_ev.tolist(), "units": "states/eV, spin included"}
         write_json(path, record)
-
-
-def electronic_extras(result: Result, grid: DOSGrid) -> dict:
-    """The per-step observables of ``result`` (eV for levels), always with every key of EXTRAS_KEYS."""
-    def rounded(values):
-        return np.round(values, 6).tolist()
-
-    extras = {
-        "energy_hartree": result.energy,
-        **result.levels_ev(),
-        "dos": rounded(grid.dos(result.mo_energy)),
-        "e_delta_hartree": result.e_delta,
-        "scf_converged": result.converged,
-        "scf_cycles": result.scf_cycles,
-        "scf_stage": result.scf_stage,
-        "wall_s": result.wall_s,
-        "virial_available": result.virial is not None,
-    }
-    for element, weights in result.element_weights.items():
-        extras[f"dos_{element}"] = rounded(grid.dos(result.mo_energy, weights))
-    return extras
-

@@ -67,12 +67,12 @@ class Structure:
     def is_periodic(self) -> bool:
         return self.cell is not None
 
-    def with_positions(self, positions: np.ndarray, cell: np.ndarray | None = None) -> "Structure":
+    def with_positions(self, positions: np.ndarray, cell: np.ndarray | None = None) -> Structure:
         """Same atoms at new positions (Bohr); the cell is kept unless given."""
         return Structure(self.symbols, positions, self.cell if cell is None else cell)
 
     @classmethod
-    def from_ase(cls, atoms) -> "Structure":
+    def from_ase(cls, atoms) -> Structure:
         """From an ``ase.Atoms`` (Angstrom); periodic when all three directions are."""
         pbc = np.asarray(atoms.pbc)
         if pbc.any() and not pbc.all():

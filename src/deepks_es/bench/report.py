@@ -59,13 +59,18 @@ def single_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _of_kind(results: list[dict], kind: str, what: str) -> tuple[list[dict], list[str]]:
+    """(the results of ``kind``, the failure line of the first that failed, or nothing)."""
+    rows = [r for r in results if r["kind"] == kind]
+    failed = [r for r in rows if "error" in r]
+    return rows, [f"{what} failed: {failed[0]['error']}"] if failed else []
+
+
 def md_table(results: list[dict], extrapolation: str) -> list[str]:
-    lines = []
-    for r in results:
-        if r["kind"] != "md":
-            continue
-        if "error" in r:
-            return [f"MD segment failed: {r['error']}"]
+    rows, lines = _of_kind(results, "md", "MD segment")
+    if lines:
+        return lines
+    for r in rows:
         cycles = np.array([s["scf_cycles"] for s in r["steps"]])
         wall = np.array([s["wall_s"] for s in r["steps"]])
         checks = r["checks"]
@@ -86,12 +91,10 @@ def md_table(results: list[dict], extrapolation: str) -> list[str]:
 
 
 def tolerance_table(results: list[dict]) -> list[str]:
-    lines = []
-    for r in results:
-        if r["kind"] != "tolerance":
-            continue
-        if "error" in r:
-            return [f"tolerance scan failed: {r['error']}"]
+    rows, lines = _of_kind(results, "tolerance", "tolerance scan")
+    if lines:
+        return lines
+    for r in rows:
         lines += [f"Force error vs SCF tolerance, {_system(r)}, DeePKS-ES, cold starts, against a fully converged "
                   "SCF (1e-12 Ha):", "", "| conv_tol (Ha) | SCF cycles | max force error (meV/Å) |", "|---|---|---|"]
         lines += [f"| {s['conv_tol']:.0e} | {s['scf_cycles']} | {s['force_error_mev_a']:.4f} |" for s in r["scan"]]

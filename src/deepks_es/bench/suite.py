@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, HARTREE_EV
+from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, FORCE_EV_ANGSTROM
 from ..errors import SettingsError
 from ..fileio import write_json
 from ..scf.extrapolation import DEFAULT_PREDICTOR
@@ -38,7 +38,7 @@ from ..structure import Structure, read_structure
 from .profile import PARTS, profiled_compute
 
 METHODS = ("PBE", "DeePKS-ES", "HSE06")
-FORCE_MEV_A = HARTREE_EV / BOHR_ANGSTROM * 1000.0  # Hartree/Bohr -> meV/Angstrom
+FORCE_MEV_A = FORCE_EV_ANGSTROM * 1000.0  # Hartree/Bohr -> meV/Angstrom
 REFERENCE_TOL = 1e-12  # Hartree: "fully converged"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MD_TIMESTEP_FS = 0.5
@@ -137,7 +137,7 @@ def measure_single(plan: BenchPlan, task: dict) -> dict:
     structure = water_system(task["system"], task["molecules"])
     engine = _engine(plan, task["method"], structure.is_periodic)
     result, parts = profiled_compute(engine, structure)
-    return {"natoms": structure.natoms, "wall_s": result.wall_s, "scf_cycles": result.scf_cycles,
+    return {"natoms": structure.natoms, "wall_s": result.wall_s, "scf_cycles": result.scf.cycles,
             "converged": result.converged, "forces": result.forces is not None, "parts_s": parts,
             "notes": result.notes}
 
@@ -177,12 +177,12 @@ def measure_md(plan: BenchPlan, task: dict) -> dict:
         print(f"deepks-es bench: md step {step}/{plan.md_steps}: {steps[-1]['scf_cycles']} SCF cycles, "
               f"{steps[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
         if step % plan.check_every == 0:
-            checks.append((step, Structure.from_ase(atoms), atoms.get_forces() / (HARTREE_EV / BOHR_ANGSTROM)))
+            checks.append((step, Structure.from_ase(atoms), atoms.get_forces() / FORCE_EV_ANGSTROM))
     compared = []
     for step, snapshot, forces in checks:
         cold = _engine(plan, "DeePKS-ES", snapshot.is_periodic).compute(snapshot)
-        reference = _fully_converged(plan, snapshot, cold.density_matrix)
-        compared.append({"step": step, "cold_scf_cycles": cold.scf_cycles, "cold_wall_s": cold.wall_s,
+        reference = _fully_converged(plan, snapshot, cold.scf.density_matrix)
+        compared.append({"step": step, "cold_scf_cycles": cold.scf.cycles, "cold_wall_s": cold.wall_s,
                          "force_error_mev_a": _max_force_error(forces, reference),
                          "cold_force_error_mev_a": _max_force_error(cold.forces, reference)})
     return {"natoms": structure.natoms, "steps": steps, "checks": compared}
@@ -192,9 +192,9 @@ def measure_tolerance(plan: BenchPlan, task: dict) -> dict:
     """Max force error against a fully converged SCF, and SCF cycles, per energy tolerance (cold starts)."""
     structure = water_system(task["system"], task["molecules"])
     runs = [_engine(plan, "DeePKS-ES", False, conv_tol=tol).compute(structure) for tol in plan.tolerances]
-    reference = _fully_converged(plan, structure, runs[-1].density_matrix)
+    reference = _fully_converged(plan, structure, runs[-1].scf.density_matrix)
     return {"natoms": structure.natoms,
-            "scan": [{"conv_tol": tol, "scf_cycles": run.scf_cycles, "force_error_mev_a":
+            "scan": [{"conv_tol": tol, "scf_cycles": run.scf.cycles, "force_error_mev_a":
                       _max_force_error(run.forces, reference)} for tol, run in zip(plan.tolerances, runs)]}
 
 
@@ -260,4 +260,4 @@ def run_bench(plan: BenchPlan, out_dir: str | os.PathLike, log=print) -> dict:
     return data
 
 
-__all__ = ["BenchPlan", "PARTS", "run_bench", "water_system", "measure"]
+__all__ = ["PARTS", "BenchPlan", "measure", "run_bench", "water_system"]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..errors import SettingsError
+from ..model.modelfile import ModelFile
 from ..model.network import CorrectionModel
 from ..scf.correction import add_correction
 from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import SCFSettings
 from ..structure import Structure
-from .reference import ReferenceEngine
+from .base import EngineInfo
+from .reference import ReferenceEngine, scf_settings
+from .spec import EngineSpec
 
 
 class DeePKSEngine(ReferenceEngine):
@@ -20,8 +25,10 @@ class DeePKSEngine(ReferenceEngine):
     mismatch between the two is a :class:`SettingsError`.
     """
 
+    kind = "deepks"
+
     def __init__(self, model: CorrectionModel, settings: SCFSettings | None = None,
-                 extrapolation: str = DEFAULT_PREDICTOR):
+                 extrapolation: str = DEFAULT_PREDICTOR, model_name: str = "in memory"):
         settings = settings or SCFSettings(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
         for what, ours, theirs in (("functional", settings.xc, model.base_xc),
                                    ("basis", settings.basis, model.basis),
@@ -31,6 +38,17 @@ class DeePKSEngine(ReferenceEngine):
                                     f"run with the model's {what} or use --model none")
         super().__init__(settings, extrapolation)
         self.model = model
+        self.model_name = model_name
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, model_file: ModelFile | None = None) -> DeePKSEngine:
+        """Registry factory: the correction model in ``model_file`` with the settings of ``spec``."""
+        model = CorrectionModel.from_file(model_file)
+        settings = scf_settings(spec, xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
+        return cls(model, settings, spec.extrapolation or DEFAULT_PREDICTOR, str(model_file.path))
+
+    def describe(self) -> EngineInfo:
+        return replace(super().describe(), name="DeePKS-ES", model=self.model_name)
 
     def make_scf(self, structure: Structure):
         return add_correction(super().make_scf(structure), self.model)
@@ -38,5 +56,5 @@ class DeePKSEngine(ReferenceEngine):
     def nuclear_gradient(self, mf) -> np.ndarray:
         return super().nuclear_gradient(mf) + mf.nuc_grad_delta()
 
-    def correction_energy(self, mf, dm) -> float:
-        return mf.correction.energy_potential(dm)[0]
+    def scalars(self, mf, dm) -> dict:
+        return {"e_delta_hartree": mf.correction.energy_potential(dm)[0]}

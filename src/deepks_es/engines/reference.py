@@ -1,17 +1,23 @@
-"""ReferenceEngine: a plain PySCF Kohn-Sham functional (PBE, HSE06, ...) through the project's code path."""
+"""ReferenceEngine: the PySCF Kohn-Sham engine base, and a plain functional (PBE, HSE06, ...) through it."""
 
 from __future__ import annotations
 
 import time
-from typing import Hashable
+from collections.abc import Hashable
+from dataclasses import asdict
 
 import numpy as np
 
+from ..linalg import ao_atoms, element_weights
+from ..model.modelfile import ModelFile
+from ..pyscf_compat import is_cell
 from ..scf.extrapolation import DEFAULT_PREDICTOR, DensityHistory, parse_predictor
-from ..scf.solver import run_scf
-from ..scf.systems import SCFSettings, build_system, has_analytic_forces, is_cell, make_rks
+from ..scf.solver import SCFOutcome, run_scf
+from ..scf.systems import SCFSettings, build_system, has_analytic_forces, make_rks
 from ..structure import Structure
-from .result import Result
+from .base import EngineInfo
+from .result import Result, SCFInfo
+from .spec import EngineSpec
 
 NO_FORCES = "forces unavailable: PySCF has analytic periodic gradients only for semilocal functionals with multigrid"
 NO_VIRIAL = ("virial unavailable: PySCF gives the Γ-point stress only with FFTDF and plain NumInt, a route "
@@ -23,27 +29,29 @@ def cluster_virial(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
     return forces.T @ positions
 
 
-def element_weights(system, ovlp: np.ndarray, mo_coeff: np.ndarray) -> dict[str, np.ndarray]:
-    """Löwdin weight of each element in each orbital: {symbol: (nmo,)}, summing to 1 per orbital."""
-    eigval, eigvec = np.linalg.eigh(ovlp)
-    orthogonal = (eigvec * np.sqrt(eigval)) @ eigvec.T @ mo_coeff  # S^1/2 C
-    per_ao = orthogonal**2
-    weights: dict[str, np.ndarray] = {}
-    for atom, (_, _, p0, p1) in enumerate(system.aoslice_by_atom()):
-        symbol = system.atom_pure_symbol(atom)
-        weights[symbol] = weights.get(symbol, 0.0) + per_ao[p0:p1].sum(axis=0)
-    return dict(sorted(weights.items()))
+def scf_settings(spec: EngineSpec, **model_defaults) -> SCFSettings:
+    """The PySCF settings of ``spec``; unset fields from ``model_defaults`` (xc, basis, pseudo), then SCFSettings'."""
+    spec = spec.with_defaults(**model_defaults)
+    chosen = {name: getattr(spec, name) for name in ("xc", "basis", "pseudo", "conv_tol", "conv_tol_grad",
+                                                      "ke_cutoff") if getattr(spec, name) is not None}
+    if str(chosen.get("pseudo", "")).lower() == "none":
+        chosen["pseudo"] = None
+    return SCFSettings(charge=spec.charge, max_cycle=spec.max_cycle, **chosen)
 
 
 class ReferenceEngine:
-    """Energy, forces and observables from restricted Kohn-Sham with ``settings``.
+    """Energy, forces and observables from restricted Kohn-Sham with ``settings`` (PySCF).
 
     ``compute`` keeps a :class:`~deepks_es.scf.extrapolation.DensityHistory` per ``key`` (e.g. a PIMD
     bead): the SCF of a key's next step starts from the density matrix extrapolated from its last converged
     steps (predictor ``extrapolation``: ``geometry[:N]``, ``aspc[:K]`` or ``previous``). A key seen for the first
     time, or after a geometry jump, starts from the latest converged density matrix of any key (a
     neighbouring bead), the very first call from PySCF's guess.
+
+    Subclasses change the Kohn-Sham object (:meth:`make_scf`) and its gradient (:meth:`nuclear_gradient`).
     """
+
+    kind = "reference"
 
     def __init__(self, settings: SCFSettings = SCFSettings(), extrapolation: str = DEFAULT_PREDICTOR):
         self.settings = settings
@@ -51,6 +59,19 @@ class ReferenceEngine:
         self.extrapolation = extrapolation
         self._histories: dict[Hashable, DensityHistory] = {}
         self._latest: np.ndarray | None = None
+
+    @classmethod
+    def from_spec(cls, spec: EngineSpec, model_file: ModelFile | None = None) -> ReferenceEngine:
+        """Registry factory: the plain functional of ``spec`` (``model_file`` is None)."""
+        return cls(scf_settings(spec), spec.extrapolation or DEFAULT_PREDICTOR)
+
+    def describe(self) -> EngineInfo:
+        return EngineInfo(name=self.settings.xc, kind=self.kind,
+                          settings={**asdict(self.settings), "extrapolation": self.extrapolation})
+
+    def close(self) -> None:
+        self._histories.clear()
+        self._latest = None
 
     def make_scf(self, structure: Structure):
         """The (unconverged) PySCF Kohn-Sham object for ``structure``."""
@@ -62,14 +83,23 @@ class ReferenceEngine:
         grad.verbose = 0
         return grad.kernel()
 
+    def solve(self, structure: Structure, dm0: np.ndarray | None = None) -> tuple[object, SCFOutcome]:
+        """The converged (or flagged) Kohn-Sham object of ``structure`` from the initial density ``dm0``."""
+        mf = self.make_scf(structure)
+        return mf, run_scf(mf, dm0, self.settings.second_order)
+
+    def forces(self, mf) -> np.ndarray | None:
+        """(natm, 3) analytic forces (Hartree/Bohr) of a converged ``mf``; None where PySCF has no gradient."""
+        return -np.asarray(self.nuclear_gradient(mf)) if has_analytic_forces(mf) else None
+
     def compute(self, structure: Structure, key: Hashable = None, dm0: np.ndarray | None = None) -> Result:
         """Self-consistent energy (Hartree), forces (Hartree/Bohr) and orbitals of ``structure``.
 
         ``dm0`` (a total AO density matrix) overrides the warm start stored for ``key``.
         """
         start = time.perf_counter()
-        mf = self.make_scf(structure)
         history = self._histories.setdefault(key, DensityHistory(self.extrapolation))
+        mf = self.make_scf(structure)
         if dm0 is None:
             dm0 = history.predict(structure, mf.get_ovlp(), mf.mol.nelectron // 2)
         if dm0 is None:
@@ -78,10 +108,8 @@ class ReferenceEngine:
         dm = mf.make_rdm1()
         notes = [] if outcome.converged else [f"SCF not converged after {outcome.cycles} cycles "
                                               f"(the last stage that ran: {outcome.stage})"]
-        forces = virial = None
-        if has_analytic_forces(mf):
-            forces = -np.asarray(self.nuclear_gradient(mf))
-        else:
+        forces, virial = self.forces(mf), None
+        if forces is None:
             notes.append(NO_FORCES)
         if is_cell(mf.mol):
             notes.append(NO_VIRIAL)
@@ -93,13 +121,14 @@ class ReferenceEngine:
         else:
             history.clear()
         order = np.argsort(mf.mo_energy)
+        mo_coeff = np.asarray(mf.mo_coeff)[:, order]
         return Result(energy=float(mf.e_tot), forces=forces, virial=virial,
                       mo_energy=np.asarray(mf.mo_energy)[order], mo_occ=np.asarray(mf.mo_occ)[order],
-                      element_weights=element_weights(mf.mol, mf.get_ovlp(), np.asarray(mf.mo_coeff)[:, order]),
-                      converged=outcome.converged, scf_cycles=outcome.cycles, scf_stage=outcome.stage,
-                      wall_s=time.perf_counter() - start, e_delta=self.correction_energy(mf, dm),
-                      density_matrix=dm, notes=notes)
+                      element_weights=element_weights(structure.symbols, ao_atoms(mf.mol), mf.get_ovlp(), mo_coeff),
+                      wall_s=time.perf_counter() - start,
+                      scf=SCFInfo(outcome.converged, outcome.cycles, outcome.stage, dm),
+                      scalars=self.scalars(mf, dm), notes=notes)
 
-    def correction_energy(self, mf, dm) -> float | None:
-        """E_delta of a converged ``mf`` (Hartree); None for an uncorrected engine."""
-        return None
+    def scalars(self, mf, dm) -> dict:
+        """Engine-specific numbers of a converged ``mf`` for :attr:`Result.scalars`."""
+        return {}

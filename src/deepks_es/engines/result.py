@@ -1,4 +1,4 @@
-"""What every engine returns for one structure (atomic units)."""
+"""What every engine returns for one structure (atomic units), and the per-step observables built from it."""
 
 from __future__ import annotations
 
@@ -7,25 +7,44 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..constants import HARTREE_EV
+from ..observables import DOSGrid
+
+
+@dataclass
+class SCFInfo:
+    """Diagnostics of a self-consistent field solution.
+
+    Attributes:
+        converged: whether the SCF met its thresholds.
+        cycles: SCF iterations over all solver stages.
+        stage: the solver stage that ended the SCF (diis, level_shift, newton).
+        density_matrix: converged total AO density matrix (warm starts, reference checks).
+    """
+
+    converged: bool
+    cycles: int
+    stage: str
+    density_matrix: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
 class Result:
-    """Energy, forces, virial and electronic observables of one structure.
+    """Energy, forces, virial and electronic structure of one structure.
 
     Attributes:
-        energy: total energy (Hartree), including E_delta for a corrected run.
+        energy: total energy (Hartree).
         forces: (N, 3) Hartree/Bohr, or None where unavailable (see ``notes``).
         virial: (3, 3) -dE/d(strain) in Hartree, or None where unavailable (see ``notes``).
         mo_energy: orbital energies (Hartree), ascending.
         mo_occ: occupations (0 or 2) of those orbitals.
-        element_weights: {symbol: (nmo,)} Löwdin weight of each element in each orbital (sums to 1).
-        converged: whether the SCF met its thresholds.
-        scf_cycles: SCF iterations over all solver stages.
-        scf_stage: the solver stage that ended the SCF (diis, level_shift, newton).
+        element_weights: {symbol: (nmo,)} Löwdin weight of each element in each orbital (sums to 1);
+            empty where the engine has no orbitals to project.
         wall_s: wall time of the whole evaluation (s).
-        e_delta: the correction energy E_delta (Hartree); None for an uncorrected run.
-        density_matrix: converged total AO density matrix (for warm starts).
+        scf: SCF diagnostics, for engines that solve a self-consistent field (None otherwise).
+        scalars: engine-specific per-step numbers (name with its unit -> value), logged with the
+            observables, e.g. ``e_delta_hartree`` of DeePKS-ES.
+        hamiltonian: (nao, nao) Kohn-Sham matrix (Hartree) where the engine has one.
+        overlap: (nao, nao) AO overlap where the engine has one.
         notes: one-line remarks, e.g. why a quantity is unavailable.
     """
 
@@ -34,14 +53,18 @@ class Result:
     virial: np.ndarray | None
     mo_energy: np.ndarray
     mo_occ: np.ndarray
-    element_weights: dict[str, np.ndarray]
-    converged: bool
-    scf_cycles: int
-    scf_stage: str
-    wall_s: float
-    e_delta: float | None = None
-    density_matrix: np.ndarray | None = field(default=None, repr=False)
+    element_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    wall_s: float = 0.0
+    scf: SCFInfo | None = None
+    scalars: dict[str, float | int | bool | str | None] = field(default_factory=dict)
+    hamiltonian: np.ndarray | None = field(default=None, repr=False)
+    overlap: np.ndarray | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        """False only for an SCF that missed its thresholds."""
+        return self.scf is None or self.scf.converged
 
     @property
     def homo(self) -> float:
@@ -64,18 +87,38 @@ class Result:
         return {f"{name}_ev": None if value is None else value * HARTREE_EV
                 for name, value in (("gap", self.gap), ("homo", self.homo), ("lumo", self.lumo))}
 
+    def diagnostics(self) -> dict:
+        """SCF diagnostics (``scf_converged``, ``scf_cycles``, ``scf_stage``; none without an SCF), wall time
+        and the engine's scalars: the same keys at every step of one engine."""
+        scf = {} if self.scf is None else {"scf_converged": self.scf.converged, "scf_cycles": self.scf.cycles,
+                                           "scf_stage": self.scf.stage}
+        return {**scf, "wall_s": self.wall_s, **self.scalars}
+
+    def observables(self, grid: DOSGrid) -> dict:
+        """The per-step observables (the i-PI extras): energy, levels (eV), the DOS on ``grid`` and its
+        element projections ``dos_<element>``, whether a virial exists, and :meth:`diagnostics`."""
+        def rounded(values):
+            return np.round(values, 6).tolist()
+
+        extras = {"energy_hartree": self.energy, **self.levels_ev(), "dos": rounded(grid.dos(self.mo_energy)),
+                  "virial_available": self.virial is not None, **self.diagnostics()}
+        for element, weights in self.element_weights.items():
+            extras[f"dos_{element}"] = rounded(grid.dos(self.mo_energy, weights))
+        return extras
+
     def to_json_dict(self) -> dict:
         """JSON-ready summary; keys carry their units."""
+        scf = {} if self.scf is None else {"converged": self.scf.converged, "scf_cycles": self.scf.cycles,
+                                           "scf_stage": self.scf.stage}
         return {
             "energy_hartree": self.energy,
             "forces_hartree_per_bohr": None if self.forces is None else self.forces.tolist(),
             "virial_hartree": None if self.virial is None else self.virial.tolist(),
             **self.levels_ev(),
             "orbital_energies_ev": (np.sort(self.mo_energy) * HARTREE_EV).tolist(),
-            "e_delta_hartree": self.e_delta,
             "converged": self.converged,
-            "scf_cycles": self.scf_cycles,
-            "scf_stage": self.scf_stage,
+            **scf,
+            **self.scalars,
             "wall_s": self.wall_s,
             "notes": self.notes,
         }

@@ -18,11 +18,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engines.reference import ReferenceEngine
+from ..engines import Engine, EngineSpec, as_engine
 from ..errors import SettingsError
-from ..observables import DOSGrid, electronic_extras
+from ..observables import DOSGrid
 from ..structure import Structure
-from .protocol import Channel, ProtocolError, ServerGone, forces_message, header, read_init, read_posdata
+from .protocol import (
+    Channel,
+    ProtocolError,
+    ServerGone,
+    forces_message,
+    header,
+    read_init,
+    read_posdata,
+)
+
+SOCKET_PREFIX = "/tmp/ipi_"
+"""i-PI's default ``sockets_prefix``: a unix socket NAME lives at SOCKET_PREFIX + NAME."""
 
 
 @dataclass(frozen=True)
@@ -32,11 +43,25 @@ class SocketAddress:
     unix: str | None = None
     host: str | None = None
     port: int | None = None
-    prefix: str = "/tmp/ipi_"
+    prefix: str = SOCKET_PREFIX
+
+    @classmethod
+    def parse_inet(cls, text: str) -> SocketAddress:
+        """``HOST:PORT`` (an empty host is localhost); a one-line error for a bad port."""
+        host, _, port = text.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"--inet needs HOST:PORT with a port in 1-65535, got {text!r}")
+        return cls(host=host or "localhost", port=int(port))
 
     @property
     def path(self) -> str:
         return self.prefix + self.unix
+
+    def argv(self) -> list[str]:
+        """The ``deepks-es drive`` options that name this address."""
+        if self.unix:
+            return ["--unix", self.unix, "--socket-prefix", self.prefix]
+        return ["--inet", f"{self.host}:{self.port}"]
 
     def __str__(self) -> str:
         return f"unix:{self.path}" if self.unix else f"inet:{self.host}:{self.port}"
@@ -63,14 +88,16 @@ class SocketAddress:
 
 
 class DriverClient:
-    """Serves ``engine`` results for structures of the atoms ``symbols``.
+    """Serves ``engine`` results (any :class:`~deepks_es.engines.Engine`, or the spec of one) for structures
+    of the atoms ``symbols``.
 
     ``periodic``: the cell comes from i-PI's h at every step; otherwise the structure
     is a cluster and h is ignored.
     """
 
-    def __init__(self, engine: ReferenceEngine, symbols, periodic: bool, grid: DOSGrid = DOSGrid(), log=None):
-        self.engine = engine
+    def __init__(self, engine: Engine | EngineSpec | str, symbols, periodic: bool, grid: DOSGrid = DOSGrid(),
+                 log=None):
+        self.engine = as_engine(engine)
         self.symbols = tuple(symbols)
         self.periodic = periodic
         self.grid = grid
@@ -93,7 +120,7 @@ class DriverClient:
         self.steps += 1
         if not result.converged:
             self.log(f"deepks-es drive: warning: SCF not converged for bead {bead} (flagged in extras)")
-        return result.energy, result.forces, virial, json.dumps(electronic_extras(result, self.grid))
+        return result.energy, result.forces, virial, json.dumps(result.observables(self.grid))
 
     def serve(self, sock: socket.socket, abandon=None) -> None:
         """Answer the server until it sends EXIT or goes away (``ServerGone``).

@@ -1,7 +1,7 @@
-"""``deepks-es drive``: one or many DeePKS-ES clients attached to an i-PI server.
+"""``deepks-es drive``: one or many clients attached to an i-PI server, serving any engine.
 
 Many clients serve PIMD beads in parallel: under ``mpiexec -n K`` each MPI rank is
-one client; without MPI, ``--clients K`` starts K client processes. The machine's
+one client; without MPI, ``clients = K`` starts K client processes. The machine's
 cores are divided between the clients (PySCF and torch threads).
 """
 
@@ -12,84 +12,93 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from ..errors import SettingsError
+from ..engines import Engine, EngineSpec, as_engine
+from ..fileio import DOS_GRID_FILE
 from ..observables import DOSGrid
+from ..parallel import cores_per_process, mpi_rank_size
+from ..structure import read_structure
 from .client import DriverClient, SocketAddress
 from .protocol import ServerGone
 
-MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+@dataclass(frozen=True)
+class ClientPlan:
+    """Everything a client needs: where the server is, the atoms, the engine, what to log.
+
+    Attributes:
+        address: the i-PI socket.
+        structure: structure file with the atoms in i-PI's order (its symbols are used).
+        periodic: the cell comes from i-PI every step (else a cluster).
+        engine: the engine every client builds.
+        grid: the DOS grid of the logged observables.
+        dos_metadata: where the grid description is written.
+        wait_s: how long to keep trying to reach the server at start (s).
+        clients: client processes to start (MPI ranks replace them under mpiexec).
+    """
+
+    address: SocketAddress
+    structure: Path
+    periodic: bool = False
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    grid: DOSGrid = field(default_factory=DOSGrid)
+    dos_metadata: Path = Path(DOS_GRID_FILE)
+    wait_s: float = 60.0
+    clients: int = 1
+
+    def argv(self) -> list[str]:
+        """The ``deepks-es drive`` options of this plan."""
+        grid = self.grid
+        return [*self.address.argv(), "--structure", str(self.structure), *(["--pbc"] if self.periodic else []),
+                "--dos-metadata", str(self.dos_metadata), "--wait", str(self.wait_s), "--clients", str(self.clients),
+                "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
+                "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
+
+    def client_command(self, nthreads: int) -> list[str]:
+        """The command line of one client process (this interpreter) with ``nthreads`` compute threads."""
+        single = replace(self, clients=1, engine=replace(self.engine, threads=nthreads))
+        return [sys.executable, "-m", "deepks_es.cli", "drive", *single.argv()]
 
 
-def mpi_rank_size() -> tuple[int, int]:
-    """(rank, size) when started by mpiexec (through mpi4py), else (0, 1)."""
-    if not any(int(os.environ.get(var, "1")) > 1 for var in MPI_SIZE_VARIABLES):
-        return 0, 1
-    from mpi4py import MPI
+def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label: str = "client 0") -> int:
+    """Run one client until the server says EXIT or closes the connection (0), or vanishes mid-step (1).
 
-    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+    ``engine``: an engine instance to serve (default: built from ``plan.engine``).
+    """
+    symbols = read_structure(plan.structure).symbols
+    client = DriverClient(as_engine(plan.engine if engine is None else engine), symbols, plan.periodic, plan.grid)
+    sock = plan.address.connect(plan.wait_s)
+    plan.grid.write_metadata(plan.dos_metadata)
+    client.log(f"deepks-es drive [{label}]: connected to {plan.address}, serving {client.engine.describe().label()}")
 
-
-def set_threads(nthreads: int) -> None:
-    """Threads for PySCF's and torch's kernels in this process."""
-    import torch
-    from pyscf import lib
-
-    lib.num_threads(nthreads)
-    torch.set_num_threads(nthreads)
-
-
-def address_from_args(args) -> SocketAddress:
-    if args.unix:
-        return SocketAddress(unix=args.unix, prefix=args.socket_prefix)
-    host, _, port = args.inet.rpartition(":")
-    if not port.isdigit():
-        raise SettingsError(f"--inet needs HOST:PORT with a numeric port, got {args.inet!r}")
-    return SocketAddress(host=host or "localhost", port=int(port))
-
-
-def grid_from_args(args) -> DOSGrid:
-    return DOSGrid(args.dos_emin, args.dos_emax, args.dos_points, args.dos_sigma)
-
-
-def serve_one(args, nthreads: int, label: str) -> int:
-    """Run one client until the server says EXIT or closes the connection (0), or vanishes mid-step (1)."""
-    from ..cli import engine_from_args
-    from ..structure import read_structure
-
-    set_threads(nthreads)
-    symbols = read_structure(args.structure).symbols
-    client = DriverClient(engine_from_args(args), symbols, args.pbc, grid_from_args(args))
-    address = address_from_args(args)
-    sock = address.connect(args.wait)
-    client.grid.write_metadata(args.dos_metadata)
-    client.log(f"deepks-es drive [{label}]: connected to {address}, {nthreads} thread(s)")
     def abandon():
-        client.log(f"deepks-es drive [{label}]: i-PI at {address} went away during a computation; exiting")
+        client.log(f"deepks-es drive [{label}]: i-PI at {plan.address} went away during a computation; exiting")
         os._exit(1)
 
     try:
         client.serve(sock, abandon)
     except ServerGone:  # a clean close between messages: how ASE's socket server ends, or a killed i-PI
-        client.log(f"deepks-es drive [{label}]: i-PI at {address} went away (closed the connection without EXIT) "
-                   f"after {client.steps} step(s); exiting")
+        client.log(f"deepks-es drive [{label}]: i-PI at {plan.address} went away (closed the connection without "
+                   f"EXIT) after {client.steps} step(s); exiting")
         return 0
     finally:
         sock.close()
+        client.engine.close()
     client.log(f"deepks-es drive [{label}]: EXIT from i-PI after {client.steps} step(s)")
     return 0
 
 
-def drive(args) -> int:
-    """Entry point of the verb: MPI rank, K forked clients, or a single client."""
-    cores = os.cpu_count() or 1
+def drive(plan: ClientPlan) -> int:
+    """MPI rank, K client processes, or a single client; the worst exit code."""
     rank, size = mpi_rank_size()
     if size > 1:
-        return serve_one(args, args.threads or max(1, cores // size), f"rank {rank}/{size}")
-    if args.clients <= 1:
-        return serve_one(args, args.threads or cores, "client 0")
-    nthreads = args.threads or max(1, cores // args.clients)
-    processes = [subprocess.Popen(client_command(args, nthreads)) for _ in range(args.clients)]
+        return serve_one(_with_threads(plan, size), label=f"rank {rank}/{size}")
+    if plan.clients <= 1:
+        return serve_one(_with_threads(plan, 1))
+    nthreads = plan.engine.threads or cores_per_process(plan.clients)
+    processes = [subprocess.Popen(plan.client_command(nthreads)) for _ in range(plan.clients)]
     try:
         return max(process.wait() for process in processes)
     except KeyboardInterrupt:
@@ -97,20 +106,9 @@ def drive(args) -> int:
         raise
 
 
-def drive_command(where: list[str], structure, pbc: bool, dos_metadata, options=()) -> list[str]:
-    """``deepks-es drive`` (this interpreter) at socket ``where`` for the atoms of ``structure``."""
-    return [sys.executable, "-m", "deepks_es.cli", "drive", *where, "--structure", str(structure),
-            *(["--pbc"] if pbc else []), "--dos-metadata", str(dos_metadata), *options]
-
-
-def client_command(args, nthreads: int) -> list[str]:
-    """The command line of one client process with ``args``'s connection, engine and DOS options."""
-    from ..cli import CALCULATION_OPTIONS, DOS_OPTIONS, options_argv
-
-    where = ["--unix", args.unix, "--socket-prefix", args.socket_prefix] if args.unix else ["--inet", args.inet]
-    return drive_command(where, args.structure, args.pbc, args.dos_metadata,
-                         ["--wait", str(args.wait), "--clients", "1", "--threads", str(nthreads),
-                          *options_argv(args, CALCULATION_OPTIONS), *options_argv(args, DOS_OPTIONS)])
+def _with_threads(plan: ClientPlan, processes: int) -> ClientPlan:
+    """``plan`` with its engine's threads set: as given, else the cores divided among ``processes``."""
+    return replace(plan, engine=replace(plan.engine, threads=plan.engine.threads or cores_per_process(processes)))
 
 
 def stop_processes(processes, grace_s: float = 5.0) -> None:

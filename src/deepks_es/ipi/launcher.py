@@ -10,7 +10,6 @@ and exits with 128 + the signal number (130, 143).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -20,16 +19,43 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engines import EngineSpec
 from ..errors import SettingsError
-from .drive import client_command, stop_processes
+from ..fileio import DOS_GRID_FILE, RUN_INPUT
+from ..observables import DOSGrid
+from ..parallel import cores_per_process
+from .client import SocketAddress
+from .drive import ClientPlan, stop_processes
 from .outputs import output_names
 
-EFFECTIVE_INPUT = "input.xml"
 IPI_LOG = "i-pi.log"
 TRUE = ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """An i-PI run: the input, where it runs, and the clients that serve it.
+
+    Attributes:
+        input: the i-PI input file.
+        run_dir: where i-PI runs and writes its outputs.
+        engine: the engine every client builds.
+        grid: the DOS grid of the logged observables.
+        clients: client processes (e.g. one per bead).
+        timeout_s: i-PI's per-request timeout, raised to this if the input has less (s).
+        wait_s: how long clients wait for i-PI to come up (s).
+    """
+
+    input: Path
+    run_dir: Path
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    grid: DOSGrid = field(default_factory=DOSGrid)
+    clients: int = 1
+    timeout_s: float = 3600.0
+    wait_s: float = 60.0
 
 
 @dataclass
@@ -39,8 +65,7 @@ class PreparedRun:
     xml_text: str
     prefix: str
     structure: Path
-    unix: str | None
-    inet: str | None
+    address: SocketAddress
     pbc: bool
     nbeads: int
     total_steps: int
@@ -76,15 +101,13 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> Prepared
         raise SettingsError(f"{xml_path}: batch_size > 1 is not supported by the DeePKS-ES client")
     root.set("sockets_prefix", prefix)
     mode = ff.get("mode", "inet")
-    unix = inet = None
     if mode == "unix":
-        unix = (ff.findtext("address") or "").strip() or "deepks"
-        _set_child(ff, "address", unix)
+        address = SocketAddress(unix=(ff.findtext("address") or "").strip() or "deepks", prefix=prefix)
+        _set_child(ff, "address", address.unix)
     elif mode == "inet":
-        port = _free_port()
-        _set_child(ff, "address", "localhost")
-        _set_child(ff, "port", str(port))
-        inet = f"localhost:{port}"
+        address = SocketAddress(host="localhost", port=_free_port())
+        _set_child(ff, "address", address.host)
+        _set_child(ff, "port", str(address.port))
     else:
         raise SettingsError(f"{xml_path}: ffsocket mode {mode!r} is not supported (use unix or inet)")
     timeout = float((ff.findtext("timeout") or "0").strip() or 0)
@@ -100,7 +123,7 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> Prepared
         raise SettingsError(f"{xml_path}: initial structure {structure} not found")
     file_node.text = f" {structure} "
     nbeads = int(init.get("nbeads", "1"))
-    return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, unix, inet,
+    return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, address,
                        ff.get("pbc", "false").lower() in TRUE, nbeads,
                        int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties)
 
@@ -110,30 +133,29 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 
 
-def run(args) -> int:
-    """Start i-PI on ``args.input`` in ``args.run_dir`` with ``args.clients`` clients; i-PI's exit code."""
+def run(plan: RunPlan) -> int:
+    """Start i-PI on ``plan.input`` in ``plan.run_dir`` with ``plan.clients`` clients; i-PI's exit code."""
     ipi = find_tool("i-pi")
     if ipi is None:
         raise SettingsError("the i-pi command is not on PATH: install i-PI (pip install ipi)")
-    run_dir = Path(args.run_dir).resolve()
+    run_dir = Path(plan.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     prefix_dir = tempfile.mkdtemp(prefix="dks", dir="/tmp")
     processes = []
     with StopSignals() as stop:
         try:
-            prepared = prepare_input(Path(args.input).resolve(), prefix_dir + "/", args.timeout)
-            (run_dir / EFFECTIVE_INPUT).write_text(prepared.xml_text)
-            clients = args.clients or 1
+            prepared = prepare_input(Path(plan.input).resolve(), prefix_dir + "/", plan.timeout_s)
+            (run_dir / RUN_INPUT).write_text(prepared.xml_text)
+            clients = max(1, plan.clients)
             with open(run_dir / IPI_LOG, "w") as log:
-                server = subprocess.Popen([ipi, EFFECTIVE_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
+                server = subprocess.Popen([ipi, RUN_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
             processes.append(server)
-            drive_args = argparse.Namespace(**{**vars(args), "unix": prepared.unix, "inet": prepared.inet,
-                                               "socket_prefix": prepared.prefix, "structure": prepared.structure,
-                                               "pbc": prepared.pbc, "dos_metadata": run_dir / "dos_grid.json"})
-            nthreads = args.threads or max(1, (os.cpu_count() or 1) // clients)
-            print(f"deepks-es run: i-PI on {args.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
+            client = ClientPlan(prepared.address, prepared.structure, prepared.pbc, plan.engine, plan.grid,
+                                run_dir / DOS_GRID_FILE, plan.wait_s)
+            print(f"deepks-es run: i-PI on {plan.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
                   f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
-            workers = [subprocess.Popen(client_command(drive_args, nthreads), cwd=run_dir) for _ in range(clients)]
+            nthreads = plan.engine.threads or cores_per_process(clients)
+            workers = [subprocess.Popen(client.client_command(nthreads), cwd=run_dir) for _ in range(clients)]
             processes += workers
             code = _supervise(server, workers, Progress(run_dir / prepared.properties, prepared.total_steps))
         except KeyboardInterrupt:

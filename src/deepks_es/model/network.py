@@ -6,26 +6,23 @@ with f the network inputs: ``moments`` (mean and central moments of each block's
 eigenvalues, polynomials in D, smooth; the default) or ``eigenvalues`` (f = identity, the
 sorted eigenvalues of models written before inputs were recorded: kinks where two cross).
 
-A model file is ``torch.save`` of a plain dict: ``format`` (a tag), ``metadata``
-(a JSON string: format version, elements, base xc, basis, pseudopotential,
-projector spec, network shape and inputs, provenance, units) and ``state_dict``. It is read
-with ``weights_only=True``; every mismatch is a :class:`ModelError`.
+The model file (:mod:`.modelfile`) has kind ``deepks``; its metadata holds the format version,
+elements, base xc, basis, pseudopotential, projector spec, network shape and inputs, provenance
+and units. Every mismatch is a :class:`ModelError`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
-from ..fileio import atomic_path
 from .descriptors import block_moments
+from .modelfile import DEFAULT_KIND, ModelFile, read_model_file, write_model_file
 from .projectors import ProjectorSpec
 
-FILE_TAG = "deepks-es-model"
+KIND = DEFAULT_KIND  # the engine kind of a correction model file
 FORMAT_VERSION = 1
 INPUTS = ("moments", "eigenvalues")
 UNITS = {"energy": "hartree", "length": "bohr",
@@ -97,7 +94,7 @@ class CorrectionModel(torch.nn.Module):
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def null(cls, elements=("H", "O"), **kwargs) -> "CorrectionModel":
+    def null(cls, elements=("H", "O"), **kwargs) -> CorrectionModel:
         """E_delta == 0 exactly (zero output layers), through the full correction code path."""
         model = cls(elements, provenance={"kind": "null"}, **kwargs)
         with torch.no_grad():
@@ -107,7 +104,7 @@ class CorrectionModel(torch.nn.Module):
         return model
 
     @classmethod
-    def random(cls, elements=("H", "O"), seed: int = 0, scale: float = 0.01, **kwargs) -> "CorrectionModel":
+    def random(cls, elements=("H", "O"), seed: int = 0, scale: float = 0.01, **kwargs) -> CorrectionModel:
         """Random weights for tests: per-atom energies of order ``scale`` Hartree, seeded."""
         generator = torch.Generator().manual_seed(seed)
         model = cls(elements, provenance={"kind": "random", "seed": seed, "scale": scale}, **kwargs)
@@ -124,6 +121,7 @@ class CorrectionModel(torch.nn.Module):
     @property
     def metadata(self) -> dict:
         return {
+            "kind": KIND,
             "format_version": FORMAT_VERSION,
             "elements": list(self.elements),
             "base_xc": self.base_xc,
@@ -137,26 +135,20 @@ class CorrectionModel(torch.nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model file atomically (temp file, then rename)."""
-        payload = {"format": FILE_TAG, "metadata": json.dumps(self.metadata),
-                   "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        write_model_file(path, self.metadata, self.state_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CorrectionModel":
+    def load(cls, path: str | os.PathLike) -> CorrectionModel:
         """Read a model file written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
+        return cls.from_file(read_model_file(path))
+
+    @classmethod
+    def from_file(cls, file: ModelFile) -> CorrectionModel:
+        """The correction model of a read model file."""
+        meta, path = file.metadata, file.path
+        if file.kind != KIND:
+            raise ModelError(f"{path} is a {file.kind!r} model, not a DeePKS-ES correction model")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelError(f"cannot read model file {path}: not a deepks-es model or corrupt "
-                             f"({type(exc).__name__})") from None
-        if not isinstance(payload, dict) or payload.get("format") != FILE_TAG:
-            raise ModelError(f"{path} is not a deepks-es model file")
-        try:
-            meta = json.loads(payload["metadata"])
             if meta["format_version"] != FORMAT_VERSION:
                 raise ModelError(f"{path} has model format version {meta['format_version']}, this "
                                  f"deepks-es reads version {FORMAT_VERSION}")
@@ -164,7 +156,7 @@ class CorrectionModel(torch.nn.Module):
                         hidden=meta["network"]["hidden"], base_xc=meta["base_xc"], basis=meta["basis"],
                         pseudo=meta["pseudo"], provenance=meta.get("provenance"),
                         inputs=meta["network"].get("inputs", "eigenvalues"))
-            model.load_state_dict(payload["state_dict"], strict=True)
+            model.load_state_dict(file.state_dict, strict=True)
         except ModelError:
             raise
         except Exception as exc:

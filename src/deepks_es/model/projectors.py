@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..linalg import ao_atoms
+from ..pyscf_compat import intor_cross
+
 DEFAULT_EXPONENTS = (8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.125)
 
 
@@ -58,7 +61,7 @@ class ProjectorSpec:
         return {"kind": "gaussian", "exponents": list(self.exponents), "lmax": self.lmax}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProjectorSpec":
+    def from_dict(cls, data: dict) -> ProjectorSpec:
         if data.get("kind", "gaussian") != "gaussian":
             raise ValueError(f"unknown projector kind {data.get('kind')!r}")
         return cls(tuple(float(e) for e in data["exponents"]), int(data["lmax"]))
@@ -100,14 +103,11 @@ def projector_system(system, spec: ProjectorSpec):
 def projector_overlaps(system, spec: ProjectorSpec, with_derivatives: bool = False) -> ProjectorOverlaps:
     """Overlaps (and optionally their derivatives) between ``system``'s AOs and its projectors."""
     proj = projector_system(system, spec)
-    intor_cross = _intor_cross(system)
+    cross = intor_cross(system)
     natm, nproj = system.natm, spec.nproj
     nao = system.nao_nr()
-    ovlp = intor_cross("int1e_ovlp", system, proj).reshape(nao, natm, nproj)
-    ao_atom = np.zeros(nao, dtype=int)
-    for atom, (_, _, p0, p1) in enumerate(system.aoslice_by_atom()):
-        ao_atom[p0:p1] = atom
-    out = ProjectorOverlaps(ovlp=np.ascontiguousarray(ovlp), ao_atom=ao_atom)
+    ovlp = cross("int1e_ovlp", system, proj).reshape(nao, natm, nproj)
+    out = ProjectorOverlaps(ovlp=np.ascontiguousarray(ovlp), ao_atom=ao_atoms(system))
     if with_derivatives:
         out.ip_ao = projector_overlap_derivatives(system, spec, proj)
     return out
@@ -116,26 +116,5 @@ def projector_overlaps(system, spec: ProjectorSpec, with_derivatives: bool = Fal
 def projector_overlap_derivatives(system, spec: ProjectorSpec, proj=None) -> np.ndarray:
     """(3, nao, natm, nproj) <d/dr phi_mu | alpha_p> (``proj``: the projector system, built if None)."""
     proj = projector_system(system, spec) if proj is None else proj
-    ip_ao = _intor_cross(system)("int1e_ipovlp", system, proj, comp=3)
+    ip_ao = intor_cross(system)("int1e_ipovlp", system, proj, comp=3)
     return ip_ao.reshape(3, system.nao_nr(), system.natm, spec.nproj)
-
-
-def _intor_cross(system):
-    """PySCF's cross-integral function for a Mole (open) or a Cell (image-summed, Gamma point).
-
-    For a Cell, PySCF's neighbour-list screened lattice sum (what ``Cell.pbc_intor`` uses with
-    ``use_loose_rcut``): the same integrals as ``pbc.gto.intor_cross`` to ~1e-13, 3-5x faster for the
-    dense AO x projector blocks of a liquid box, since most (shell, shell, image) triples are negligible.
-    """
-    from pyscf.pbc import gto as pbc_gto
-
-    if isinstance(system, pbc_gto.Cell):
-        from pyscf.pbc.gto.cell import _intor_cross_screened
-
-        def cell_cross(intor, a, b, comp=None):
-            return np.asarray(_intor_cross_screened(intor, a, b, comp=comp)).real
-
-        return cell_cross
-    from pyscf.gto import intor_cross
-
-    return intor_cross

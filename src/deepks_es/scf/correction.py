@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from pyscf import lib
 
+from ..linalg import atom_sums
 from ..model.descriptors import density_factor, eigen_descriptors, projected_density
 from ..model.network import CorrectionModel
 from ..model.projectors import projector_overlap_derivatives, projector_overlaps
+from ..pyscf_compat import add_to_veff
 
 
 class Correction:
@@ -32,6 +34,14 @@ class Correction:
         self.element_index = model.element_index(symbols)
         overlaps = projector_overlaps(system, model.spec)
         self.ovlp, self.ao_atom = torch.from_numpy(overlaps.ovlp), overlaps.ao_atom
+        self._ip_ovlp: np.ndarray | None = None
+
+    @property
+    def ip_ovlp(self) -> np.ndarray:
+        """(3, nao, natm, nproj) <d phi_mu|alpha_Ip>, computed on first use."""
+        if self._ip_ovlp is None:
+            self._ip_ovlp = projector_overlap_derivatives(self.system, self.model.spec)
+        return self._ip_ovlp
 
     def _projected_density(self, dm, ovlp: torch.Tensor | None = None) -> torch.Tensor:
         factor, signs = density_factor(dm)
@@ -46,6 +56,12 @@ class Correction:
         with torch.no_grad():
             return eigen_descriptors(self._projected_density(dm), self.model.spec).numpy()
 
+    def descriptor_gradient(self, descriptors: np.ndarray) -> np.ndarray:
+        """(natm, ndescriptor) g = dE_delta/dd at the eigenvalue descriptors ``descriptors``."""
+        values = torch.from_numpy(descriptors).requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.model(values, self.element_index).sum(), values)
+        return grad.numpy()
+
     def energy_potential(self, dm: np.ndarray) -> tuple[float, np.ndarray]:
         """E_delta (Hartree) and V_delta (nao, nao) = dE_delta/d(dm) for a total density matrix."""
         proj_dm = self._projected_density(dm).requires_grad_(True)
@@ -58,13 +74,53 @@ class Correction:
         ovlp = self.ovlp.detach().requires_grad_(True)  # shares storage; self.ovlp stays a constant
         energy = self._energy(self._projected_density(dm, ovlp))
         (d_ovlp,) = torch.autograd.grad(energy, ovlp)
-        # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>, and
-        # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps)
-        shares = np.einsum("xuip,uip->uix", projector_overlap_derivatives(self.system, self.model.spec),
-                           d_ovlp.numpy())
-        grad = shares.sum(axis=0)
-        np.subtract.at(grad, self.ao_atom, shares.sum(axis=1))
-        return grad
+        shares = np.einsum("xuip,uip->uix", self.ip_ovlp, d_ovlp.numpy())
+        return projector_chain_rule(shares, self.ao_atom).sum(axis=0)
+
+    def descriptor_jacobians(self, dm: np.ndarray, with_forces: bool = True):
+        """Per-descriptor derivatives at the density ``dm``, for training at a fixed density.
+
+        Returns the eigenvalue descriptors d (natm, nd); u (nao, natm, nd) with dd_k/d(dm) = u_k u_k^T; and
+        the force tensor (natm, nd, natm, 3) or None: dd_k/dR at fixed dm plus the derivative, per unit
+        g_k, of V_delta's share of the energy-weighted density-matrix (Pulay) term, so that the correction's
+        whole gradient at a self-consistent dm is sum_k g_k tensor_k.
+        """
+        ovlp = self.ovlp.numpy()
+        proj_dm = self._projected_density(dm).numpy()
+        natm = proj_dm.shape[0]
+        values, vectors, pieces = [], [], []
+        for idx in self.model.spec.block_indices():
+            evals, evecs = np.linalg.eigh(proj_dm[:, idx[:, :, None], idx[:, None, :]])  # (natm, nshell, m[, m])
+            values.append(evals.reshape(natm, -1))
+            vectors.append(np.einsum("uinp,inpk->uink", ovlp[:, :, idx], evecs).reshape(len(ovlp), natm, -1))
+            if with_forces:
+                pieces.append(np.einsum("xuinp,inpk->xuink", self.ip_ovlp[:, :, :, idx], evecs)
+                              .reshape(3, len(ovlp), natm, -1))
+        descriptors, u = np.concatenate(values, axis=1), np.concatenate(vectors, axis=2)
+        if not with_forces:
+            return descriptors, u, None
+        w = np.einsum("uv,vik->uik", dm, u)  # dd_k/dC_{mu,Ip} = 2 w_{mu,k} v_{p,k}
+        shares = 2.0 * np.einsum("uik,xuik->uikx", w, np.concatenate(pieces, axis=3))
+        # V_delta's share of the energy-weighted density matrix (pulay_shares with W = w_k w_k^T / 2)
+        pulay = np.einsum("uik,xuik->uikx", w, np.einsum("xuv,vik->xuik", overlap_derivative(self.system), w))
+        jacobian = projector_chain_rule(shares, self.ao_atom)
+        jacobian += np.moveaxis(atom_sums(pulay, self.ao_atom, natm), 0, -2)
+        return descriptors, u, jacobian
+
+
+def projector_chain_rule(shares: np.ndarray, ao_atom: np.ndarray) -> np.ndarray:
+    """d/dR_A of a function of the projector overlaps C_{mu,Ip} = <phi_mu|alpha_Ip>, per projector atom I.
+
+    ``shares`` (nao, natm, ..., 3) = sum_p <d phi_mu|alpha_Ip> dX/dC_{mu,Ip} (for any trailing indices of X).
+    With dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip> and
+    <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip>, the result (natm_I, ..., natm_A, 3) is
+    [A = I] sum_mu shares_{mu,I} - sum_{mu on A} shares_{mu,I}; its sum over I is dX/dR.
+    """
+    natm = shares.shape[1]
+    out = -np.moveaxis(atom_sums(shares, ao_atom, natm), 0, -2)
+    diagonal = np.arange(natm)
+    out[diagonal, ..., diagonal, :] += shares.sum(axis=0)
+    return out
 
 
 def block_potential(ovlp: np.ndarray, grad_blocks: np.ndarray) -> np.ndarray:
@@ -87,20 +143,6 @@ def overlap_derivative(system) -> np.ndarray:
     return system.intor("int1e_ipovlp", comp=3)
 
 
-def pulay_gradient(system, dm: np.ndarray, potential: np.ndarray) -> np.ndarray:
-    """(natm, 3) share of a potential term in the energy-weighted density matrix term of the gradient.
-
-    PySCF's gradient contains -2 Tr(W dS/dR) with W = dm F dm / 2; this is that term for F -> ``potential``,
-    i.e. 2 sum_{mu on A, nu} <d phi_mu|phi_nu> W_{mu nu} (Hartree/Bohr).
-    """
-    weighted = 0.5 * dm @ potential @ dm
-    per_ao = 2.0 * np.einsum("xuv,uv->ux", overlap_derivative(system), weighted)
-    grad = np.zeros((system.natm, 3))
-    for atom, (_, _, p0, p1) in enumerate(system.aoslice_by_atom()):
-        grad[atom] = per_ao[p0:p1].sum(axis=0)
-    return grad
-
-
 class DeePKSMixin:
     """Mixin for PySCF RKS classes: V_delta joins the effective potential, E_delta the energy.
 
@@ -116,7 +158,7 @@ class DeePKSMixin:
         if np.asarray(dm).ndim != 2:  # response-type calls on several density matrices
             return veff
         e_delta, v_delta = self.correction.energy_potential(dm)
-        return lib.tag_array(np.asarray(veff) + v_delta, **{**veff.__dict__, "e_delta": e_delta})
+        return add_to_veff(veff, v_delta, e_delta=e_delta)
 
     def energy_elec(self, dm=None, h1e=None, vhf=None):
         if dm is None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from pyscf.scf import hf
 
+from ..pyscf_compat import replaced_fock, uses_multigrid
+
 LEVEL_SHIFT = 0.3  # Hartree
 DAMPING = 0.5
 DAMPED_CYCLES = 8
@@ -29,9 +31,7 @@ class SCFOutcome:
 
 def supports_newton(mf) -> bool:
     """PySCF's second-order solver fails inside the Γ-point multigrid XC kernel (PySCF 2.14)."""
-    from pyscf.pbc.dft.multigrid import MultiGridNumInt2
-
-    return not isinstance(getattr(mf, "_numint", None), MultiGridNumInt2)
+    return not uses_multigrid(mf)
 
 
 @contextmanager
@@ -49,20 +49,18 @@ def warm_start_schedule(mf, damping: float = WARM_DAMPING):
     off: it costs a Fock build per MD step, and the forces would then belong to a density whose orbital
     gradient was never tested (up to 2x the force error of the converged one, README Performance).
     """
-    plain = mf.get_fock
-
-    def get_fock(h1e=None, s1e=None, vhf=None, dm=None, cycle=-1, diis=None, *args, fock_last=None, **kwargs):
+    def damped_second(plain, h1e, s1e, vhf, dm, cycle, diis, fock_last, *args, **kwargs):
         fock = plain(h1e, s1e, vhf, dm, cycle, diis, *args, fock_last=fock_last, **kwargs)  # DIIS records it
         if cycle == 1 and fock_last is not None:
             fock = hf.damping(plain(h1e, s1e, vhf, dm), fock_last, damping)
         return fock
 
     saved = mf.diis_start_cycle, mf.conv_check
-    mf.get_fock, mf.diis_start_cycle, mf.conv_check = get_fock, 0, False
+    mf.diis_start_cycle, mf.conv_check = 0, False
     try:
-        yield mf
+        with replaced_fock(mf, damped_second):
+            yield mf
     finally:
-        del mf.get_fock
         mf.diis_start_cycle, mf.conv_check = saved
 
 

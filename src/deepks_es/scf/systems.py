@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyscf import dft, gto
+from pyscf.dft import libxc
 from pyscf.pbc import dft as pbc_dft
 from pyscf.pbc import gto as pbc_gto
 
 from ..errors import SettingsError, StructureError
+from ..pyscf_compat import is_cell, uses_multigrid
 from ..structure import Structure
-
 
 PERIODIC_KE_CUTOFF = 100.0  # Hartree: the multigrid cutoff of the main job and of periodic training labels
 
@@ -82,10 +83,6 @@ def build_system(structure: Structure, settings: SCFSettings):
                              f"{', '.join(sorted(set(structure.symbols)))}: {text}") from None
 
 
-def is_cell(system) -> bool:
-    return isinstance(system, pbc_gto.Cell)
-
-
 def make_rks(system, settings: SCFSettings):
     """Restricted Kohn-Sham object: DF for clusters, multigrid (GGA) or GDF (hybrid) at Γ for cells."""
     if system.nelectron % 2:
@@ -93,7 +90,7 @@ def make_rks(system, settings: SCFSettings):
                             "Kohn-Sham needs an even count; check the structure or --charge")
     if is_cell(system):
         mf = pbc_dft.RKS(system, xc=settings.xc)
-        if mf._numint.libxc.is_hybrid_xc(settings.xc):
+        if libxc.is_hybrid_xc(settings.xc):
             mf = mf.density_fit()
         else:
             mf = mf.multigrid_numint()
@@ -110,8 +107,4 @@ def make_rks(system, settings: SCFSettings):
 
 def has_analytic_forces(mf) -> bool:
     """Whether PySCF provides analytic nuclear gradients for this Kohn-Sham object."""
-    if not is_cell(mf.mol):
-        return True
-    from pyscf.pbc.dft.multigrid import MultiGridNumInt2
-
-    return isinstance(mf._numint, MultiGridNumInt2)
+    return not is_cell(mf.mol) or uses_multigrid(mf)

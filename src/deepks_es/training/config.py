@@ -49,7 +49,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> "TrainConfig":
+    def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
         import tomllib
 
         path = Path(path)

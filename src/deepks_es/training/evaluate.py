@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import BOHR_ANGSTROM, HARTREE_EV
+from ..constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from ..errors import DeePKSError
+from ..linalg import lowdin
 from ..model.network import CorrectionModel
 from .dataset import Frame, read_dataset
 from .label import LabelSettings, energies_comparable
-from .frames import lowdin
 from .records import record_levels_ev, scf_record
 
 QUANTITIES = {  # key: (label, unit)
@@ -55,7 +55,7 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
             err["energy"] = np.atleast_1d((energy[method] - target["energy"]) * HARTREE_EV * 1000.0 / natoms)
         forces = record.get("forces") if method == "model" else base.get("forces")
         if forces is not None and "forces" in target:
-            err["forces"] = ((forces - target["forces"]) * HARTREE_EV / BOHR_ANGSTROM * 1000.0).ravel()
+            err["forces"] = ((forces - target["forces"]) * FORCE_EV_ANGSTROM * 1000.0).ravel()
         if method != "scissor":
             err["hamiltonian"] = ((_lowdin_fock(record if method == "model" else base) - h_target) * 1e6).ravel()
         errors[method] = err

@@ -8,7 +8,8 @@ tensors. With g_k = dE_delta/dd_k from the network:
     E = E_base + E_delta(d),  F = F_base - sum_k g_k (dd_k/dR + dW_k/dR),
     H = H_base[rho] + sum_k g_k u_k u_k^T   (in the Löwdin basis S^-1/2 ... S^-1/2),
 
-the same correction the SCF applies, now differentiable in the network parameters.
+the same correction the SCF applies, now differentiable in the network parameters
+(:meth:`deepks_es.scf.correction.Correction.descriptor_jacobians` gives u and the force tensor),
 where dW_k/dR is V_delta's share of the energy-weighted density-matrix (Pulay)
 term per unit g_k, with W = dm F dm / 2. F_base excludes both correction shares
 (see records.base_part), so the force is exact at the model's own SCF density and
@@ -21,54 +22,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ..model.descriptors import density_factor, projected_density
+from ..linalg import lowdin
 from ..model.network import CorrectionModel
-from ..model.projectors import ProjectorSpec, projector_overlaps
-from ..scf.correction import overlap_derivative
+from ..scf.correction import Correction
 from ..scf.systems import SCFSettings, build_system
 from ..structure import Structure
 from .label import energies_comparable
-from .losses import (density_loss, eigenvalue_loss, energy_loss, force_loss, frontier_loss, hamiltonian_loss,
-                     occupied_spectrum)
+from .losses import (
+    density_loss,
+    eigenvalue_loss,
+    energy_loss,
+    force_loss,
+    frontier_loss,
+    hamiltonian_loss,
+    occupied_spectrum,
+)
 
 LOSS_TERMS = ("energy", "forces", "hamiltonian", "eigenvalues", "frontier", "density")
-
-
-def descriptor_jacobians(system, spec: ProjectorSpec, dm: np.ndarray, with_forces: bool = True):
-    """Descriptors (natm, nd), u (nao, natm, nd) with dd/drho = u u^T, and the force tensor (natm, nd, natm, 3)
-    or None: dd/dR at fixed dm plus the derivative, per unit g, of V_delta's energy-weighted density-matrix term,
-    so that the correction's gradient is sum_k g_k tensor_k."""
-    overlaps = projector_overlaps(system, spec, with_derivatives=with_forces)
-    ovlp = overlaps.ovlp
-    proj_dm = projected_density(*(torch.from_numpy(a) for a in (ovlp, *density_factor(dm)))).numpy()
-    values, vectors, derivs = [], [], []
-    for idx in spec.block_indices():
-        blocks = proj_dm[:, idx[:, :, None], idx[:, None, :]]  # (natm, nshell, m, m)
-        evals, evecs = np.linalg.eigh(blocks)
-        values.append(evals.reshape(system.natm, -1))
-        vectors.append(np.einsum("uinp,inpk->uink", ovlp[:, :, idx], evecs).reshape(len(ovlp), system.natm, -1))
-        if with_forces:
-            derivs.append(np.einsum("xuinp,inpk->xuink", overlaps.ip_ao[:, :, :, idx], evecs)
-                          .reshape(3, len(ovlp), system.natm, -1))
-    u = np.concatenate(vectors, axis=2)
-    if not with_forces:
-        return np.concatenate(values, axis=1), u, None
-    w = np.einsum("uv,vik->uik", dm, u)
-    q_ao = np.concatenate(derivs, axis=3)
-    natm = system.natm
-    ao_onehot = np.zeros((len(ovlp), natm))
-    ao_onehot[np.arange(len(ovlp)), overlaps.ao_atom] = 1.0
-    # dC_{mu,Ip}/dR_A = -[A = atom(mu)] <d phi_mu|alpha_Ip> - [A = I] <phi_mu|d alpha_Ip>; dd = 2 w.(dC v);
-    # <phi_mu|d alpha_Ip> = -<d phi_mu|alpha_Ip> (ProjectorOverlaps)
-    jac = -2.0 * np.einsum("uik,xuik,ua->ikax", w, q_ao, ao_onehot)
-    jac[np.arange(natm), :, np.arange(natm), :] += 2.0 * np.einsum("uik,xuik->ikx", w, q_ao)
-    # V_delta's share of the energy-weighted density matrix term (see scf.correction.pulay_gradient)
-    ip_w = np.einsum("xuv,vik->xuik", overlap_derivative(system), w)
-    jac += np.einsum("uik,xuik,ua->ikax", w, ip_w, ao_onehot)
-    return np.concatenate(values, axis=1), u, jac
 
 
 @dataclass
@@ -92,18 +64,12 @@ class TrainingFrame:
     target_projector: torch.Tensor
 
 
-def lowdin(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S^-1/2 and S^1/2."""
-    evals, evecs = np.linalg.eigh(overlap)
-    return (evecs / np.sqrt(evals)) @ evecs.T, (evecs * np.sqrt(evals)) @ evecs.T
-
-
 def prepare_frame(name: str, structure: Structure, base: dict, target: dict, model: CorrectionModel,
                   settings: SCFSettings) -> TrainingFrame:
     """Tensors of one frame at the density of ``base`` (a base-functional record, see :func:`.records.base_part`)."""
-    system = build_system(structure, settings)
+    correction = Correction(model, build_system(structure, settings))
     with_forces = "forces" in base and "forces" in target
-    descriptors, u, jac = descriptor_jacobians(system, model.spec, base["dm"], with_forces)
+    descriptors, u, jac = correction.descriptor_jacobians(base["dm"], with_forces)
     x, x_inv = lowdin(base["overlap"])
     natm, nocc = structure.natoms, int(target["nocc"])
     t = torch.from_numpy

@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import numpy as np
 
 from ..errors import DeePKSError
 from ..fileio import atomic_path, write_json
+from ..parallel import abort_all, barrier, cores_per_process, mpi_rank_size, set_threads
 from ..scf.systems import PERIODIC_KE_CUTOFF, SCFSettings
 from ..structure import Structure, read_structures
 from .dataset import frame_arrays, write_dataset
 from .records import scf_record
-
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class LabelSettings:
                 replace(self.base, ke_cutoff=self.periodic_ke_cutoff))
 
     @classmethod
-    def from_attrs(cls, attrs: dict) -> "LabelSettings":
+    def from_attrs(cls, attrs: dict) -> LabelSettings:
         """The settings a dataset was labelled with (its file attributes)."""
         raw = json.loads(attrs["settings"])
         return cls(target=SCFSettings(**raw["target"]), base=SCFSettings(**raw["base"]), nvirt=raw["nvirt"],
@@ -82,12 +81,10 @@ def _fingerprint(configs: Path, settings: LabelSettings) -> dict:
 def label(configs: str | os.PathLike, output: str | os.PathLike, settings: LabelSettings = LabelSettings(),
           progress: bool = True) -> Path:
     """Label every frame of ``configs`` into ``output`` (HDF5); resumable, MPI-parallel over frames."""
-    from ..ipi.drive import mpi_rank_size, set_threads
-
     configs, output = Path(configs), Path(output)
     structures = read_structures(configs)
     rank, size = mpi_rank_size()
-    set_threads(max(1, (os.cpu_count() or 1) // size))
+    set_threads(cores_per_process(size))
     parts = output.with_name(output.name + ".parts")
     fingerprint = _fingerprint(configs, settings)
     stamp = parts / "fingerprint.json"
@@ -100,7 +97,7 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         write_json(stamp, fingerprint)
         for claim in parts.glob("*.claim"):  # left by a killed run
             claim.unlink()
-    _barrier(size)
+    barrier(size)
 
     def done() -> int:
         return sum(1 for name in names if (parts / f"{name}.npz").is_file())
@@ -121,11 +118,9 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         if size > 1:  # the other ranks would wait at the barrier forever
             print(f"deepks-es label: error on rank {rank}: {type(exc).__name__}: {exc}; aborting all ranks "
                   "(rerun to resume)", file=sys.stderr, flush=True)
-            from mpi4py import MPI
-
-            MPI.COMM_WORLD.Abort(1)
+            abort_all(1)
         raise
-    _barrier(size)
+    barrier(size)
     if rank == 0:
         if bar is not None:
             bar.close()
@@ -152,16 +147,6 @@ def _claim(path: Path) -> bool:
         return True
     except FileExistsError:
         return False
-
-
-def _barrier(size: int, poll_s: float = 0.5) -> None:
-    """MPI barrier that sleeps while it waits (a blocking MPI barrier spins a core)."""
-    if size > 1:
-        from mpi4py import MPI
-
-        request = MPI.COMM_WORLD.Ibarrier()
-        while not request.Test():
-            time.sleep(poll_s)
 
 
 def _progress_bar(total: int, done: int):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..constants import BOHR_ANGSTROM, HARTREE_EV
-
-FORCE_EV_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
+from ..constants import FORCE_EV_ANGSTROM, HARTREE_EV
 
 
 class OccupiedSpectrum(torch.autograd.Function):

@@ -13,13 +13,11 @@ import numpy as np
 import scipy.linalg
 
 from ..constants import HARTREE_EV
-from ..scf.correction import pulay_gradient
-from ..scf.solver import run_scf
-from ..scf.systems import has_analytic_forces
+from ..engines.reference import ReferenceEngine
 from ..structure import Structure
 
 
-def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvirt: int = 4) -> dict:
+def scf_record(engine: ReferenceEngine, structure: Structure, dm0: np.ndarray | None = None, nvirt: int = 4) -> dict:
     """Converge ``engine``'s Kohn-Sham problem for ``structure`` and collect the record (Hartree, Bohr).
 
     Keys: ``energy``, ``forces`` (when analytic forces exist), ``fock`` (nao, nao), ``mo_energy`` (nmo,),
@@ -28,8 +26,7 @@ def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvir
     force, -dE_delta/dR at fixed dm plus V_delta's share of the energy-weighted density-matrix term.
     Orbitals are the eigenpairs of ``fock`` at the final density, so they match what the loss diagonalises.
     """
-    mf = engine.make_scf(structure)
-    outcome = run_scf(mf, dm0, engine.settings.second_order)
+    mf, outcome = engine.solve(structure, dm0)
     dm = np.asarray(mf.make_rdm1())
     overlap, hcore = np.asarray(mf.get_ovlp()), mf.get_hcore()
     veff = mf.get_veff(mf.mol, dm)  # energy, Fock and orbitals all at the final density
@@ -40,14 +37,16 @@ def scf_record(engine, structure: Structure, dm0: np.ndarray | None = None, nvir
               "mo_coeff": np.ascontiguousarray(mo_coeff[:, :nocc + nvirt]), "dm": dm, "overlap": overlap,
               "nocc": np.int64(nocc), "converged": np.bool_(outcome.converged),
               "scf_cycles": np.int64(outcome.cycles)}
-    if has_analytic_forces(mf):
-        record["forces"] = -np.asarray(engine.nuclear_gradient(mf))
+    forces = engine.forces(mf)
+    if forces is not None:
+        record["forces"] = forces
     correction = getattr(mf, "correction", None)
     if correction is not None:
         e_delta, v_delta = correction.energy_potential(dm)
-        explicit = correction.nuclear_gradient(dm)
+        descriptors, _, jacobian = correction.descriptor_jacobians(dm)
+        g = correction.descriptor_gradient(descriptors)
         record.update(e_delta=np.float64(e_delta), v_delta=v_delta,
-                      forces_delta=-(explicit + pulay_gradient(mf.mol, dm, v_delta)))
+                      forces_delta=-np.einsum("ik,ikax->ax", g, jacobian))
     return record
 
 

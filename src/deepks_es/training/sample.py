@@ -32,7 +32,7 @@ class SamplingPlan:
     """What ``deepks-es sample`` draws (Angstrom, K, fs).
 
     Attributes:
-        cluster_sizes: molecules per cluster, drawn uniformly from this range (inclusive).
+        cluster_sizes: molecules per cluster, drawn from this range (inclusive) with the weights of ``size_bias``.
         clusters: number of clusters.
         boxes: number of periodic boxes of ``box_molecules`` molecules.
         md_molecules: molecules in the MD box the clusters are cut from.
@@ -165,7 +165,7 @@ class FlexibleSPC(Calculator):
         energy = energy + cls.COULOMB * (qq * coulomb)[inside].sum()
         oxygen = (torch.arange(3 * nmol) % 3 == 0)
         oo = inside & oxygen[:, None] & oxygen[None, :]
-        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)  # noqa: E731
+        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)
         energy = energy + (lj(r[oo]) - lj(torch.tensor(rc))).sum()
         (grad,) = torch.autograd.grad(energy, x)
         return float(energy.detach()), -grad.numpy()

@@ -1,0 +1,105 @@
+"""EngineSpec: the typed description of an engine, and its command-line form for client processes."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
+
+from ..errors import SettingsError
+
+NO_MODEL = "none"
+SHIPPED_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Which engine, with which settings (atomic units). ``None`` leaves a setting to the engine or its model.
+
+    Attributes:
+        model: a model file path, ``default`` (the shipped model) or ``none`` (the plain functional).
+        xc: functional, e.g. PBE or HSE06.
+        basis: AO basis.
+        pseudo: pseudopotential, ``none`` for all-electron clusters.
+        charge: total charge (electrons).
+        conv_tol: SCF energy tolerance (Hartree).
+        conv_tol_grad: SCF orbital-gradient tolerance (Hartree).
+        max_cycle: SCF iterations per solver stage.
+        extrapolation: density-matrix predictor across MD steps (geometry[:N], aspc[:K], previous).
+        ke_cutoff: periodic multigrid cutoff (Hartree).
+        threads: compute threads of the process (None: leave as they are).
+    """
+
+    model: str = NO_MODEL
+    xc: str | None = None
+    basis: str | None = None
+    pseudo: str | None = None
+    charge: int = 0
+    conv_tol: float | None = None
+    conv_tol_grad: float | None = None
+    max_cycle: int = 50
+    extrapolation: str | None = None
+    ke_cutoff: float | None = None
+    threads: int | None = None
+
+    def __post_init__(self):
+        for name in ("conv_tol", "conv_tol_grad", "ke_cutoff"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        for name in ("max_cycle", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+    def with_defaults(self, **defaults) -> EngineSpec:
+        """This spec with ``defaults`` filled in where a field is None."""
+        return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    @classmethod
+    def from_options(cls, options: dict) -> EngineSpec:
+        """The spec of the engine fields in ``options`` (other keys ignored; None values: the default)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+    def to_argv(self) -> list[str]:
+        """Command-line tokens that :meth:`from_argv` (and every engine verb of the CLI) turns back into this spec."""
+        argv = []
+        for name, value in asdict(self).items():
+            if value is not None and value != getattr(EngineSpec, name):
+                argv += [f"--{name.replace('_', '-')}", str(value)]
+        return argv
+
+    @classmethod
+    def from_argv(cls, argv: list[str]) -> EngineSpec:
+        """The spec of engine options on a command line."""
+        parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+        add_engine_options(parser)
+        try:
+            known, _ = parser.parse_known_args(argv)
+        except argparse.ArgumentError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls.from_options(vars(known))
+
+
+ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
+    ("model", str, "model file PATH, 'default' (the shipped model) or 'none' (plain functional)"),
+    ("xc", str, "functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)"),
+    ("basis", str, "AO basis (default: the model's, else gth-dzvp)"),
+    ("pseudo", str, "pseudopotential, 'none' for all-electron clusters (default: the model's, else gth-pbe)"),
+    ("charge", int, "total charge (default: 0)"),
+    ("conv_tol", float, "SCF energy tolerance in Hartree (default: 1e-9)"),
+    ("conv_tol_grad", float, "SCF orbital-gradient tolerance in Hartree (default: sqrt of --conv-tol)"),
+    ("max_cycle", int, "SCF iterations per solver stage (default: 50)"),
+    ("extrapolation", str, "density-matrix predictor across MD steps: geometry[:N] (fit of the new geometry by "
+                           "the last N steps), aspc[:K] (Kolafa) or previous (default: geometry:8)"),
+    ("ke_cutoff", float, "periodic multigrid cutoff in Hartree (default: chosen by PySCF from the basis)"),
+    ("threads", int, "compute threads per process (default: the machine's cores divided among processes)"),
+)
+
+
+def add_engine_options(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """Add the :class:`EngineSpec` options to ``parser``; ``defaults`` replaces help defaults (e.g. the main job's)."""
+    for name, kind, text in ENGINE_OPTIONS:
+        if defaults and name in defaults:
+            text = f"{text.split(' (default')[0]} (default here: {defaults[name]})"
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)

@@ -1,0 +1,48 @@
+"""Processes and threads: the MPI rank of this process and the compute threads of PySCF and torch."""
+
+from __future__ import annotations
+
+import os
+import time
+
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def mpi_rank_size() -> tuple[int, int]:
+    """(rank, size) when started by mpiexec (through mpi4py), else (0, 1)."""
+    if not any(int(os.environ.get(var, "1")) > 1 for var in MPI_SIZE_VARIABLES):
+        return 0, 1
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
+def cores_per_process(processes: int) -> int:
+    """The machine's cores divided among ``processes`` (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
+def set_threads(nthreads: int) -> None:
+    """Threads for PySCF's and torch's kernels in this process."""
+    import torch
+    from pyscf import lib
+
+    lib.num_threads(nthreads)
+    torch.set_num_threads(nthreads)
+
+
+def barrier(size: int, poll_s: float = 0.5) -> None:
+    """MPI barrier that sleeps while it waits (a blocking MPI barrier spins a core); nothing for one process."""
+    if size > 1:
+        from mpi4py import MPI
+
+        request = MPI.COMM_WORLD.Ibarrier()
+        while not request.Test():
+            time.sleep(poll_s)
+
+
+def abort_all(code: int = 1) -> None:
+    """End every rank of an MPI run (after an error on one, the others would wait at a barrier forever)."""
+    from mpi4py import MPI
+
+    MPI.COMM_WORLD.Abort(code)
