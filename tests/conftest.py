@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -91,3 +94,32 @@ def pyscf_engine(model=None, extrapolation=DEFAULT_PREDICTOR, **settings):
         return ReferenceEngine(SCFSettings(**settings), extrapolation)
     defaults = dict(xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
     return DeePKSEngine(model, SCFSettings(**{**defaults, **settings}), extrapolation)
+
+
+def kill_and_resume(xml, run_dir, options, env, kill_after_steps, timeout=600):
+    """``deepks-es run`` killed with SIGKILL (launcher, i-PI and clients) once the properties show
+    ``kill_after_steps`` steps, then ``deepks-es run --resume``: (steps, conserved eV) of the finished run."""
+    launcher = subprocess.Popen([*CLI, "run", str(xml), "--run-dir", str(run_dir), *map(str, options)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    properties = run_dir / "simulation.out"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and launcher.poll() is None:
+        if properties.is_file() and sum(1 for line in open(properties) if not line.startswith("#")) >= kill_after_steps:
+            break
+        time.sleep(0.05)
+    assert launcher.poll() is None, "the run ended before it could be killed"
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    killed_at = sum(1 for line in open(properties) if not line.startswith("#"))
+    resumed = subprocess.run([*CLI, "run", "--resume", str(run_dir)], capture_output=True, text=True, env=env,
+                             timeout=timeout)
+    assert resumed.returncode == 0, resumed.stderr + (run_dir / "i-pi.log").read_text()
+    assert "resuming" in resumed.stderr
+    rows = np.loadtxt(properties, comments="#", ndmin=2)
+    return killed_at, rows[:, 0].astype(int), rows[:, 2], resumed
+
+
+def assert_seamless(steps, conserved, total_steps):
+    assert list(steps) == list(range(total_steps + 1))  # every step exactly once
+    jumps = np.abs(np.diff(conserved))
+    assert jumps.max() <= 5 * np.percentile(jumps, 90) + 1e-6, jumps.max()

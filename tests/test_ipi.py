@@ -23,7 +23,7 @@ from deepks_es.ipi.launcher import find_tool, prepare_input
 from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
-from conftest import CLI, INPUTS, REPO, STRUCTURES, deepks_es_run, private_socket_dirs
+from conftest import CLI, INPUTS, REPO, STRUCTURES, assert_seamless, deepks_es_run, kill_and_resume, private_socket_dirs
 
 
 def data_rows(path: Path) -> np.ndarray:
@@ -263,3 +263,18 @@ def test_nve_energy_conservation(tmp_path):
     assert len(rows) == 201
     assert np.ptp(conserved_ev) < 3e-3
     assert abs(np.polyfit(time_ps, conserved_ev, 1)[0]) < 5e-3
+
+
+@pytest.mark.slow
+def test_killed_deepks_run_resumes(tmp_path):
+    """30 NVE steps of the water dimer with PBE through the real engine and clients, checkpoint every 5 steps,
+    SIGKILLed after 12 steps, resumed: every step once, no jump in the conserved energy (~2 min)."""
+    xml = (INPUTS / "nve_cluster.xml").read_text().replace("<total_steps> 200 </total_steps>",
+                                                           "<total_steps> 30 </total_steps>")
+    xml = xml.replace("<checkpoint stride='10'/>", "<checkpoint stride='5'/>")
+    xml = xml.replace("../structures/water_dimer.xyz", str(STRUCTURES / "water_dimer.xyz"))
+    (tmp_path / "nve.xml").write_text(xml)
+    killed_at, steps, conserved, _ = kill_and_resume(tmp_path / "nve.xml", tmp_path / "run", ["--model", "none"],
+                                                     dict(os.environ), kill_after_steps=12)
+    assert 12 <= killed_at < 30
+    assert_seamless(steps, conserved, 30)

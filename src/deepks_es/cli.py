@@ -1,7 +1,8 @@
 """``deepks-es <verb>``: the command-line interface. It parses, builds typed settings and calls the library.
 
 Exit codes: 0 success; 1 a user-facing error (one line on stderr); 2 bad command
-line (argparse); 3 the SCF did not converge (result printed, flagged).
+line (argparse); 3 the result is flagged: the SCF did not converge, or it is not to be
+trusted (printed with ``trusted: false`` and the reason).
 """
 
 from __future__ import annotations
@@ -63,12 +64,12 @@ def cmd_compute(args) -> int:
     engine.close()
     if args.json:
         print(json.dumps({"structure": str(args.structure), "natoms": structure.natoms, "engine": info.name,
-                          "model": info.model, **result.to_json_dict()}))
+                          "model": info.model, **result.to_json_dict()}, allow_nan=False))
     else:
         _print_summary(structure, info, result)
-    if not result.converged:
-        print("deepks-es: warning: SCF did not converge; the result is flagged (converged: false)",
-              file=sys.stderr)
+    if not result.trusted:
+        reason = "the SCF did not converge" if not result.converged else "; ".join(result.flags) or "non-finite numbers"
+        print(f"deepks-es: warning: {reason}; the result is flagged (trusted: false)", file=sys.stderr)
         return EXIT_UNCONVERGED
     return 0
 
@@ -100,14 +101,20 @@ def cmd_drive(args) -> int:
 
     address = (SocketAddress(unix=args.unix, prefix=args.socket_prefix) if args.unix
                else SocketAddress.parse_inet(args.inet))
+    if not args.idle_timeout > 0:
+        raise SettingsError(f"--idle-timeout must be positive, got {args.idle_timeout}")
     return drive(ClientPlan(address, Path(args.structure), args.pbc, _engine_spec(args), _grid(args),
-                            Path(args.dos_metadata), args.wait, args.clients))
+                            Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout))
 
 
 def cmd_run(args) -> int:
-    from .analysis import analyze, locate_run
-    from .ipi.launcher import RunPlan, run
+    from .ipi.launcher import RunPlan, resume, run
 
+    if args.resume is not None:
+        if args.input is not None:
+            raise SettingsError("--resume RUN_DIR continues a recorded run: give no INPUT with it")
+        code = resume(Path(args.resume))
+        return _analyse_finished(code, Path(args.resume))
     options, run_dir, xml = dict(vars(args)), args.run_dir, args.input
     if xml is None:  # the main job: the embedded liquid-water NVT run, its engine where the options leave it open
         xml = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
@@ -118,6 +125,13 @@ def cmd_run(args) -> int:
         options.update({name: value for name, value in defaults.items() if options.get(name) is None})
     spec, run_dir = EngineSpec.from_options(options), Path(run_dir or ".")
     code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait))
+    return _analyse_finished(code, run_dir)
+
+
+def _analyse_finished(code: int, run_dir: Path) -> int:
+    """After a run: the analysis of a finished run that logged the gap; ``code`` passed on."""
+    from .analysis import analyze, locate_run
+
     if code == 0 and "gap_ev" in locate_run(run_dir).names.extras:
         summary = analyze(run_dir)
         gap = summary["levels_ev"]["gap"]
@@ -315,6 +329,9 @@ def _add_drive(verbs) -> None:
                        help="seconds to keep trying to reach the server at start (default: 60)")
     drive.add_argument("--clients", type=int, default=1,
                        help="start this many client processes (PIMD beads in parallel; default: 1)")
+    drive.add_argument("--idle-timeout", type=float, default=3600.0,
+                       help="give up when i-PI sends nothing for this many seconds (default: 3600; i-PI polls its "
+                            "clients every few ms, also while it waits for other beads)")
     drive.add_argument("--dos-metadata", default=DOS_GRID_FILE,
                        help=f"where to write the DOS grid description (default: {DOS_GRID_FILE})")
     add_engine_options(drive)
@@ -327,6 +344,9 @@ def _add_run(verbs) -> None:
     run.add_argument("--run-dir", default=None,
                      help=f"where i-PI runs and writes its outputs (default: ., or {MAIN_JOB_RUN_DIR} for the "
                           "main job)")
+    run.add_argument("--resume", metavar="RUN_DIR", default=None,
+                     help="continue a killed run from its newest i-PI checkpoint, with the plan recorded in "
+                          "RUN_DIR/run.json (outputs are cut back to the checkpoint first)")
     run.add_argument("--clients", type=int, default=1, help="client processes (e.g. one per bead; default: 1)")
     run.add_argument("--timeout", type=float, default=3600.0,
                      help="i-PI's per-request timeout in s, raised to this if the input has less (default: 3600)")

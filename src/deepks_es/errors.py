@@ -19,3 +19,7 @@ class ModelError(DeePKSError):
 
 class SettingsError(DeePKSError):
     """Inconsistent calculation settings."""
+
+
+class ComputeError(DeePKSError):
+    """An engine could not give usable numbers for a structure."""

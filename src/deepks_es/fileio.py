@@ -15,6 +15,16 @@ DOS_GRID_FILE = "dos_grid.json"
 """The DOS grid description a client writes beside a run."""
 
 
+def existing_file(path: str | os.PathLike, what: str, error: type[Exception]) -> Path:
+    """``path`` if it is a file; else ``error`` with a one-line message naming ``what`` (e.g. "model file")."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a directory, not a {what}")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it.

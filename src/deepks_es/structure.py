@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from ase.data import atomic_numbers
 
 from .constants import ANGSTROM_BOHR, BOHR_ANGSTROM
 from .errors import StructureError
-from .fileio import atomic_path
+from .fileio import atomic_path, existing_file
+
+MIN_DISTANCE = 0.5 * ANGSTROM_BOHR
+"""Closest approach of two atoms (or an atom and its periodic image) that a calculation accepts (Bohr)."""
+
+MAX_COORDINATE = 1e5
+"""Largest |coordinate| accepted (Bohr); beyond it the arithmetic of any engine loses its digits."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,34 @@ class Structure:
                      cell=self.cell * BOHR_ANGSTROM, pbc=True)
 
 
+def check_geometry(structure: Structure, min_distance: float = MIN_DISTANCE) -> None:
+    """Refuse, with a one-line :class:`StructureError`, a geometry no calculation should start from: a coordinate
+    beyond :data:`MAX_COORDINATE`, or two atoms (or an atom and a periodic image, a cell too small) closer than
+    ``min_distance`` Bohr."""
+    from scipy.spatial import cKDTree
+
+    largest = np.abs(structure.positions).max()
+    if largest > MAX_COORDINATE:
+        raise StructureError(f"a coordinate of {largest:.3g} Bohr: positions beyond {MAX_COORDINATE:g} Bohr are not "
+                             "a molecular geometry (wrong units?)")
+    points, owners = structure.positions, np.arange(structure.natoms)
+    if structure.is_periodic:
+        shifts = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]) @ structure.cell
+        points = (structure.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+        owners = np.tile(owners, len(shifts))
+    home = np.arange(len(points)) // structure.natoms == (13 if structure.is_periodic else 0)
+    pairs = cKDTree(points).query_pairs(min_distance, output_type="ndarray")
+    pairs = pairs[home[pairs[:, 0]] | home[pairs[:, 1]]]
+    if len(pairs):
+        a, b = owners[pairs[0, 0]], owners[pairs[0, 1]]
+        distance = np.linalg.norm(points[pairs[0, 0]] - points[pairs[0, 1]])
+        what = (f"atom {a} ({structure.symbols[a]}) and a periodic image of itself (the cell is too small)" if a == b
+                else f"atoms {a} ({structure.symbols[a]}) and {b} ({structure.symbols[b]})")
+        raise StructureError(f"{what} are {distance * BOHR_ANGSTROM:.3g} Angstrom apart, closer than "
+                             f"{min_distance * BOHR_ANGSTROM:.2g} Angstrom: not a physical geometry (check units "
+                             "and the cell)")
+
+
 def read_structure(path: str | os.PathLike, index: int = -1) -> Structure:
     """Read one frame (default: the last) of an (extended) XYZ or any ASE-readable file."""
     return read_structures(path, index=str(index))[0]
@@ -100,9 +133,7 @@ def read_structures(path: str | os.PathLike, index: str = ":") -> list[Structure
     """Read frames of an (extended) XYZ or any ASE-readable file; positions in Angstrom on disk."""
     from ase.io import read
 
-    path = Path(path)
-    if not path.is_file():
-        raise StructureError(f"structure file not found: {path}")
+    path = existing_file(path, "structure file", StructureError)
     try:
         frames = read(path, index=index)
     except StructureError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Hashable
 
 import numpy as np
 
@@ -15,7 +16,11 @@ from ..scf.systems import SCFSettings
 from ..structure import Structure
 from .base import EngineInfo
 from .reference import ReferenceEngine, scf_settings
+from .result import Result
 from .spec import EngineSpec
+
+
+E_DELTA_LIMIT = 0.05  # Hartree per atom: |E_delta| beyond this is far outside any trained range (~1 mHa/atom)
 
 
 class DeePKSEngine(ReferenceEngine):
@@ -52,6 +57,16 @@ class DeePKSEngine(ReferenceEngine):
 
     def make_scf(self, structure: Structure):
         return add_correction(super().make_scf(structure), self.model)
+
+    def compute(self, structure: Structure, key: Hashable = None, dm0: np.ndarray | None = None) -> Result:
+        """:meth:`ReferenceEngine.compute`, flagged where |E_delta| per atom exceeds :data:`E_DELTA_LIMIT`."""
+        result = super().compute(structure, key, dm0)
+        per_atom = abs(result.scalars["e_delta_hartree"]) / structure.natoms
+        if not per_atom <= E_DELTA_LIMIT:
+            result.flag(f"the correction is {per_atom:.3g} Ha per atom, far outside the model's range "
+                        f"(> {E_DELTA_LIMIT} Ha/atom; ~0.001 for water): a corrupt model or a geometry unlike its "
+                        "training data")
+        return result
 
     def nuclear_gradient(self, mf) -> np.ndarray:
         return super().nuclear_gradient(mf) + mf.nuc_grad_delta()

@@ -13,8 +13,8 @@ from ..model.modelfile import ModelFile
 from ..pyscf_compat import is_cell
 from ..scf.extrapolation import DEFAULT_PREDICTOR, DensityHistory, parse_predictor
 from ..scf.solver import SCFOutcome, run_scf
-from ..scf.systems import SCFSettings, build_system, has_analytic_forces, make_rks
-from ..structure import Structure
+from ..scf.systems import SCFSettings, build_system, check_memory, has_analytic_forces, make_rks
+from ..structure import Structure, check_geometry
 from .base import EngineInfo
 from .result import Result, SCFInfo
 from .spec import EngineSpec
@@ -74,8 +74,11 @@ class ReferenceEngine:
         self._latest = None
 
     def make_scf(self, structure: Structure):
-        """The (unconverged) PySCF Kohn-Sham object for ``structure``."""
-        return make_rks(build_system(structure, self.settings), self.settings)
+        """The (unconverged) PySCF Kohn-Sham object for ``structure``, after the geometry and memory checks."""
+        check_geometry(structure)
+        system = build_system(structure, self.settings)
+        check_memory(system)
+        return make_rks(system, self.settings)
 
     def nuclear_gradient(self, mf) -> np.ndarray:
         """(natm, 3) analytic dE/dR (Hartree/Bohr) of a converged ``mf``."""
@@ -106,8 +109,8 @@ class ReferenceEngine:
             dm0 = self._latest
         outcome = run_scf(mf, dm0, self.settings.second_order)
         dm = mf.make_rdm1()
-        notes = [] if outcome.converged else [f"SCF not converged after {outcome.cycles} cycles "
-                                              f"(the last stage that ran: {outcome.stage})"]
+        notes = [] if outcome.converged else [outcome.note or f"SCF not converged after {outcome.cycles} cycles "
+                                                             f"(the last stage that ran: {outcome.stage})"]
         forces, virial = self.forces(mf), None
         if forces is None:
             notes.append(NO_FORCES)

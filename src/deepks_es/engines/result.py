@@ -46,6 +46,8 @@ class Result:
         hamiltonian: (nao, nao) Kohn-Sham matrix (Hartree) where the engine has one.
         overlap: (nao, nao) AO overlap where the engine has one.
         notes: one-line remarks, e.g. why a quantity is unavailable.
+        flags: why the numbers must not be trusted although they exist (e.g. a correction far outside the
+            model's range); each is also a note.
     """
 
     energy: float
@@ -60,11 +62,23 @@ class Result:
     hamiltonian: np.ndarray | None = field(default=None, repr=False)
     overlap: np.ndarray | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     @property
     def converged(self) -> bool:
         """False only for an SCF that missed its thresholds."""
         return self.scf is None or self.scf.converged
+
+    @property
+    def trusted(self) -> bool:
+        """Converged, finite, and not flagged: numbers an MD may use."""
+        finite = np.isfinite(self.energy) and (self.forces is None or np.all(np.isfinite(self.forces)))
+        return self.converged and not self.flags and bool(finite)
+
+    def flag(self, reason: str) -> None:
+        """Mark the result untrusted for ``reason`` (one line)."""
+        self.flags.append(reason)
+        self.notes.append(reason)
 
     @property
     def homo(self) -> float:
@@ -101,24 +115,40 @@ class Result:
             return np.round(values, 6).tolist()
 
         extras = {"energy_hartree": self.energy, **self.levels_ev(), "dos": rounded(grid.dos(self.mo_energy)),
-                  "virial_available": self.virial is not None, **self.diagnostics()}
+                  "virial_available": self.virial is not None, "trusted": self.trusted, **self.diagnostics()}
         for element, weights in self.element_weights.items():
             extras[f"dos_{element}"] = rounded(grid.dos(self.mo_energy, weights))
-        return extras
+        return finite_json(extras)
 
     def to_json_dict(self) -> dict:
-        """JSON-ready summary; keys carry their units."""
+        """JSON-ready summary; keys carry their units; non-finite numbers become null (with a note)."""
         scf = {} if self.scf is None else {"converged": self.scf.converged, "scf_cycles": self.scf.cycles,
                                            "scf_stage": self.scf.stage}
-        return {
+        summary = {
             "energy_hartree": self.energy,
             "forces_hartree_per_bohr": None if self.forces is None else self.forces.tolist(),
             "virial_hartree": None if self.virial is None else self.virial.tolist(),
             **self.levels_ev(),
             "orbital_energies_ev": (np.sort(self.mo_energy) * HARTREE_EV).tolist(),
             "converged": self.converged,
+            "trusted": self.trusted,
             **scf,
             **self.scalars,
             "wall_s": self.wall_s,
             "notes": self.notes,
         }
+        cleaned = finite_json(summary)
+        if cleaned != summary:
+            cleaned["notes"] = [*self.notes, "non-finite numbers (NaN, inf) replaced by null"]
+        return cleaned
+
+
+def finite_json(value):
+    """``value`` (dicts, lists, numbers) with every non-finite float replaced by None: strict JSON."""
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

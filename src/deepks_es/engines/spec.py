@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from ..errors import SettingsError
 
@@ -54,6 +55,12 @@ class EngineSpec:
     def with_defaults(self, **defaults) -> EngineSpec:
         """This spec with ``defaults`` filled in where a field is None."""
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
+
+    def with_absolute_model(self) -> EngineSpec:
+        """This spec with a model file path made absolute (for processes started in another directory)."""
+        if self.model.lower() in (NO_MODEL, SHIPPED_MODEL) or not Path(self.model).exists():
+            return self
+        return replace(self, model=str(Path(self.model).resolve()))
 
     @classmethod
     def from_options(cls, options: dict) -> EngineSpec:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engines import Engine, EngineSpec, as_engine
-from ..errors import SettingsError
+from ..errors import ComputeError, DeePKSError, SettingsError
 from ..observables import DOSGrid
 from ..structure import Structure
 from .protocol import (
@@ -76,6 +76,7 @@ class SocketAddress:
             else:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                keepalive(sock)
                 target = (self.host, self.port)
             try:
                 sock.connect(target)
@@ -85,6 +86,17 @@ class SocketAddress:
                 if time.monotonic() >= deadline:
                     raise ServerGone(f"cannot connect to i-PI at {self}: {exc.strerror or exc}") from None
                 time.sleep(0.2)
+
+
+KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 15, "TCP_KEEPCNT": 4}  # probe after 60 s idle, give up after 2 min
+
+
+def keepalive(sock: socket.socket) -> None:
+    """TCP keepalive on an inet socket: a peer that vanished without closing is noticed in ~2 minutes."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in KEEPALIVE.items():
+        if hasattr(socket, name):  # Linux names
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 class DriverClient:
@@ -103,6 +115,7 @@ class DriverClient:
         self.grid = grid
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.steps = 0
+        self.warned_consolidated = False
 
     def compute(self, cell_h: np.ndarray, positions: np.ndarray, bead: int = 0):
         """(energy, forces (N, 3), virial (3, 3, laid out like h), extras JSON) in atomic units.
@@ -113,25 +126,37 @@ class DriverClient:
         if len(positions) != len(self.symbols):
             raise ProtocolError(f"server sent {len(positions)} atoms, the structure has {len(self.symbols)}")
         structure = Structure(self.symbols, positions, cell_h.T if self.periodic else None)
-        result = self.engine.compute(structure, key=bead)
+        step = f"step {self.steps + 1} (bead {bead})"
+        try:
+            result = self.engine.compute(structure, key=bead)
+        except DeePKSError as exc:
+            raise ComputeError(f"{step}: {exc}") from None
+        except Exception as exc:  # a failure inside the engine's libraries: stop cleanly, never a traceback to i-PI
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            raise ComputeError(f"{step}: the engine failed ({type(exc).__name__}: {text})") from None
         if result.forces is None:
             raise SettingsError(f"the engine gives no forces for this run: {'; '.join(result.notes)}")
+        if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
+            raise ComputeError(f"{step}: the engine returned a non-finite energy or forces; not sent to i-PI")
         virial = np.full((3, 3), np.nan) if result.virial is None else 0.5 * (result.virial + result.virial.T)
         self.steps += 1
-        if not result.converged:
-            self.log(f"deepks-es drive: warning: SCF not converged for bead {bead} (flagged in extras)")
+        if not result.trusted:
+            self.log(f"deepks-es drive: warning: {step} is flagged (extras: trusted false): "
+                     f"{'; '.join(result.notes)}")
         return result.energy, result.forces, virial, json.dumps(result.observables(self.grid))
 
-    def serve(self, sock: socket.socket, abandon=None) -> None:
+    def serve(self, sock: socket.socket, abandon=None, idle_timeout_s: float | None = None) -> None:
         """Answer the server until it sends EXIT or goes away (``ServerGone``).
 
         ``abandon``: called from a watchdog thread when the server vanishes while a structure
         is being computed (an SCF cannot be interrupted); e.g. exit the process.
+        ``idle_timeout_s``: give up (``ServerGone``) when the server sends nothing for this long.
         """
-        channel = Channel(sock)
-        initialised, reply, bead = False, None, 0
+        channel = Channel(sock, idle_timeout_s)
+        initialised, reply, bead, polled = False, None, 0, False
         while True:
             message = channel.recv_header()
+            polled = polled or message == "STATUS"
             if message == "STATUS":
                 status = "NEEDINIT" if not initialised else "HAVEDATA" if reply is not None else "READY"
                 channel.send(header(status))
@@ -145,11 +170,17 @@ class DriverClient:
                 if not initialised:
                     raise ProtocolError("POSDATA before INIT")
                 cell_h, positions = read_posdata(channel)
+                polled = False
                 with watch_connection(sock, abandon):
                     reply = forces_message(*self.compute(cell_h, positions, bead))
             elif message == "GETFORCE":
                 if reply is None:
                     raise ProtocolError("GETFORCE before POSDATA")
+                if not polled and not self.warned_consolidated:  # GETFORCE sent with POSDATA, not after HAVEDATA
+                    self.warned_consolidated = True
+                    self.log("deepks-es drive: warning: this i-PI server consolidates messages (i-PI's default "
+                             "consolidate_messages true): if a client dies mid-step the run hangs; set "
+                             "<consolidate_messages> false </consolidate_messages> in its <ffsocket>")
                 channel.send(reply)
                 reply, initialised = None, False  # NEEDINIT next: INIT tells which bead follows
             else:  # EXIT

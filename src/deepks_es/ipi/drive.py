@@ -21,7 +21,7 @@ from ..observables import DOSGrid
 from ..parallel import cores_per_process, mpi_rank_size
 from ..structure import read_structure
 from .client import DriverClient, SocketAddress
-from .protocol import ServerGone
+from .protocol import ServerGone, ServerSilent
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class ClientPlan:
         dos_metadata: where the grid description is written.
         wait_s: how long to keep trying to reach the server at start (s).
         clients: client processes to start (MPI ranks replace them under mpiexec).
+        idle_timeout_s: give up when the server sends nothing for this long (s); i-PI polls its clients
+            every few milliseconds even while it waits for other beads.
     """
 
     address: SocketAddress
@@ -47,12 +49,14 @@ class ClientPlan:
     dos_metadata: Path = Path(DOS_GRID_FILE)
     wait_s: float = 60.0
     clients: int = 1
+    idle_timeout_s: float = 3600.0
 
     def argv(self) -> list[str]:
         """The ``deepks-es drive`` options of this plan."""
         grid = self.grid
         return [*self.address.argv(), "--structure", str(self.structure), *(["--pbc"] if self.periodic else []),
                 "--dos-metadata", str(self.dos_metadata), "--wait", str(self.wait_s), "--clients", str(self.clients),
+                "--idle-timeout", str(self.idle_timeout_s),
                 "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
                 "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
 
@@ -78,11 +82,11 @@ def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label
         os._exit(1)
 
     try:
-        client.serve(sock, abandon)
-    except ServerGone:  # a clean close between messages: how ASE's socket server ends, or a killed i-PI
-        client.log(f"deepks-es drive [{label}]: i-PI at {plan.address} went away (closed the connection without "
-                   f"EXIT) after {client.steps} step(s); exiting")
-        return 0
+        client.serve(sock, abandon, plan.idle_timeout_s)
+    except ServerGone as gone:  # a clean close between messages (how ASE's socket server ends), a killed i-PI
+        client.log(f"deepks-es drive [{label}]: i-PI at {plan.address} went away after {client.steps} step(s): "
+                   f"{gone}; exiting")
+        return 1 if isinstance(gone, ServerSilent) else 0
     finally:
         sock.close()
         client.engine.close()

@@ -19,43 +19,20 @@ import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..engines import EngineSpec
 from ..errors import SettingsError
-from ..fileio import DOS_GRID_FILE, RUN_INPUT
-from ..observables import DOSGrid
+from ..fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path
 from ..parallel import cores_per_process
 from .client import SocketAddress
 from .drive import ClientPlan, stop_processes
 from .outputs import output_names
+from .resume import RESUME_INPUT, latest_checkpoint, truncate_outputs
+from .runplan import RunPlan, read_run_record, write_run_record
 
 IPI_LOG = "i-pi.log"
 TRUE = ("true", "1", "yes")
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """An i-PI run: the input, where it runs, and the clients that serve it.
-
-    Attributes:
-        input: the i-PI input file.
-        run_dir: where i-PI runs and writes its outputs.
-        engine: the engine every client builds.
-        grid: the DOS grid of the logged observables.
-        clients: client processes (e.g. one per bead).
-        timeout_s: i-PI's per-request timeout, raised to this if the input has less (s).
-        wait_s: how long clients wait for i-PI to come up (s).
-    """
-
-    input: Path
-    run_dir: Path
-    engine: EngineSpec = field(default_factory=EngineSpec)
-    grid: DOSGrid = field(default_factory=DOSGrid)
-    clients: int = 1
-    timeout_s: float = 3600.0
-    wait_s: float = 60.0
 
 
 @dataclass
@@ -85,8 +62,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> PreparedRun:
-    """Rewrite an i-PI input for a private socket; paths made absolute. One ffsocket is supported."""
+def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float, structure: Path | None = None) -> PreparedRun:
+    """Rewrite an i-PI input for a private socket; paths made absolute. One ffsocket is supported.
+
+    ``structure``: the atoms of an input without ``<initialize><file>`` (an i-PI checkpoint).
+    """
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as exc:
@@ -116,13 +96,15 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float) -> Prepared
 
     init = root.find("system/initialize")
     file_node = None if init is None else init.find("file")
-    if file_node is None or not (file_node.text or "").strip():
-        raise SettingsError(f"{xml_path}: needs <system><initialize><file>STRUCTURE</file> for the atom list")
-    structure = (xml_path.parent / file_node.text.strip()).resolve()
-    if not structure.is_file():
-        raise SettingsError(f"{xml_path}: initial structure {structure} not found")
-    file_node.text = f" {structure} "
-    nbeads = int(init.get("nbeads", "1"))
+    if structure is None:
+        if file_node is None or not (file_node.text or "").strip():
+            raise SettingsError(f"{xml_path}: needs <system><initialize><file>STRUCTURE</file> for the atom list")
+        structure = (xml_path.parent / file_node.text.strip()).resolve()
+        if not structure.is_file():
+            raise SettingsError(f"{xml_path}: initial structure {structure} not found")
+        file_node.text = f" {structure} "
+    beads = init if init is not None else root.find("system/beads")
+    nbeads = int(beads.get("nbeads", "1")) if beads is not None else 1
     return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, address,
                        ff.get("pbc", "false").lower() in TRUE, nbeads,
                        int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties)
@@ -134,25 +116,51 @@ def find_tool(name: str) -> str | None:
 
 
 def run(plan: RunPlan) -> int:
-    """Start i-PI on ``plan.input`` in ``plan.run_dir`` with ``plan.clients`` clients; i-PI's exit code."""
+    """Start i-PI on ``plan.input`` in ``plan.run_dir`` with ``plan.clients`` clients; i-PI's exit code.
+
+    The plan is recorded in the run directory (:data:`RUN_RECORD`), so :func:`resume` can continue the run.
+    """
+    plan = replace(plan, engine=plan.engine.with_absolute_model(), input=Path(plan.input).resolve(),
+                   run_dir=Path(plan.run_dir).resolve())
+    return _launch(plan, Path(plan.input), None)
+
+
+def resume(run_dir: Path) -> int:
+    """Continue a run of :func:`run` that was killed, from its newest i-PI checkpoint, with the same plan.
+
+    Outputs written after the checkpoint are cut back to it first, so every step appears once.
+    """
+    run_dir = Path(run_dir).resolve()
+    plan, structure = read_run_record(run_dir)
+    checkpoint, step = latest_checkpoint(run_dir)
+    truncate_outputs(run_dir, step)
+    print(f"deepks-es run: resuming {run_dir} from {checkpoint.name} (step {step})", file=sys.stderr, flush=True)
+    return _launch(replace(plan, run_dir=run_dir), checkpoint, structure)
+
+
+def _launch(plan: RunPlan, xml: Path, structure: Path | None) -> int:
+    """i-PI on ``xml`` in the run directory, clients of ``plan``; ``structure``: the atoms of a checkpoint."""
     ipi = find_tool("i-pi")
     if ipi is None:
         raise SettingsError("the i-pi command is not on PATH: install i-PI (pip install ipi)")
-    run_dir = Path(plan.run_dir).resolve()
+    run_dir = plan.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     prefix_dir = tempfile.mkdtemp(prefix="dks", dir="/tmp")
     processes = []
     with StopSignals() as stop:
         try:
-            prepared = prepare_input(Path(plan.input).resolve(), prefix_dir + "/", plan.timeout_s)
-            (run_dir / RUN_INPUT).write_text(prepared.xml_text)
+            prepared = prepare_input(xml, prefix_dir + "/", plan.timeout_s, structure)
+            server_input = RUN_INPUT if structure is None else RESUME_INPUT
+            with atomic_path(run_dir / server_input) as tmp:
+                Path(tmp).write_text(prepared.xml_text)
+            write_run_record(run_dir, plan, prepared.structure)
             clients = max(1, plan.clients)
-            with open(run_dir / IPI_LOG, "w") as log:
-                server = subprocess.Popen([ipi, RUN_INPUT], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
+            with open(run_dir / IPI_LOG, "a" if structure is not None else "w") as log:
+                server = subprocess.Popen([ipi, server_input], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
             processes.append(server)
             client = ClientPlan(prepared.address, prepared.structure, prepared.pbc, plan.engine, plan.grid,
                                 run_dir / DOS_GRID_FILE, plan.wait_s)
-            print(f"deepks-es run: i-PI on {plan.input} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
+            print(f"deepks-es run: i-PI on {xml} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
                   f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
             nthreads = plan.engine.threads or cores_per_process(clients)
             workers = [subprocess.Popen(client.client_command(nthreads), cwd=run_dir) for _ in range(clients)]
@@ -164,8 +172,8 @@ def run(plan: RunPlan) -> int:
             stop_processes(processes)
             shutil.rmtree(prefix_dir, ignore_errors=True)
     if stop.signum is not None:
-        print(f"deepks-es run: interrupted ({signal.Signals(stop.signum).name}); stopped i-PI and the clients",
-              file=sys.stderr)
+        print(f"deepks-es run: interrupted ({signal.Signals(stop.signum).name}); stopped i-PI and the clients "
+              f"(continue with: deepks-es run --resume {run_dir})", file=sys.stderr)
         return 128 + stop.signum
     if code:
         lines = (run_dir / IPI_LOG).read_text(errors="replace").strip().splitlines() or ["(empty log)"]

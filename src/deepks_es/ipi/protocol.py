@@ -27,6 +27,10 @@ class ServerGone(DeePKSError):
     """The server closed the connection (an empty read)."""
 
 
+class ServerSilent(ServerGone):
+    """The server sent nothing for longer than the idle timeout."""
+
+
 class ProtocolError(DeePKSError):
     """Traffic that does not follow the i-PI protocol."""
 
@@ -36,10 +40,14 @@ def header(name: str) -> bytes:
 
 
 class Channel:
-    """Framed reads and writes on a connected stream socket."""
+    """Framed reads and writes on a connected stream socket; a read waits at most ``idle_timeout_s`` seconds
+    for the server's next bytes (None: for ever)."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, idle_timeout_s: float | None = None):
         self.sock = sock
+        self.idle_timeout_s = idle_timeout_s
+        if idle_timeout_s is not None:
+            sock.settimeout(idle_timeout_s)
 
     def recv_exact(self, nbytes: int) -> bytes:
         buffer = bytearray(nbytes)
@@ -49,6 +57,10 @@ class Channel:
                 n = self.sock.recv_into(view[got:], nbytes - got)
             except ConnectionResetError:
                 n = 0
+            except TimeoutError:
+                raise ServerSilent(f"i-PI sent nothing for {self.idle_timeout_s:g} s (the idle timeout) "
+                                 f"{'in the middle of a message' if got else 'while the client waited'}; "
+                                 "giving up") from None
             if n == 0:
                 if got:
                     raise ProtocolError(f"connection closed in the middle of a message ({got} of {nbytes} bytes)")
@@ -75,8 +87,8 @@ class Channel:
     def send(self, *parts: bytes) -> None:
         try:
             self.sock.sendall(b"".join(parts))
-        except (BrokenPipeError, ConnectionResetError):
-            raise ServerGone("i-PI server closed the connection") from None
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            raise ServerGone("i-PI server closed the connection (or stopped reading)") from None
 
 
 def read_init(channel: Channel) -> tuple[int, str]:

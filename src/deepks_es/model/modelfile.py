@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, existing_file
 
 FILE_TAG = "deepks-es-model"
 DEFAULT_KIND = "deepks"
@@ -38,11 +38,7 @@ class ModelFile:
 
 def read_model_file(path: str | os.PathLike) -> ModelFile:
     """Read and check a model file: the tag, the JSON metadata, finite tensors."""
-    path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"model path {path} is a directory, not a model file")
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
+    path = existing_file(path, "model file", ModelError)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

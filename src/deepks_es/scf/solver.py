@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from pyscf.scf import hf
 
+from ..constants import HARTREE_EV
+
 from ..pyscf_compat import replaced_fock, uses_multigrid
 
 LEVEL_SHIFT = 0.3  # Hartree
@@ -22,11 +24,17 @@ DAMPED_CYCLES = 8
 WARM_DAMPING = 0.5  # weight of the first Fock matrix in the second cycle of a warm start
 
 
+AUFBAU_TOL = 1e-4  # Hartree: a LUMO further below the HOMO than this violates the aufbau principle
+
+
 @dataclass
 class SCFOutcome:
+    """How an SCF ended: converged or not, cycles over all stages, the last stage, and why it failed."""
+
     converged: bool
     cycles: int
     stage: str
+    note: str = ""
 
 
 def supports_newton(mf) -> bool:
@@ -64,13 +72,42 @@ def warm_start_schedule(mf, damping: float = WARM_DAMPING):
         mf.diis_start_cycle, mf.conv_check = saved
 
 
+def aufbau_violation(mf) -> float:
+    """How far (Hartree) the lowest empty orbital of ``mf`` lies below its highest occupied one; 0 if none does."""
+    energy, occ = np.asarray(mf.mo_energy), np.asarray(mf.mo_occ)
+    if not (occ == 0).any():
+        return 0.0
+    return max(0.0, float(energy[occ > 0].max() - energy[occ == 0].min()))
+
+
 def run_scf(mf, dm0=None, second_order: bool = True) -> SCFOutcome:
     """Converge ``mf`` in place from the initial density matrix ``dm0`` (None, or one of another shape than
     the system's AO basis: PySCF's guess); the second-order stage runs only if ``second_order`` and PySCF
     supports it for ``mf``.
 
-    A warm start (``dm0`` given) runs :func:`warm_start_schedule` in its DIIS stage.
+    A warm start (``dm0`` given) runs :func:`warm_start_schedule` in its DIIS stage. A converged solution whose
+    LUMO lies below its HOMO (by more than :data:`AUFBAU_TOL`) is no closed-shell ground state: the stages run
+    once more from the aufbau occupation of its orbitals, and if that does not cure it, the outcome is
+    flagged (not converged, stage ``aufbau``) with a note.
     """
+    outcome = _run_stages(mf, dm0, second_order)
+    if not (outcome.converged and aufbau_violation(mf) > AUFBAU_TOL):
+        return outcome
+    outcome_gap = aufbau_violation(mf) * HARTREE_EV
+    aufbau = mf.make_rdm1(mf.mo_coeff, mf.get_occ(mf.mo_energy, mf.mo_coeff))
+    retry = _run_stages(mf, aufbau, second_order=False)
+    cycles, violation = outcome.cycles + retry.cycles, aufbau_violation(mf)
+    if retry.converged and violation <= AUFBAU_TOL:
+        return SCFOutcome(True, cycles, retry.stage)
+    how = (f"the LUMO still lies {violation * HARTREE_EV:.2f} eV below the HOMO" if retry.converged
+           else "the SCF from the aufbau occupation did not converge")
+    return SCFOutcome(False, cycles, "aufbau",
+                      f"aufbau violated: the LUMO lay {outcome_gap:.2f} eV below the HOMO and {how}: not a "
+                      "closed-shell ground state (an open-shell or broken system?); the result is flagged")
+
+
+def _run_stages(mf, dm0, second_order: bool) -> SCFOutcome:
+    """DIIS, level shift, second order (see :func:`run_scf`), without the aufbau check."""
     nao = mf.mol.nao_nr()
     if dm0 is not None and np.shape(dm0) != (nao, nao):
         dm0 = None

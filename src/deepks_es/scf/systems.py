@@ -83,6 +83,40 @@ def build_system(structure: Structure, settings: SCFSettings):
                              f"{', '.join(sorted(set(structure.symbols)))}: {text}") from None
 
 
+DENSE_MATRICES = 40  # nao x nao float64 arrays alive at once in an SCF and its gradient (a floor, not a peak)
+GRID_ARRAYS = 30  # float64 arrays on the periodic FFT mesh
+
+
+def memory_floor(system) -> float:
+    """A lower bound of the memory an SCF of ``system`` needs (bytes): its dense AO matrices and, for a Cell,
+    its FFT mesh. Density-fitting tensors and grids come on top."""
+    floor = 8.0 * DENSE_MATRICES * system.nao_nr() ** 2
+    if is_cell(system):
+        floor += 8.0 * GRID_ARRAYS * float(np.prod(system.mesh))
+    return floor
+
+
+def available_memory() -> float | None:
+    """MemAvailable of this machine (bytes), None where /proc/meminfo does not tell."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(system) -> None:
+    """A one-line :class:`SettingsError` when even :func:`memory_floor` exceeds the memory available."""
+    needed, available = memory_floor(system), available_memory()
+    if available is not None and needed > available:
+        raise SettingsError(f"this calculation ({system.natm} atoms, {system.nao_nr()} AOs) needs at least "
+                            f"{needed / 2**30:.1f} GiB, the machine has {available / 2**30:.1f} GiB available: "
+                            "use a smaller system, or a machine with more memory")
+
+
 def make_rks(system, settings: SCFSettings):
     """Restricted Kohn-Sham object: DF for clusters, multigrid (GGA) or GDF (hybrid) at Γ for cells."""
     if system.nelectron % 2:
