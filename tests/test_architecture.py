@@ -7,7 +7,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "src" / "deepks_es"
 FRONT_ENDS = ("deepks_es.cli", "deepks_es.ase", "deepks_es.analysis", "deepks_es.ipi.client", "deepks_es.ipi.drive",
-              "deepks_es.ipi.launcher", "deepks_es.ipi.outputs", "deepks_es.ipi.protocol")
+              "deepks_es.ipi.launcher", "deepks_es.ipi.outputs", "deepks_es.ipi.protocol", "deepks_es.ipi.resume",
+              "deepks_es.ipi.runplan", "deepks_es.lammps", "deepks_es.observables_log")
 COMMAND_LINE = ("deepks_es.cli", "deepks_es.engines.spec")  # the only modules that know argparse
 
 

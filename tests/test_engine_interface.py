@@ -13,7 +13,7 @@ from ase.md.verlet import VelocityVerlet
 
 from deepks_es.ase import DeePKSCalculator
 from deepks_es.engines import Engine, EngineSpec, make_engine, register_engine
-from deepks_es.errors import ModelError
+from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model.modelfile import write_model_file
 from deepks_es.structure import read_structure
 
@@ -141,3 +141,15 @@ def test_same_numbers_as_before_the_interface(case):
         read_structure(STRUCTURES / f"{name}.xyz"))
     assert result.energy == pytest.approx(reference["energy_hartree"], abs=1e-8)
     np.testing.assert_allclose(result.forces, reference["forces_hartree_per_bohr"], atol=1e-8)
+
+
+def test_all_electron_model_file_keeps_its_settings(tmp_path):
+    """A model trained without a pseudopotential runs without one when picked by its file."""
+    from deepks_es.model import CorrectionModel
+
+    path = tmp_path / "all_electron.pt"
+    CorrectionModel.random(seed=3, basis="def2-svp", pseudo=None).save(path)
+    engine = make_engine(EngineSpec(model=str(path)))
+    assert engine.settings.pseudo is None and engine.settings.basis == "def2-svp"
+    with pytest.raises(SettingsError, match="unknown engine option"):
+        make_engine("none", grid_level=4)

@@ -31,7 +31,7 @@ def test_dos_normalisation_and_projection(result):
 
 def test_extras_keys_and_json(result):
     extras = result.observables(DOSGrid())
-    assert list(extras) == ["energy_hartree", "gap_ev", "homo_ev", "lumo_ev", "dos", "virial_available",
+    assert list(extras) == ["energy_hartree", "gap_ev", "homo_ev", "lumo_ev", "dos", "virial_available", "trusted",
                             "scf_converged", "scf_cycles", "scf_stage", "wall_s", "dos_H", "dos_O"]
     assert len(extras["dos"]) == len(extras["dos_O"]) == DOSGrid().npoints
     assert json.loads(json.dumps(extras))["gap_ev"] == pytest.approx(result.gap * 27.211386245988)

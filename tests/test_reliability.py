@@ -30,8 +30,8 @@ import toy_water_engine  # noqa: E402
 DIMER = STRUCTURES / "water_dimer.xyz"
 
 
-def deepks_es(*args, timeout=300):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+def deepks_es(*args, timeout=300, cwd=None):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def one_line_error(run, code=1):
@@ -112,13 +112,14 @@ def init(rid: int = 0) -> bytes:
     return header("INIT") + np.int32(rid).tobytes() + np.int32(0).tobytes()
 
 
-def test_drive_logs_the_error_and_exits_cleanly_on_an_absurd_geometry():
+def test_drive_logs_the_error_and_exits_cleanly_on_an_absurd_geometry(tmp_path):
     dimer = read_structure(DIMER)
     on_top = np.array(dimer.positions)
     on_top[1] = on_top[0]
     server = FakeServer(header("STATUS") + init() + header("STATUS") + posdata(on_top), f"rel{os.getpid()}")
     try:
-        run = deepks_es("drive", "--unix", f"rel{os.getpid()}", "--structure", DIMER, "--wait", "10", timeout=120)
+        run = deepks_es("drive", "--unix", f"rel{os.getpid()}", "--structure", DIMER, "--wait", "10", timeout=120,
+                        cwd=tmp_path)
         assert "step 1 (bead 0)" in one_line_error(run) and "apart" in run.stderr
         assert b"FORCEREADY" not in server.received  # nothing sent for that step
     finally:

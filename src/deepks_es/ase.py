@@ -24,6 +24,7 @@ from ase.calculators.calculator import (
 
 from .constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from .engines import Engine, EngineSpec, as_engine, make_engine
+from .errors import SettingsError
 from .fileio import DOS_GRID_FILE
 from .ipi.client import SocketAddress
 from .ipi.drive import ClientPlan
@@ -42,6 +43,9 @@ class DeePKSCalculator(Calculator):
 
     def __init__(self, engine: Engine | EngineSpec | str = "none", dos_grid: DOSGrid = DOSGrid(), **spec):
         super().__init__()
+        if spec and isinstance(engine, Engine):
+            raise SettingsError(f"engine options ({', '.join(spec)}) apply to an EngineSpec or a model name, not to "
+                                "an engine instance: build the engine with them")
         self.engine = make_engine(engine, **spec) if spec else as_engine(engine)
         self.dos_grid = dos_grid
 
@@ -95,5 +99,5 @@ class DriveLauncher:
         # ASE's server puts unix sockets at /tmp/ipi_NAME, i-PI's default prefix
         address = SocketAddress(unix=unixsocket) if unixsocket else SocketAddress(host="localhost", port=port)
         plan = ClientPlan(address, structure, bool(atoms.pbc.all()), self.engine, self.grid,
-                          workdir / DOS_GRID_FILE)
+                          workdir / DOS_GRID_FILE, idle_timeout_s=None)  # ASE's server is silent between calls
         return subprocess.Popen(plan.client_command(self.engine.threads or 1))

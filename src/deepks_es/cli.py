@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .engines.spec import EngineSpec, add_engine_options
-from .errors import DeePKSError, SettingsError
+from .errors import ComputeError, DeePKSError, SettingsError
 from .fileio import DOS_GRID_FILE
 from .ipi.client import SOCKET_PREFIX
 from .observables import DOSGrid
@@ -59,7 +59,13 @@ def cmd_compute(args) -> int:
 
     structure = read_structure(args.structure, index=args.index)
     engine = make_engine(_engine_spec(args))
-    result = engine.compute(structure)
+    try:
+        result = engine.compute(structure)
+    except DeePKSError:
+        raise
+    except Exception as exc:  # a failure inside the engine's libraries: one line, never a traceback
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise ComputeError(f"the engine failed on {args.structure} ({type(exc).__name__}: {text})") from None
     info = engine.describe()
     engine.close()
     if args.json:
@@ -101,18 +107,23 @@ def cmd_drive(args) -> int:
 
     address = (SocketAddress(unix=args.unix, prefix=args.socket_prefix) if args.unix
                else SocketAddress.parse_inet(args.inet))
-    if not args.idle_timeout > 0:
-        raise SettingsError(f"--idle-timeout must be positive, got {args.idle_timeout}")
+    if args.idle_timeout < 0:
+        raise SettingsError(f"--idle-timeout must be positive (or 0: never), got {args.idle_timeout}")
     return drive(ClientPlan(address, Path(args.structure), args.pbc, _engine_spec(args), _grid(args),
-                            Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout))
+                            Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout or None))
 
 
 def cmd_run(args) -> int:
     from .ipi.launcher import RunPlan, resume, run
 
     if args.resume is not None:
-        if args.input is not None:
-            raise SettingsError("--resume RUN_DIR continues a recorded run: give no INPUT with it")
+        others = [flag for flag, given in (("INPUT", args.input is not None), ("--run-dir", args.run_dir is not None),
+                                           ("--clients", args.clients != 1),
+                                           ("engine options", _engine_spec(args) != EngineSpec()))
+                  if given]
+        if others:
+            raise SettingsError(f"--resume RUN_DIR continues with the plan recorded in RUN_DIR/run.json: give no "
+                                f"{', '.join(others)} with it")
         code = resume(Path(args.resume))
         return _analyse_finished(code, Path(args.resume))
     options, run_dir, xml = dict(vars(args)), args.run_dir, args.input
@@ -138,6 +149,23 @@ def _analyse_finished(code: int, run_dir: Path) -> int:
         print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
               f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
     return code
+
+
+def cmd_lammps(args) -> int:
+    from .analysis import analyze
+    from .lammps import LammpsPlan, run_lammps
+
+    type_map = None if args.type_map is None else tuple(s.strip() for s in args.type_map.split(","))
+    plan = LammpsPlan(Path(args.input), _engine_spec(args), type_map, args.fix, Path(args.prefix), _grid(args),
+                      Path(args.log))
+    steps = run_lammps(plan)
+    print(f"deepks-es lammps: {steps} step(s) served; observables in {args.prefix}.*", file=sys.stderr)
+    if steps:
+        summary = analyze(args.prefix)
+        gap = summary["levels_ev"]["gap"]
+        print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps; plots and "
+              f"summary in {Path(summary['files']['summary']).parent}")
+    return 0
 
 
 def cmd_analyze(args) -> int:
@@ -291,6 +319,11 @@ VERB_TEXTS = {  # verb: (one-line help, description)
                "extrapolated vs cold, force error vs fully converged) and a force "
                "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
                "OUT/bench.md (ratios first)."),
+    "lammps": ("run a LAMMPS input whose 'fix external pf/callback' the engine serves",
+               "Run an ordinary LAMMPS input (units real or metal, one MPI rank) that declares 'fix ID all "
+               "external pf/callback 1 1' (with 'fix_modify ID energy yes virial yes'): each step the engine gives "
+               "the forces, energy and virial, and the electronic observables go to PREFIX.out and "
+               "PREFIX.<key>_0 (i-PI formats), analysed at the end."),
     "analyze": ("electronic analysis of a run: gap statistics, averaged DOS, plots",
                "Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
                "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON."),
@@ -330,8 +363,8 @@ def _add_drive(verbs) -> None:
     drive.add_argument("--clients", type=int, default=1,
                        help="start this many client processes (PIMD beads in parallel; default: 1)")
     drive.add_argument("--idle-timeout", type=float, default=3600.0,
-                       help="give up when i-PI sends nothing for this many seconds (default: 3600; i-PI polls its "
-                            "clients every few ms, also while it waits for other beads)")
+                       help="give up when i-PI sends nothing for this many seconds, 0 for never (default: 3600; "
+                            "i-PI polls its clients every few ms, also while it waits for other beads)")
     drive.add_argument("--dos-metadata", default=DOS_GRID_FILE,
                        help=f"where to write the DOS grid description (default: {DOS_GRID_FILE})")
     add_engine_options(drive)
@@ -428,6 +461,20 @@ def _add_bench(verbs) -> None:
     bench.add_argument("-o", "--out", default="runs/bench", help="output directory (default: %(default)s)")
 
 
+def _add_lammps(verbs) -> None:
+    lammps = _verb(verbs, cmd_lammps)
+    lammps.add_argument("input", help="LAMMPS input file (run in the current directory; templates in inputs/lammps/)")
+    lammps.add_argument("--type-map", default=None,
+                        help="elements of LAMMPS types 1, 2, ..., e.g. O,H (default: from the masses)")
+    lammps.add_argument("--fix", default=None, help="ID of the fix external to serve (default: the only one)")
+    lammps.add_argument("--prefix", default="deepks",
+                        help="observables go to PREFIX.out, PREFIX.<key>_0 and dos_grid.json beside them "
+                             "(default: deepks)")
+    lammps.add_argument("--log", default="log.lammps", help="LAMMPS's log file (default: log.lammps)")
+    add_engine_options(lammps)
+    _add_dos_options(lammps)
+
+
 def _add_analyze(verbs) -> None:
     analyze = _verb(verbs, cmd_analyze)
     analyze.add_argument("run", help="run directory (with input.xml) or i-PI output prefix (e.g. runs/x/simulation)")
@@ -436,7 +483,8 @@ def _add_analyze(verbs) -> None:
     analyze.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench, _add_analyze)
+VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench, _add_lammps,
+         _add_analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,3 +15,6 @@ HARTREE_EV = 27.211386245988
 
 FORCE_EV_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
 """One Hartree/Bohr in eV/Angstrom."""
+
+HARTREE_KCAL_MOL = 627.5094740631
+"""One Hartree in kcal/mol (CODATA 2018, thermochemical calorie)."""

@@ -1,8 +1,8 @@
 """Every use of PySCF internals, behind small functions: a PySCF upgrade touches this file only.
 
-Known to work with PySCF 2.8 to 2.14 (:data:`TESTED_PYSCF`); the tests that exercise each
-function (projector overlaps, multigrid forces, the warm-start schedule, the tagged veff) fail
-loudly if a release changes what they rely on.
+Known to work with PySCF 2.8 to 2.14; the tests that exercise each function (projector overlaps,
+multigrid forces, the warm-start schedule, the tagged veff) fail loudly if a release changes what
+they rely on.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
-
-TESTED_PYSCF = ("2.8", "2.14")
-"""Oldest and newest PySCF release this module was checked against."""
-
 
 def is_cell(system) -> bool:
     """Whether ``system`` is a periodic ``pbc.gto.Cell`` (else a molecular ``Mole``)."""

@@ -49,7 +49,7 @@ class DeePKSEngine(ReferenceEngine):
     def from_spec(cls, spec: EngineSpec, model_file: ModelFile | None = None) -> DeePKSEngine:
         """Registry factory: the correction model in ``model_file`` with the settings of ``spec``."""
         model = CorrectionModel.from_file(model_file)
-        settings = scf_settings(spec, xc=model.base_xc, basis=model.basis, pseudo=model.pseudo)
+        settings = scf_settings(spec, xc=model.base_xc, basis=model.basis, pseudo=model.pseudo or "none")
         return cls(model, settings, spec.extrapolation or DEFAULT_PREDICTOR, str(model_file.path))
 
     def describe(self) -> EngineInfo:

@@ -13,7 +13,6 @@ value: the factory), so client processes started by ``deepks-es run``/``drive`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -42,7 +41,12 @@ def _factory(kind: str) -> EngineFactory:
     if kind not in _FACTORIES:
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name == kind:
-                register_engine(kind, entry.load())
+                try:
+                    factory = entry.load()
+                except Exception as exc:
+                    raise ModelError(f"the plugin that serves kind {kind!r} ({entry.value}) does not load: "
+                                     f"{type(exc).__name__}: {exc}") from None
+                register_engine(kind, factory)
                 break
     if kind not in _FACTORIES:
         raise ModelError(f"no engine serves model files of kind {kind!r} (known: {', '.join(engine_kinds())}): "
@@ -81,7 +85,7 @@ def make_engine(spec: EngineSpec | str = EngineSpec(), **overrides) -> Engine:
     if isinstance(spec, str):
         spec = EngineSpec(model=spec)
     if overrides:
-        spec = replace(spec, **overrides)
+        spec = spec.with_options(**overrides)
     if spec.threads is not None:
         set_threads(spec.threads)
     model_file = resolve_model(spec.model)

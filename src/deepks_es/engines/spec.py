@@ -68,24 +68,21 @@ class EngineSpec:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
+    def with_options(self, **options) -> EngineSpec:
+        """This spec with ``options`` (EngineSpec fields) changed; any other name is a one-line error."""
+        unknown = sorted(set(options) - {f.name for f in fields(self)})
+        if unknown:
+            raise SettingsError(f"unknown engine option(s) {', '.join(unknown)}: the options are "
+                                f"{', '.join(f.name for f in fields(self))}")
+        return replace(self, **options)
+
     def to_argv(self) -> list[str]:
-        """Command-line tokens that :meth:`from_argv` (and every engine verb of the CLI) turns back into this spec."""
+        """Command-line tokens that every engine verb of the CLI turns back into this spec."""
         argv = []
         for name, value in asdict(self).items():
             if value is not None and value != getattr(EngineSpec, name):
                 argv += [f"--{name.replace('_', '-')}", str(value)]
         return argv
-
-    @classmethod
-    def from_argv(cls, argv: list[str]) -> EngineSpec:
-        """The spec of engine options on a command line."""
-        parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-        add_engine_options(parser)
-        try:
-            known, _ = parser.parse_known_args(argv)
-        except argparse.ArgumentError as exc:
-            raise SettingsError(str(exc)) from None
-        return cls.from_options(vars(known))
 
 
 ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
@@ -104,9 +101,7 @@ ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
 )
 
 
-def add_engine_options(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
-    """Add the :class:`EngineSpec` options to ``parser``; ``defaults`` replaces help defaults (e.g. the main job's)."""
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Add the :class:`EngineSpec` options (``--model``, ``--xc``, ...) to ``parser``."""
     for name, kind, text in ENGINE_OPTIONS:
-        if defaults and name in defaults:
-            text = f"{text.split(' (default')[0]} (default here: {defaults[name]})"
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)

@@ -37,8 +37,8 @@ class ClientPlan:
         dos_metadata: where the grid description is written.
         wait_s: how long to keep trying to reach the server at start (s).
         clients: client processes to start (MPI ranks replace them under mpiexec).
-        idle_timeout_s: give up when the server sends nothing for this long (s); i-PI polls its clients
-            every few milliseconds even while it waits for other beads.
+        idle_timeout_s: give up when the server sends nothing for this long (s; None: never); i-PI polls its
+            clients every few milliseconds even while it waits for other beads, ASE's server does not.
     """
 
     address: SocketAddress
@@ -49,14 +49,14 @@ class ClientPlan:
     dos_metadata: Path = Path(DOS_GRID_FILE)
     wait_s: float = 60.0
     clients: int = 1
-    idle_timeout_s: float = 3600.0
+    idle_timeout_s: float | None = 3600.0
 
     def argv(self) -> list[str]:
         """The ``deepks-es drive`` options of this plan."""
         grid = self.grid
         return [*self.address.argv(), "--structure", str(self.structure), *(["--pbc"] if self.periodic else []),
                 "--dos-metadata", str(self.dos_metadata), "--wait", str(self.wait_s), "--clients", str(self.clients),
-                "--idle-timeout", str(self.idle_timeout_s),
+                "--idle-timeout", str(self.idle_timeout_s or 0),
                 "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
                 "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
 

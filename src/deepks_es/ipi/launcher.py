@@ -122,7 +122,7 @@ def run(plan: RunPlan) -> int:
     """
     plan = replace(plan, engine=plan.engine.with_absolute_model(), input=Path(plan.input).resolve(),
                    run_dir=Path(plan.run_dir).resolve())
-    return _launch(plan, Path(plan.input), None)
+    return _launch(plan, Path(plan.input), None, time.time())
 
 
 def resume(run_dir: Path) -> int:
@@ -131,15 +131,16 @@ def resume(run_dir: Path) -> int:
     Outputs written after the checkpoint are cut back to it first, so every step appears once.
     """
     run_dir = Path(run_dir).resolve()
-    plan, structure = read_run_record(run_dir)
-    checkpoint, step = latest_checkpoint(run_dir)
+    plan, structure, started = read_run_record(run_dir)
+    checkpoint, step = latest_checkpoint(run_dir, started)
     truncate_outputs(run_dir, step)
     print(f"deepks-es run: resuming {run_dir} from {checkpoint.name} (step {step})", file=sys.stderr, flush=True)
-    return _launch(replace(plan, run_dir=run_dir), checkpoint, structure)
+    return _launch(replace(plan, run_dir=run_dir), checkpoint, structure, started)
 
 
-def _launch(plan: RunPlan, xml: Path, structure: Path | None) -> int:
-    """i-PI on ``xml`` in the run directory, clients of ``plan``; ``structure``: the atoms of a checkpoint."""
+def _launch(plan: RunPlan, xml: Path, structure: Path | None, started: float) -> int:
+    """i-PI on ``xml`` in the run directory, clients of ``plan``; ``structure``: the atoms of a checkpoint;
+    ``started``: when the run (not this continuation) started."""
     ipi = find_tool("i-pi")
     if ipi is None:
         raise SettingsError("the i-pi command is not on PATH: install i-PI (pip install ipi)")
@@ -153,7 +154,7 @@ def _launch(plan: RunPlan, xml: Path, structure: Path | None) -> int:
             server_input = RUN_INPUT if structure is None else RESUME_INPUT
             with atomic_path(run_dir / server_input) as tmp:
                 Path(tmp).write_text(prepared.xml_text)
-            write_run_record(run_dir, plan, prepared.structure)
+            write_run_record(run_dir, plan, prepared.structure, started)
             clients = max(1, plan.clients)
             with open(run_dir / IPI_LOG, "a" if structure is not None else "w") as log:
                 server = subprocess.Popen([ipi, server_input], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)

@@ -22,13 +22,17 @@ RESUME_INPUT = "resume.xml"
 
 STEP_IN_HEADER = re.compile(r"Step:\s*(\d+)")
 STEP_COLUMN = re.compile(r"#\s*column\s+(\d+)\s*-->\s*step\b")
+PROPERTIES_HEADER = re.compile(r"^#\s*(column|cols\.)\s")
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, int]:
-    """The i-PI state file in ``run_dir`` with the largest ``<step>``, and that step."""
+def latest_checkpoint(run_dir: Path, started: float) -> tuple[Path, int]:
+    """The i-PI state file in ``run_dir`` written since ``started`` (epoch s; older ones belong to an earlier
+    run in the same directory) with the largest ``<step>``, and that step."""
     found = []
     for path in sorted(run_dir.iterdir()):
         if not path.is_file() or path.name in (RUN_INPUT, RESUME_INPUT) or path.stat().st_size == 0:
+            continue
+        if path.stat().st_mtime < started:
             continue
         with open(path, "rb") as handle:
             start = handle.read(4096)
@@ -49,11 +53,16 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int]:
 
 def truncate_outputs(run_dir: Path, step: int) -> list[Path]:
     """Cut every output of the run (prefix from its input.xml) back to the steps up to ``step``; the files cut."""
-    root = ET.parse(run_dir / RUN_INPUT).getroot()
+    try:
+        root = ET.parse(run_dir / RUN_INPUT).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise SettingsError(f"cannot read {run_dir / RUN_INPUT} of the run ({exc}): cannot resume") from None
     prefix = output_names(root).prefix
     cut = []
     for path in sorted(run_dir.glob(f"{prefix}.*")):
         lines = path.read_text(errors="replace").splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()  # a line cut off by the kill
         if not lines or path.name.endswith(".restart") or lines[0].lstrip().startswith(("<", "<!--")):
             continue  # empty, or a checkpoint
         kept = _before(lines, step, path)
@@ -68,11 +77,14 @@ def _before(lines: list[str], step: int, path: Path) -> list[str]:
     """The lines of an i-PI output that belong to steps up to ``step``."""
     columns = [STEP_COLUMN.search(line) for line in lines if line.startswith("#")]
     columns = [int(match.group(1)) - 1 for match in columns if match]
-    if lines[0].startswith("#") and "column" in lines[0]:  # properties
+    if any(PROPERTIES_HEADER.match(line) for line in lines[:50]):  # a properties file
         if not columns:
             raise SettingsError(f"{path} has no step column: add 'step' to <properties> to make the run resumable")
-        return [line for line in lines if line.startswith("#") or not line.strip()
-                or int(float(line.split()[columns[0]])) <= step]
+        try:
+            return [line for line in lines if line.startswith("#") or not line.strip()
+                    or int(float(line.split()[columns[0]])) <= step]
+        except (IndexError, ValueError):
+            raise SettingsError(f"{path} has a damaged row: cannot cut it back to step {step}") from None
     for index, line in enumerate(lines):  # extras and xyz trajectories: frames headed by "Step: N"
         match = STEP_IN_HEADER.search(line)
         if match and int(match.group(1)) > step:

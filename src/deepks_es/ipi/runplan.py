@@ -38,16 +38,16 @@ class RunPlan:
     wait_s: float = 60.0
 
 
-def write_run_record(run_dir: Path, plan: RunPlan, structure: Path) -> None:
-    """Record ``plan`` and the structure file its clients read (atomically)."""
+def write_run_record(run_dir: Path, plan: RunPlan, structure: Path, started: float) -> None:
+    """Record ``plan``, the structure file its clients read and when the run started (epoch s), atomically."""
     write_json(run_dir / RUN_RECORD, {"input": str(plan.input), "engine": asdict(plan.engine),
                                       "grid": asdict(plan.grid), "clients": plan.clients,
                                       "timeout_s": plan.timeout_s, "wait_s": plan.wait_s,
-                                      "structure": str(structure)})
+                                      "structure": str(structure), "started": started})
 
 
-def read_run_record(run_dir: Path) -> tuple[RunPlan, Path]:
-    """The plan and structure file recorded in ``run_dir``."""
+def read_run_record(run_dir: Path) -> tuple[RunPlan, Path, float]:
+    """The plan, structure file and start time (epoch s) recorded in ``run_dir``."""
     path = Path(run_dir) / RUN_RECORD
     if not path.is_file():
         raise SettingsError(f"{run_dir} holds no {RUN_RECORD}: not a run directory of deepks-es run, or one "
@@ -56,6 +56,6 @@ def read_run_record(run_dir: Path) -> tuple[RunPlan, Path]:
         record = json.loads(path.read_text())
         plan = RunPlan(Path(record["input"]), Path(run_dir), EngineSpec(**record["engine"]),
                        DOSGrid(**record["grid"]), record["clients"], record["timeout_s"], record["wait_s"])
-        return plan, Path(record["structure"])
+        return plan, Path(record["structure"]), float(record["started"])
     except (KeyError, TypeError, ValueError) as exc:
         raise SettingsError(f"{path} is damaged ({type(exc).__name__}): start the run afresh") from None

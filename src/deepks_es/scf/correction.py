@@ -101,7 +101,7 @@ class Correction:
             return descriptors, u, None
         w = np.einsum("uv,vik->uik", dm, u)  # dd_k/dC_{mu,Ip} = 2 w_{mu,k} v_{p,k}
         shares = 2.0 * np.einsum("uik,xuik->uikx", w, np.concatenate(pieces, axis=3))
-        # V_delta's share of the energy-weighted density matrix (pulay_shares with W = w_k w_k^T / 2)
+        # V_delta's share of the energy-weighted density matrix, -2 Tr(W dS/dR) with W = w_k w_k^T / 2 per unit g_k
         pulay = np.einsum("uik,xuik->uikx", w, np.einsum("xuv,vik->xuik", overlap_derivative(self.system), w))
         jacobian = projector_chain_rule(shares, self.ao_atom)
         jacobian += np.moveaxis(atom_sums(pulay, self.ao_atom, natm), 0, -2)
