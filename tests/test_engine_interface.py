@@ -111,6 +111,16 @@ def test_toy_engine_through_ipi_and_analyze(toy_model, tmp_path):
     assert 7.0 < summary["levels_ev"]["gap"]["mean"] < 8.5  # the toy's made-up gap, 0.28 Ha, moved by stretches
 
 
+def test_template_asking_for_extras_the_engine_lacks_is_a_clear_error(toy_model, tmp_path):
+    """The NVT template logs scf_cycles, which the toy engine (no SCF) does not give: one line names it,
+    instead of i-PI's KeyError and a hung run."""
+    run = subprocess.run([*CLI, "run", str(INPUTS / "nvt_cluster.xml"), "--run-dir", str(tmp_path / "run"),
+                          "--model", str(toy_model)], capture_output=True, text=True, env=plugin_env(), timeout=300)
+    assert run.returncode != 0
+    assert "logs extras scf_cycles, which toy harmonic water does not give" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_toy_engine_through_ase(toy_model, box):
     engine = make_engine(str(toy_model))
     atoms = box.to_ase()

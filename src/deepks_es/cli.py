@@ -110,7 +110,8 @@ def cmd_drive(args) -> int:
     if args.idle_timeout < 0:
         raise SettingsError(f"--idle-timeout must be positive (or 0: never), got {args.idle_timeout}")
     return drive(ClientPlan(address, Path(args.structure), args.pbc, _engine_spec(args), _grid(args),
-                            Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout or None))
+                            Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout or None,
+                            tuple(key for key in args.require_extras.split(",") if key)))
 
 
 def cmd_run(args) -> int:
@@ -365,6 +366,9 @@ def _add_drive(verbs) -> None:
     drive.add_argument("--idle-timeout", type=float, default=3600.0,
                        help="give up when i-PI sends nothing for this many seconds, 0 for never (default: 3600; "
                             "i-PI polls its clients every few ms, also while it waits for other beads)")
+    drive.add_argument("--require-extras", default="", metavar="KEY,KEY",
+                       help="extras keys the i-PI input logs: a step without one is an error here instead of a "
+                            "KeyError in i-PI (deepks-es run passes them; default: none)")
     drive.add_argument("--dos-metadata", default=DOS_GRID_FILE,
                        help=f"where to write the DOS grid description (default: {DOS_GRID_FILE})")
     add_engine_options(drive)

@@ -101,15 +101,16 @@ def keepalive(sock: socket.socket) -> None:
 
 class DriverClient:
     """Serves ``engine`` results (any :class:`~deepks_es.engines.Engine`, or the spec of one) for structures
-    of the atoms ``symbols``.
+    of the atoms ``symbols``; ``required_extras``: the extras keys the server's input logs (checked each step).
 
     ``periodic``: the cell comes from i-PI's h at every step; otherwise the structure
     is a cluster and h is ignored.
     """
 
     def __init__(self, engine: Engine | EngineSpec | str, symbols, periodic: bool, grid: DOSGrid = DOSGrid(),
-                 log=None):
+                 log=None, required_extras: tuple[str, ...] = ()):
         self.engine = as_engine(engine)
+        self.required_extras = tuple(required_extras)
         self.symbols = tuple(symbols)
         self.periodic = periodic
         self.grid = grid
@@ -143,7 +144,12 @@ class DriverClient:
         if not result.trusted:
             self.log(f"deepks-es drive: warning: {step} is flagged (extras: trusted false): "
                      f"{'; '.join(result.notes)}")
-        return result.energy, result.forces, virial, json.dumps(result.observables(self.grid))
+        observables = result.observables(self.grid)
+        missing = [key for key in self.required_extras if key not in observables]
+        if missing:  # i-PI would stop with a KeyError on its side
+            raise ComputeError(f"the i-PI input logs extras {', '.join(missing)}, which {self.engine.describe().name} "
+                               f"does not give: remove those <trajectory> lines (it gives: {', '.join(observables)})")
+        return result.energy, result.forces, virial, json.dumps(observables)
 
     def serve(self, sock: socket.socket, abandon=None, idle_timeout_s: float | None = None) -> None:
         """Answer the server until it sends EXIT or goes away (``ServerGone``).

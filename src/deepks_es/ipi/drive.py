@@ -39,6 +39,8 @@ class ClientPlan:
         clients: client processes to start (MPI ranks replace them under mpiexec).
         idle_timeout_s: give up when the server sends nothing for this long (s; None: never); i-PI polls its
             clients every few milliseconds even while it waits for other beads, ASE's server does not.
+        required_extras: the extras keys the server's input logs: a step whose engine lacks one is an error
+            on the client's side (i-PI would stop with a KeyError).
     """
 
     address: SocketAddress
@@ -50,6 +52,7 @@ class ClientPlan:
     wait_s: float = 60.0
     clients: int = 1
     idle_timeout_s: float | None = 3600.0
+    required_extras: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         """The ``deepks-es drive`` options of this plan."""
@@ -57,6 +60,7 @@ class ClientPlan:
         return [*self.address.argv(), "--structure", str(self.structure), *(["--pbc"] if self.periodic else []),
                 "--dos-metadata", str(self.dos_metadata), "--wait", str(self.wait_s), "--clients", str(self.clients),
                 "--idle-timeout", str(self.idle_timeout_s or 0),
+                *(["--require-extras", ",".join(self.required_extras)] if self.required_extras else []),
                 "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
                 "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
 
@@ -72,7 +76,8 @@ def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label
     ``engine``: an engine instance to serve (default: built from ``plan.engine``).
     """
     symbols = read_structure(plan.structure).symbols
-    client = DriverClient(as_engine(plan.engine if engine is None else engine), symbols, plan.periodic, plan.grid)
+    client = DriverClient(as_engine(plan.engine if engine is None else engine), symbols, plan.periodic, plan.grid,
+                          required_extras=plan.required_extras)
     sock = plan.address.connect(plan.wait_s)
     plan.grid.write_metadata(plan.dos_metadata)
     client.log(f"deepks-es drive [{label}]: connected to {plan.address}, serving {client.engine.describe().label()}")

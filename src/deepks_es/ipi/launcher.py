@@ -47,6 +47,7 @@ class PreparedRun:
     nbeads: int
     total_steps: int
     properties: str  # i-PI's properties file name, relative to the run directory
+    extras: tuple[str, ...]  # the extras keys the input logs
 
 
 def _set_child(parent: ET.Element, tag: str, text: str) -> None:
@@ -107,7 +108,8 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float, structure: 
     nbeads = int(beads.get("nbeads", "1")) if beads is not None else 1
     return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, address,
                        ff.get("pbc", "false").lower() in TRUE, nbeads,
-                       int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties)
+                       int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties,
+                       tuple(output_names(root).extras))
 
 
 def find_tool(name: str) -> str | None:
@@ -160,7 +162,7 @@ def _launch(plan: RunPlan, xml: Path, structure: Path | None, started: float) ->
                 server = subprocess.Popen([ipi, server_input], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
             processes.append(server)
             client = ClientPlan(prepared.address, prepared.structure, prepared.pbc, plan.engine, plan.grid,
-                                run_dir / DOS_GRID_FILE, plan.wait_s)
+                                run_dir / DOS_GRID_FILE, plan.wait_s, required_extras=prepared.extras)
             print(f"deepks-es run: i-PI on {xml} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
                   f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
             nthreads = plan.engine.threads or cores_per_process(clients)
