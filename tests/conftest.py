@@ -123,3 +123,22 @@ def assert_seamless(steps, conserved, total_steps):
     assert list(steps) == list(range(total_steps + 1))  # every step exactly once
     jumps = np.abs(np.diff(conserved))
     assert jumps.max() <= 5 * np.percentile(jumps, 90) + 1e-6, jumps.max()
+
+
+def posdata_message(positions, natoms: int | None = None, cell=None) -> bytes:
+    """POSDATA and its payload as i-PI sends it (h and h^-1 with lattice vectors as columns, Bohr); ``natoms``
+    may disagree with ``positions`` (malformed traffic)."""
+    from deepks_es.ipi.protocol import header
+
+    cell = np.eye(3) * 30.0 if cell is None else np.asarray(cell)
+    positions = np.asarray(positions, dtype=np.float64)
+    natoms = len(positions) if natoms is None else natoms
+    return (header("POSDATA") + cell.T.tobytes() + np.linalg.inv(cell.T).tobytes() + np.int32(natoms).tobytes()
+            + positions.tobytes())
+
+
+def init_message(rid: int = 0) -> bytes:
+    """INIT for replica ``rid`` with an empty parameter string."""
+    from deepks_es.ipi.protocol import header
+
+    return header("INIT") + np.int32(rid).tobytes() + np.int32(0).tobytes()

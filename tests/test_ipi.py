@@ -23,7 +23,8 @@ from deepks_es.ipi.launcher import find_tool, prepare_input
 from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
-from conftest import CLI, INPUTS, REPO, STRUCTURES, assert_seamless, deepks_es_run, kill_and_resume, private_socket_dirs
+from conftest import (CLI, INPUTS, REPO, STRUCTURES, assert_seamless, deepks_es_run, init_message, kill_and_resume,
+                      posdata_message, private_socket_dirs)
 
 
 def data_rows(path: Path) -> np.ndarray:
@@ -210,30 +211,21 @@ def client():
     return DriverClient(make_engine("none"), ("O", "H", "H"), periodic=False, grid=DOSGrid(), log=lambda m: None)
 
 
-def posdata(natoms: int, positions: np.ndarray) -> bytes:
-    cell = np.eye(3) * 20.0
-    return (header("POSDATA") + cell.tobytes() + np.linalg.inv(cell).tobytes() + np.int32(natoms).tobytes()
-            + np.asarray(positions, dtype=np.float64).tobytes())
-
-
-def init(rid: int = 0) -> bytes:
-    return header("INIT") + np.int32(rid).tobytes() + np.int32(0).tobytes()
-
-
 VALID_WATER = np.array([[0.0, 0.0, 0.0], [1.43, 1.11, 0.0], [-1.43, 1.11, 0.0]])
 
 malformed = st.one_of(
     st.binary(min_size=12, max_size=12).filter(lambda b: b.decode("latin-1").strip() not in
                                                 ("STATUS", "INIT", "POSDATA", "GETFORCE", "EXIT")),
-    st.integers(min_value=-(2**31), max_value=0).map(lambda n: init() + posdata(n, [])),
-    st.integers(min_value=1_000_001, max_value=2**31 - 1).map(lambda n: init() + posdata(n, [])),
-    st.integers(0, 8).map(lambda i: init() + posdata(3, np.where(np.arange(9).reshape(3, 3) == i, np.nan,
-                                                                   VALID_WATER))),
-    st.integers(1, len(init() + posdata(3, VALID_WATER)) - 1).map(
-        lambda cut: (init() + posdata(3, VALID_WATER))[:cut]),
+    st.integers(min_value=-(2**31), max_value=0).map(lambda n: init_message() + posdata_message([], natoms=n)),
+    st.integers(min_value=1_000_001, max_value=2**31 - 1).map(
+        lambda n: init_message() + posdata_message([], natoms=n)),
+    st.integers(0, 8).map(lambda i: init_message() + posdata_message(
+        np.where(np.arange(9).reshape(3, 3) == i, np.nan, VALID_WATER))),
+    st.integers(1, len(init_message() + posdata_message(VALID_WATER)) - 1).map(
+        lambda cut: (init_message() + posdata_message(VALID_WATER))[:cut]),
     st.just(header("GETFORCE")),
-    st.just(posdata(3, VALID_WATER)),  # POSDATA before INIT
-    st.just(init() + posdata(2, VALID_WATER[:2])),  # wrong atom count
+    st.just(posdata_message(VALID_WATER)),  # POSDATA before INIT
+    st.just(init_message() + posdata_message(VALID_WATER[:2])),  # wrong atom count
 )
 
 

@@ -22,7 +22,8 @@ from deepks_es.model import CorrectionModel
 from deepks_es.observables import DOSGrid
 from deepks_es.structure import Structure, check_geometry, read_structure, write_structures
 
-from conftest import CLI, INPUTS, REPO, STRUCTURES, assert_seamless, kill_and_resume
+from conftest import (CLI, INPUTS, REPO, STRUCTURES, assert_seamless, init_message, kill_and_resume,
+                      posdata_message)
 
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
 import toy_water_engine  # noqa: E402
@@ -101,22 +102,12 @@ class FakeServer:
             os.unlink(self.path)
 
 
-def posdata(positions, cell=None) -> bytes:
-    cell = np.eye(3) * 30.0 if cell is None else cell
-    positions = np.asarray(positions, dtype=np.float64)
-    return (header("POSDATA") + cell.T.tobytes() + np.linalg.inv(cell.T).tobytes()
-            + np.int32(len(positions)).tobytes() + positions.tobytes())
-
-
-def init(rid: int = 0) -> bytes:
-    return header("INIT") + np.int32(rid).tobytes() + np.int32(0).tobytes()
-
-
 def test_drive_logs_the_error_and_exits_cleanly_on_an_absurd_geometry(tmp_path):
     dimer = read_structure(DIMER)
     on_top = np.array(dimer.positions)
     on_top[1] = on_top[0]
-    server = FakeServer(header("STATUS") + init() + header("STATUS") + posdata(on_top), f"rel{os.getpid()}")
+    script = header("STATUS") + init_message() + header("STATUS") + posdata_message(on_top)
+    server = FakeServer(script, f"rel{os.getpid()}")
     try:
         run = deepks_es("drive", "--unix", f"rel{os.getpid()}", "--structure", DIMER, "--wait", "10", timeout=120,
                         cwd=tmp_path)
@@ -234,7 +225,7 @@ def test_consolidating_server_gets_a_warning():
     water = read_structure(DIMER).positions[:3]
     server, ours = socket.socketpair()
     try:  # i-PI's consolidated mode: POSDATA and GETFORCE back to back, no STATUS between
-        server.sendall(header("STATUS") + init() + posdata(water) + header("GETFORCE") + header("EXIT"))
+        server.sendall(header("STATUS") + init_message() + posdata_message(water) + header("GETFORCE") + header("EXIT"))
         client.serve(ours)
         assert any("consolidates messages" in line for line in logged)
     finally:
@@ -246,7 +237,8 @@ def test_consolidating_server_gets_a_warning():
 
 def valid_session(steps: int) -> bytes:
     water = read_structure(DIMER).positions[:3]
-    one = header("STATUS") + init() + header("STATUS") + posdata(water) + header("STATUS") + header("GETFORCE")
+    one = (header("STATUS") + init_message() + header("STATUS") + posdata_message(water) + header("STATUS")
+           + header("GETFORCE"))
     return one * steps + header("EXIT")
 
 

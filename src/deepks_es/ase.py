@@ -16,11 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ase.calculators.calculator import (
-    Calculator,
-    PropertyNotImplementedError,
-    all_changes,
-)
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
 from .constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from .engines import Engine, EngineSpec, as_engine, make_engine
@@ -100,4 +96,4 @@ class DriveLauncher:
         address = SocketAddress(unix=unixsocket) if unixsocket else SocketAddress(host="localhost", port=port)
         plan = ClientPlan(address, structure, bool(atoms.pbc.all()), self.engine, self.grid,
                           workdir / DOS_GRID_FILE, idle_timeout_s=None)  # ASE's server is silent between calls
-        return subprocess.Popen(plan.client_command(self.engine.threads or 1))
+        return subprocess.Popen(plan.with_threads(1).client_command())

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import __version__
 from .engines.spec import EngineSpec, add_engine_options
-from .errors import ComputeError, DeePKSError, SettingsError
+from .errors import DeePKSError, SettingsError, engine_failure
 from .fileio import DOS_GRID_FILE
 from .ipi.client import SOCKET_PREFIX
 from .observables import DOSGrid
@@ -64,8 +64,7 @@ def cmd_compute(args) -> int:
     except DeePKSError:
         raise
     except Exception as exc:  # a failure inside the engine's libraries: one line, never a traceback
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        raise ComputeError(f"the engine failed on {args.structure} ({type(exc).__name__}: {text})") from None
+        raise engine_failure(str(args.structure), exc) from None
     info = engine.describe()
     engine.close()
     if args.json:
@@ -92,7 +91,8 @@ def _print_summary(structure, info, result) -> None:
         f"gap            {levels['gap_ev']}",
     ]
     if result.scf is not None:
-        lines.append(f"SCF            {'converged' if result.scf.converged else 'NOT converged'} in {result.scf.cycles} "
+        state = "converged" if result.scf.converged else "NOT converged"
+        lines.append(f"SCF            {state} in {result.scf.cycles} "
                      f"cycles ({result.scf.stage})")
     lines.append(f"wall time      {result.wall_s:.1f} s")
     if result.forces is not None:
@@ -142,18 +142,24 @@ def cmd_run(args) -> int:
 
 def _analyse_finished(code: int, run_dir: Path) -> int:
     """After a run: the analysis of a finished run that logged the gap; ``code`` passed on."""
-    from .analysis import analyze, locate_run
+    from .analysis import locate_run
 
     if code == 0 and "gap_ev" in locate_run(run_dir).names.extras:
-        summary = analyze(run_dir)
-        gap = summary["levels_ev"]["gap"]
-        print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
-              f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
+        _report_analysis(run_dir)
     return code
 
 
-def cmd_lammps(args) -> int:
+def _report_analysis(run: Path | str) -> None:
+    """Analyse a run (directory or output prefix) and print its mean gap and where the plots went."""
     from .analysis import analyze
+
+    summary = analyze(run)
+    gap = summary["levels_ev"]["gap"]
+    print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
+          f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
+
+
+def cmd_lammps(args) -> int:
     from .lammps import LammpsPlan, run_lammps
 
     type_map = None if args.type_map is None else tuple(s.strip() for s in args.type_map.split(","))
@@ -162,10 +168,7 @@ def cmd_lammps(args) -> int:
     steps = run_lammps(plan)
     print(f"deepks-es lammps: {steps} step(s) served; observables in {args.prefix}.*", file=sys.stderr)
     if steps:
-        summary = analyze(args.prefix)
-        gap = summary["levels_ev"]["gap"]
-        print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps; plots and "
-              f"summary in {Path(summary['files']['summary']).parent}")
+        _report_analysis(args.prefix)
     return 0
 
 
@@ -205,7 +208,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_label(args) -> int:
-
     from .training.label import LabelSettings, label
 
     defaults = LabelSettings()
@@ -279,55 +281,54 @@ def cmd_bench(args) -> int:
 
 VERB_TEXTS = {  # verb: (one-line help, description)
     "compute": ("single point: energy, forces and orbitals of a structure",
-               "Self-consistent single point of one structure (XYZ/extended "
-               "XYZ, Angstrom) with DeePKS-ES or a plain functional."),
+                "Self-consistent single point of one structure (XYZ/extended "
+                "XYZ, Angstrom) with DeePKS-ES or a plain functional."),
     "drive": ("serve DeePKS-ES forces to a running i-PI server (socket client)",
-               "Connect to an i-PI server and answer its force requests with the "
-               "engine; electronic observables travel as JSON extras. Under "
-               "'mpiexec -n K' every rank is one client."),
+                "Connect to an i-PI server and answer its force requests with the "
+                "engine; electronic observables travel as JSON extras. Under "
+                "'mpiexec -n K' every rank is one client."),
     "run": ("run an i-PI simulation (server + DeePKS-ES clients), then analyse it",
-               "Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
-               "clients, and analyse the trajectory; returns i-PI's exit code. With no "
-               "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
-               f"periodic) in {MAIN_JOB_RUN_DIR}/, whose engine options default to "
-               f"--model {MAIN_JOB_ENGINE.model} --ke-cutoff {MAIN_JOB_ENGINE.ke_cutoff:g} "
-               f"--conv-tol {MAIN_JOB_ENGINE.conv_tol:g} --conv-tol-grad "
-               f"{MAIN_JOB_ENGINE.conv_tol_grad:g} (the MD tolerance policy)."),
+                "Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
+                "clients, and analyse the trajectory; returns i-PI's exit code. With no "
+                "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
+                f"periodic) in {MAIN_JOB_RUN_DIR}/, whose engine options default to "
+                f"--model {MAIN_JOB_ENGINE.model} --ke-cutoff {MAIN_JOB_ENGINE.ke_cutoff:g} "
+                f"--conv-tol {MAIN_JOB_ENGINE.conv_tol:g} --conv-tol-grad "
+                f"{MAIN_JOB_ENGINE.conv_tol_grad:g} (the MD tolerance policy)."),
     "sample": ("training configurations: water clusters from cheap MD, periodic boxes",
-               "Seeded water configurations (extended XYZ): clusters of MIN-MAX "
-               "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
-               "distorted, plus small random periodic boxes."),
+                "Seeded water configurations (extended XYZ): clusters of MIN-MAX "
+                "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
+                "distorted, plus small random periodic boxes."),
     "label": ("label configurations with the target (HSE06) and base (PBE) functionals",
-               "Target and base Kohn-Sham calculations of every frame (energies, "
-               "forces, Fock and overlap matrices, orbitals, density matrices) into "
-               "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'."),
+                "Target and base Kohn-Sham calculations of every frame (energies, "
+                "forces, Fock and overlap matrices, orbitals, density matrices) into "
+                "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'."),
     "train": ("train a DeePKS-ES model (iterative, self-consistent) from labelled data",
-               "Energy, force, Hamiltonian, eigenvalue and density losses; phases "
-               "separated by an SCF with the current model on every frame; "
-               "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
-               "(see inputs/training/water.toml)."),
-    "evaluate": ("errors of a model against the target labels, beside PBE and "
-                                                 "a scissor shift",
-               "Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
-               "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
-               "the target, with plain base and scissor baselines (fitted on the "
-               "training set). Markdown table; --output writes .md and .json."),
-    "bench": ("benchmarks: PBE, DeePKS-ES and HSE06 step times side by side, MD "
-                                           "segment with density extrapolation, memory",
-               "Single-point energy+forces of water clusters and periodic boxes with "
-               "each method (time per part, SCF cycles, peak memory, each in a fresh "
-               "process), an NVT MD segment with DeePKS-ES (SCF cycles and s/step, "
-               "extrapolated vs cold, force error vs fully converged) and a force "
-               "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
-               "OUT/bench.md (ratios first)."),
+                "Energy, force, Hamiltonian, eigenvalue and density losses; phases "
+                "separated by an SCF with the current model on every frame; "
+                "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
+                "(see inputs/training/water.toml)."),
+    "evaluate": ("errors of a model against the target labels, beside PBE and a scissor shift",
+                "Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
+                "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
+                "the target, with plain base and scissor baselines (fitted on the "
+                "training set). Markdown table; --output writes .md and .json."),
+    "bench": ("benchmarks: PBE, DeePKS-ES and HSE06 step times side by side, MD segment with density "
+              "extrapolation, memory",
+                "Single-point energy+forces of water clusters and periodic boxes with "
+                "each method (time per part, SCF cycles, peak memory, each in a fresh "
+                "process), an NVT MD segment with DeePKS-ES (SCF cycles and s/step, "
+                "extrapolated vs cold, force error vs fully converged) and a force "
+                "error vs SCF tolerance scan. Writes OUT/bench.json (resumable) and "
+                "OUT/bench.md (ratios first)."),
     "lammps": ("run a LAMMPS input whose 'fix external pf/callback' the engine serves",
-               "Run an ordinary LAMMPS input (units real or metal, one MPI rank) that declares 'fix ID all "
-               "external pf/callback 1 1' (with 'fix_modify ID energy yes virial yes'): each step the engine gives "
-               "the forces, energy and virial, and the electronic observables go to PREFIX.out and "
-               "PREFIX.<key>_0 (i-PI formats), analysed at the end."),
+                "Run an ordinary LAMMPS input (units real or metal, one MPI rank) that declares 'fix ID all "
+                "external pf/callback 1 1' (with 'fix_modify ID energy yes virial yes'): each step the engine gives "
+                "the forces, energy and virial, and the electronic observables go to PREFIX.out and "
+                "PREFIX.<key>_0 (i-PI formats), analysed at the end."),
     "analyze": ("electronic analysis of a run: gap statistics, averaged DOS, plots",
-               "Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
-               "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON."),
+                "Gap/HOMO/LUMO time series and histogram, trajectory- and bead-averaged "
+                "DOS with O/H projections, block-averaged error bars: PNG, CSV, JSON."),
 }
 
 
@@ -487,8 +488,8 @@ def _add_analyze(verbs) -> None:
     analyze.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
-VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench, _add_lammps,
-         _add_analyze)
+VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench,
+         _add_lammps, _add_analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:

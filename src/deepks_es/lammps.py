@@ -25,7 +25,8 @@ import numpy as np
 
 from .constants import ANGSTROM_BOHR, HARTREE_EV, HARTREE_KCAL_MOL
 from .engines import Engine, EngineSpec, as_engine
-from .errors import ComputeError, DeePKSError, SettingsError, StructureError
+from .errors import ComputeError, DeePKSError, SettingsError, StructureError, engine_failure, first_line
+from .fileio import existing_file
 from .observables import DOSGrid
 from .observables_log import ObservablesLog
 from .structure import Structure
@@ -137,9 +138,8 @@ class LammpsCoupling:
             if result.forces is None or not result.trusted:
                 raise ComputeError(f"step {step}: the engine gave no usable forces: {'; '.join(result.notes)}")
         except (Exception, KeyboardInterrupt) as exc:  # LAMMPS ignores a callback's exceptions: stop, report after
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self.failure = exc if isinstance(exc, (DeePKSError, KeyboardInterrupt)) else ComputeError(
-                f"step {step}: the engine failed ({type(exc).__name__}: {text})")
+            self.failure = (exc if isinstance(exc, (DeePKSError, KeyboardInterrupt))
+                            else engine_failure(f"step {step}", exc))
             f[:] = 0.0
             self.lmp.force_timeout()
             return
@@ -195,13 +195,20 @@ def external_fix(script: str, wanted: str | None) -> tuple[str, int]:
     return next(iter(fixes.items()))
 
 
+def _commands(lmp, text: str, path: Path, coupling: LammpsCoupling | None = None) -> None:
+    """Run LAMMPS commands; LAMMPS's own error as one line, unless the coupling stopped the run on purpose."""
+    try:
+        lmp.commands_string(text)
+    except Exception as exc:
+        if coupling is None or coupling.failure is None:
+            raise SettingsError(f"LAMMPS stopped in {path}: {first_line(exc)}") from None
+
+
 def run_lammps(plan: LammpsPlan, engine: Engine | EngineSpec | None = None) -> int:
     """Run the LAMMPS input with the engine serving its external fix; the number of steps computed."""
     from tqdm import tqdm
 
-    path = Path(plan.input)
-    if not path.is_file():
-        raise SettingsError(f"LAMMPS input not found: {path}")
+    path = existing_file(plan.input, "LAMMPS input", SettingsError)
     script = re.sub(r"&\s*\n", " ", path.read_text())  # continuation lines
     fix_id, end = external_fix(script, plan.fix_id)
     lammps = import_lammps()
@@ -211,17 +218,10 @@ def run_lammps(plan: LammpsPlan, engine: Engine | EngineSpec | None = None) -> i
     log = ObservablesLog(plan.prefix, plan.grid)
     bar = tqdm(total=total + 1, unit="step", desc="MD", file=sys.stderr, dynamic_ncols=True)
     try:
-        try:
-            lmp.commands_string(script[:end])
-        except Exception as exc:
-            raise SettingsError(f"LAMMPS stopped in {path}: {str(exc).splitlines()[0]}") from None
+        _commands(lmp, script[:end], path)
         type_map = type_elements(np.asarray(lmp.numpy.extract_atom("mass")), plan.type_map)
         coupling = LammpsCoupling(lmp, engine, fix_id, type_map, log, plan.grid, bar)
-        try:
-            lmp.commands_string(script[end:])
-        except Exception as exc:
-            if coupling.failure is None:
-                raise SettingsError(f"LAMMPS stopped in {path}: {str(exc).splitlines()[0]}") from None
+        _commands(lmp, script[end:], path, coupling)
         if coupling.failure is not None:
             raise coupling.failure
         return coupling.steps

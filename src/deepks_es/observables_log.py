@@ -27,7 +27,6 @@ class ObservablesLog:
     def __init__(self, prefix: str | Path, grid: DOSGrid):
         self.prefix = Path(prefix)
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
-        self.grid = grid
         self.last_step: int | None = None
         self._files: dict[str, object] = {}
         grid.write_metadata(self.prefix.parent / DOS_GRID_FILE)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+
 def is_cell(system) -> bool:
     """Whether ``system`` is a periodic ``pbc.gto.Cell`` (else a molecular ``Mole``)."""
     from pyscf.pbc import gto as pbc_gto

@@ -14,7 +14,7 @@ import numpy as np
 from ase.data import atomic_numbers
 
 from .constants import ANGSTROM_BOHR, BOHR_ANGSTROM
-from .errors import StructureError
+from .errors import StructureError, first_line
 from .fileio import atomic_path, existing_file
 
 MIN_DISTANCE = 0.5 * ANGSTROM_BOHR
@@ -139,7 +139,8 @@ def read_structures(path: str | os.PathLike, index: str = ":") -> list[Structure
     except StructureError:
         raise
     except Exception as exc:  # ASE raises many types for malformed files
-        raise StructureError(f"cannot read structure {path}: {type(exc).__name__}: {_first_line(exc)}") from None
+        text = first_line(exc, "malformed file")
+        raise StructureError(f"cannot read structure {path}: {type(exc).__name__}: {text}") from None
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise StructureError(f"no frames in {path}")
@@ -152,8 +153,3 @@ def write_structures(path: str | os.PathLike, structures: list[Structure]) -> No
 
     with atomic_path(path) as tmp:
         write(tmp, [s.to_ase() for s in structures], format="extxyz")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "malformed file"

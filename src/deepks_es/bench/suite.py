@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, FORCE_EV_ANGSTROM
-from ..errors import SettingsError
+from ..errors import SettingsError, first_line
 from ..fileio import write_json
 from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import PERIODIC_KE_CUTOFF
@@ -207,7 +207,7 @@ def measure(plan: BenchPlan, task: dict) -> dict:
     try:
         outcome = MEASURES[task["kind"]](plan, task)
     except Exception as exc:  # a benchmark row that failed is reported, the suite goes on
-        outcome = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
     return {**task, **outcome, "task_wall_s": time.perf_counter() - start, "peak_rss_mib": _peak_mib()}
 
 

@@ -7,15 +7,8 @@ from an :class:`EngineSpec` by the kind its model file declares (:mod:`.registry
 from .base import Engine, EngineInfo
 from .deepks import DeePKSEngine
 from .reference import ReferenceEngine
-from .registry import (
-                       REFERENCE_KIND,
-                       as_engine,
-                       engine_kinds,
-                       make_engine,
-                       register_engine,
-                       resolve_model,
-                       shipped_model_path,
-)
+from .registry import (REFERENCE_KIND, as_engine, engine_kinds, make_engine, register_engine, resolve_model,
+                       shipped_model_path)
 from .result import Result, SCFInfo
 from .spec import EngineSpec
 

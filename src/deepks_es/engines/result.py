@@ -122,8 +122,6 @@ class Result:
 
     def to_json_dict(self) -> dict:
         """JSON-ready summary; keys carry their units; non-finite numbers become null (with a note)."""
-        scf = {} if self.scf is None else {"converged": self.scf.converged, "scf_cycles": self.scf.cycles,
-                                           "scf_stage": self.scf.stage}
         summary = {
             "energy_hartree": self.energy,
             "forces_hartree_per_bohr": None if self.forces is None else self.forces.tolist(),
@@ -132,9 +130,7 @@ class Result:
             "orbital_energies_ev": (np.sort(self.mo_energy) * HARTREE_EV).tolist(),
             "converged": self.converged,
             "trusted": self.trusted,
-            **scf,
-            **self.scalars,
-            "wall_s": self.wall_s,
+            **{key: value for key, value in self.diagnostics().items() if key != "scf_converged"},
             "notes": self.notes,
         }
         cleaned = finite_json(summary)

@@ -19,18 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engines import Engine, EngineSpec, as_engine
-from ..errors import ComputeError, DeePKSError, SettingsError
+from ..errors import ComputeError, DeePKSError, SettingsError, engine_failure
 from ..observables import DOSGrid
 from ..structure import Structure
-from .protocol import (
-    Channel,
-    ProtocolError,
-    ServerGone,
-    forces_message,
-    header,
-    read_init,
-    read_posdata,
-)
+from .protocol import Channel, ProtocolError, ServerGone, forces_message, header, read_init, read_posdata
 
 SOCKET_PREFIX = "/tmp/ipi_"
 """i-PI's default ``sockets_prefix``: a unix socket NAME lives at SOCKET_PREFIX + NAME."""
@@ -133,8 +125,7 @@ class DriverClient:
         except DeePKSError as exc:
             raise ComputeError(f"{step}: {exc}") from None
         except Exception as exc:  # a failure inside the engine's libraries: stop cleanly, never a traceback to i-PI
-            text = str(exc).splitlines()[0] if str(exc) else ""
-            raise ComputeError(f"{step}: the engine failed ({type(exc).__name__}: {text})") from None
+            raise engine_failure(step, exc) from None
         if result.forces is None:
             raise SettingsError(f"the engine gives no forces for this run: {'; '.join(result.notes)}")
         if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):

@@ -64,10 +64,14 @@ class ClientPlan:
                 "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
                 "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
 
-    def client_command(self, nthreads: int) -> list[str]:
-        """The command line of one client process (this interpreter) with ``nthreads`` compute threads."""
-        single = replace(self, clients=1, engine=replace(self.engine, threads=nthreads))
-        return [sys.executable, "-m", "deepks_es.cli", "drive", *single.argv()]
+    def with_threads(self, processes: int) -> ClientPlan:
+        """This plan with its engine's threads set: as given, else the cores divided among ``processes``."""
+        threads = self.engine.threads or cores_per_process(processes)
+        return replace(self, engine=replace(self.engine, threads=threads))
+
+    def client_command(self) -> list[str]:
+        """The command line of one client process (this interpreter) of this plan."""
+        return [sys.executable, "-m", "deepks_es.cli", "drive", *replace(self, clients=1).argv()]
 
 
 def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label: str = "client 0") -> int:
@@ -103,21 +107,16 @@ def drive(plan: ClientPlan) -> int:
     """MPI rank, K client processes, or a single client; the worst exit code."""
     rank, size = mpi_rank_size()
     if size > 1:
-        return serve_one(_with_threads(plan, size), label=f"rank {rank}/{size}")
+        return serve_one(plan.with_threads(size), label=f"rank {rank}/{size}")
     if plan.clients <= 1:
-        return serve_one(_with_threads(plan, 1))
-    nthreads = plan.engine.threads or cores_per_process(plan.clients)
-    processes = [subprocess.Popen(plan.client_command(nthreads)) for _ in range(plan.clients)]
+        return serve_one(plan.with_threads(1))
+    command = plan.with_threads(plan.clients).client_command()
+    processes = [subprocess.Popen(command) for _ in range(plan.clients)]
     try:
         return max(process.wait() for process in processes)
     except KeyboardInterrupt:
         stop_processes(processes)
         raise
-
-
-def _with_threads(plan: ClientPlan, processes: int) -> ClientPlan:
-    """``plan`` with its engine's threads set: as given, else the cores divided among ``processes``."""
-    return replace(plan, engine=replace(plan.engine, threads=plan.engine.threads or cores_per_process(processes)))
 
 
 def stop_processes(processes, grace_s: float = 5.0) -> None:

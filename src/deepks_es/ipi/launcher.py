@@ -24,7 +24,6 @@ from pathlib import Path
 
 from ..errors import SettingsError
 from ..fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path
-from ..parallel import cores_per_process
 from .client import SocketAddress
 from .drive import ClientPlan, stop_processes
 from .outputs import output_names
@@ -106,10 +105,11 @@ def prepare_input(xml_path: Path, prefix: str, min_timeout_s: float, structure: 
         file_node.text = f" {structure} "
     beads = init if init is not None else root.find("system/beads")
     nbeads = int(beads.get("nbeads", "1")) if beads is not None else 1
+    outputs = output_names(root)
     return PreparedRun(ET.tostring(root, encoding="unicode"), prefix, structure, address,
                        ff.get("pbc", "false").lower() in TRUE, nbeads,
-                       int((root.findtext("total_steps") or "0").strip() or 0), output_names(root).properties,
-                       tuple(output_names(root).extras))
+                       int((root.findtext("total_steps") or "0").strip() or 0), outputs.properties,
+                       tuple(outputs.extras))
 
 
 def find_tool(name: str) -> str | None:
@@ -165,8 +165,8 @@ def _launch(plan: RunPlan, xml: Path, structure: Path | None, started: float) ->
                                 run_dir / DOS_GRID_FILE, plan.wait_s, required_extras=prepared.extras)
             print(f"deepks-es run: i-PI on {xml} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
                   f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
-            nthreads = plan.engine.threads or cores_per_process(clients)
-            workers = [subprocess.Popen(client.client_command(nthreads), cwd=run_dir) for _ in range(clients)]
+            command = client.with_threads(clients).client_command()
+            workers = [subprocess.Popen(command, cwd=run_dir) for _ in range(clients)]
             processes += workers
             code = _supervise(server, workers, Progress(run_dir / prepared.properties, prepared.total_steps))
         except KeyboardInterrupt:

@@ -3,8 +3,9 @@
 i-PI writes a checkpoint (an input file holding the full state, ``<step>`` included) every ``stride`` steps
 and ``RESTART`` when it stops cleanly; started from one, it appends to its outputs. A run killed between
 checkpoints has written steps that the continuation computes again, so before it starts, every output of
-the run prefix keeps only the steps up to the checkpoint's (i-PI continues with the next one): the properties rows (by their ``step`` column),
-and the frames of the trajectories (xyz) and extras (by the ``Step:`` of their headers).
+the run prefix keeps only the steps up to the checkpoint's (i-PI continues with the next one): the
+properties rows (by their ``step`` column), and the frames of the trajectories (xyz) and extras (by the
+``Step:`` of their headers).
 """
 
 from __future__ import annotations

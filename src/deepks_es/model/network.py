@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from .descriptors import block_moments
 from .modelfile import DEFAULT_KIND, ModelFile, read_model_file, write_model_file
 from .projectors import ProjectorSpec
@@ -161,6 +161,6 @@ class CorrectionModel(torch.nn.Module):
             raise
         except Exception as exc:
             raise ModelError(f"model file {path} is corrupt or inconsistent ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                             f"{first_line(exc)})") from None
         return model.eval()
 

@@ -15,15 +15,12 @@ import numpy as np
 from pyscf.scf import hf
 
 from ..constants import HARTREE_EV
-
 from ..pyscf_compat import replaced_fock, uses_multigrid
 
 LEVEL_SHIFT = 0.3  # Hartree
 DAMPING = 0.5
 DAMPED_CYCLES = 8
 WARM_DAMPING = 0.5  # weight of the first Fock matrix in the second cycle of a warm start
-
-
 AUFBAU_TOL = 1e-4  # Hartree: a LUMO further below the HOMO than this violates the aufbau principle
 
 
@@ -91,9 +88,9 @@ def run_scf(mf, dm0=None, second_order: bool = True) -> SCFOutcome:
     flagged (not converged, stage ``aufbau``) with a note.
     """
     outcome = _run_stages(mf, dm0, second_order)
-    if not (outcome.converged and aufbau_violation(mf) > AUFBAU_TOL):
+    first_violation = aufbau_violation(mf)
+    if not (outcome.converged and first_violation > AUFBAU_TOL):
         return outcome
-    outcome_gap = aufbau_violation(mf) * HARTREE_EV
     aufbau = mf.make_rdm1(mf.mo_coeff, mf.get_occ(mf.mo_energy, mf.mo_coeff))
     retry = _run_stages(mf, aufbau, second_order=False)
     cycles, violation = outcome.cycles + retry.cycles, aufbau_violation(mf)
@@ -102,8 +99,8 @@ def run_scf(mf, dm0=None, second_order: bool = True) -> SCFOutcome:
     how = (f"the LUMO still lies {violation * HARTREE_EV:.2f} eV below the HOMO" if retry.converged
            else "the SCF from the aufbau occupation did not converge")
     return SCFOutcome(False, cycles, "aufbau",
-                      f"aufbau violated: the LUMO lay {outcome_gap:.2f} eV below the HOMO and {how}: not a "
-                      "closed-shell ground state (an open-shell or broken system?); the result is flagged")
+                      f"aufbau violated: the LUMO lay {first_violation * HARTREE_EV:.2f} eV below the HOMO and {how}: "
+                      "not a closed-shell ground state (an open-shell or broken system?); the result is flagged")
 
 
 def _run_stages(mf, dm0, second_order: bool) -> SCFOutcome:

@@ -16,7 +16,7 @@ from pyscf.dft import libxc
 from pyscf.pbc import dft as pbc_dft
 from pyscf.pbc import gto as pbc_gto
 
-from ..errors import SettingsError, StructureError
+from ..errors import SettingsError, StructureError, first_line
 from ..pyscf_compat import is_cell, uses_multigrid
 from ..structure import Structure
 
@@ -78,7 +78,7 @@ def build_system(structure: Structure, settings: SCFSettings):
     except SettingsError:
         raise
     except (KeyError, RuntimeError, ValueError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        text = first_line(exc, type(exc).__name__)
         raise StructureError(f"cannot set up basis {settings.basis!r}/pseudo {settings.pseudo!r} for "
                              f"{', '.join(sorted(set(structure.symbols)))}: {text}") from None
 

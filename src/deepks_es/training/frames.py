@@ -30,15 +30,8 @@ from ..scf.correction import Correction
 from ..scf.systems import SCFSettings, build_system
 from ..structure import Structure
 from .label import energies_comparable
-from .losses import (
-    density_loss,
-    eigenvalue_loss,
-    energy_loss,
-    force_loss,
-    frontier_loss,
-    hamiltonian_loss,
-    occupied_spectrum,
-)
+from .losses import (density_loss, eigenvalue_loss, energy_loss, force_loss, frontier_loss, hamiltonian_loss,
+                     occupied_spectrum)
 
 LOSS_TERMS = ("energy", "forces", "hamiltonian", "eigenvalues", "frontier", "density")
 

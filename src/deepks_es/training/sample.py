@@ -165,7 +165,7 @@ class FlexibleSPC(Calculator):
         energy = energy + cls.COULOMB * (qq * coulomb)[inside].sum()
         oxygen = (torch.arange(3 * nmol) % 3 == 0)
         oo = inside & oxygen[:, None] & oxygen[None, :]
-        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)
+        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)  # noqa: E731
         energy = energy + (lj(r[oo]) - lj(torch.tensor(rc))).sum()
         (grad,) = torch.autograd.grad(energy, x)
         return float(energy.detach()), -grad.numpy()
