@@ -159,7 +159,7 @@ def test_missing_model_and_default(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="is a directory"):
         resolve_model(str(tmp_path))
     assert resolve_model("none") is None
-    monkeypatch.setattr(registry, "shipped_model_path", lambda: tmp_path / "default_model.pt")
+    monkeypatch.setattr(registry, "shipped_model_path", lambda name="default": tmp_path / "default_model.pt")
     with pytest.raises(ModelError, match="shipped model .* is missing"):
         resolve_model("default")
 

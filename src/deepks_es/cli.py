@@ -131,6 +131,9 @@ def cmd_run(args) -> int:
     if xml is None:  # the main job: the embedded liquid-water NVT run, its engine where the options leave it open
         xml = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
         run_dir = run_dir or MAIN_JOB_RUN_DIR
+        if options.get("model") and options["model"].lower() != "none" and _model_kind(options["model"]) == "surrogate":
+            raise SettingsError("the main job runs the SCF engines; run the surrogate with an input, e.g. "
+                                "deepks-es run inputs/ipi/nvt_liquid_surrogate.xml --model surrogate")
         defaults = {"model": MAIN_JOB_ENGINE.model, "ke_cutoff": MAIN_JOB_ENGINE.ke_cutoff}
         if args.conv_tol is None and args.conv_tol_grad is None:  # both SCF tolerances go together
             defaults.update(conv_tol=MAIN_JOB_ENGINE.conv_tol, conv_tol_grad=MAIN_JOB_ENGINE.conv_tol_grad)
@@ -138,6 +141,14 @@ def cmd_run(args) -> int:
     spec, run_dir = EngineSpec.from_options(options), Path(run_dir or ".")
     code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait))
     return _analyse_finished(code, run_dir)
+
+
+def _model_kind(model: str) -> str:
+    """The engine kind of a model name or file (``reference`` for none)."""
+    from .engines import resolve_model
+
+    model_file = resolve_model(model)
+    return "reference" if model_file is None else model_file.kind
 
 
 def _analyse_finished(code: int, run_dir: Path) -> int:
@@ -197,13 +208,13 @@ def cmd_sample(args) -> int:
     except ValueError:
         raise SettingsError(f"--sizes wants MIN-MAX molecules, e.g. 1-8; got {args.sizes!r}") from None
     plan = SamplingPlan(cluster_sizes=sizes, clusters=args.clusters, boxes=args.boxes,
-                        box_molecules=args.box_molecules, md_molecules=args.md_molecules,
+                        liquid_boxes=args.liquid_boxes, box_molecules=args.box_molecules, md_molecules=args.md_molecules,
                         temperature=args.temperature, distortion=args.distortion, size_bias=args.size_bias,
                         seed=args.seed)
     frames = sample(plan)
     write_structures(args.output, frames)
     print(f"{len(frames)} configurations ({args.clusters} clusters of {args.sizes} molecules, {args.boxes} "
-          f"periodic boxes) -> {args.output}")
+          f"random periodic boxes, {args.liquid_boxes} liquid boxes of {args.md_molecules}) -> {args.output}")
     return 0
 
 
@@ -215,7 +226,7 @@ def cmd_label(args) -> int:
                   conv_tol=args.conv_tol)
     settings = LabelSettings(target=replace(defaults.target, xc=args.target_xc, **common),
                              base=replace(defaults.base, xc=args.base_xc, **common),
-                             nvirt=args.nvirt, periodic_ke_cutoff=args.ke_cutoff)
+                             nvirt=args.nvirt, periodic_ke_cutoff=args.ke_cutoff, distill=args.distill)
     label(args.configs, args.output, settings, progress=not args.quiet)
     return 0
 
@@ -223,8 +234,11 @@ def cmd_label(args) -> int:
 def cmd_train(args) -> int:
     from .training.train import train
 
-    path = train(args.config)
-    print(f"model -> {path} (loss curves: {path.parent / 'loss.png'})")
+    path = train(args.config, member=args.member)
+    if path.suffix == ".pt" and path.name.startswith("checkpoint"):
+        print(f"member {args.member} trained -> {path}; the model file is written when every member is done")
+    else:
+        print(f"model -> {path} (loss curves: {path.parent / 'loss.png'})")
     return 0
 
 
@@ -238,13 +252,17 @@ def cmd_evaluate(args) -> int:
 
     model_file = resolve_model(args.model)
     if model_file is None:
-        raise SettingsError("evaluate needs a model: a file path or 'default'")
+        raise SettingsError("evaluate needs a model: a file path, 'default' or 'surrogate'")
+    if model_file.kind == "surrogate":
+        return _evaluate_surrogate(args, model_file)
     model = CorrectionModel.from_file(model_file)
     baselines = None
     if args.baselines:
         frames, _ = read_dataset(args.baselines)
         baselines = fit_baselines(frames, model.elements)
-    summary = evaluate(model, args.data, subset=args.subset, baselines=baselines, progress=not args.quiet)
+    if len(args.data) > 1:
+        raise SettingsError("a DeePKS-ES model is evaluated on one dataset at a time")
+    summary = evaluate(model, args.data[0], subset=args.subset, baselines=baselines, progress=not args.quiet)
     table = markdown_table(summary)
     if args.output:
         write_json(f"{args.output}.json", summary)
@@ -252,6 +270,25 @@ def cmd_evaluate(args) -> int:
             handle.write(table)
     print(json.dumps(summary) if args.json else table, end="" if not args.json else "\n")
     return 0 if summary["scf_converged"] == summary["scf_attempted"] else EXIT_UNCONVERGED
+
+
+def _evaluate_surrogate(args, model_file) -> int:
+    from .engines import SurrogateEngine
+    from .training.evaluate_surrogate import evaluate_surrogate, markdown_table, spread_plot, write_summary
+
+    if args.baselines or args.subset != "all":
+        raise SettingsError("--baselines and --subset are for DeePKS-ES models, not surrogates")
+    engine = SurrogateEngine.from_spec(EngineSpec(model=str(model_file.path)), model_file)
+    summaries = [evaluate_surrogate(engine, data, progress=not args.quiet) for data in args.data]
+    if args.output:
+        for summary in summaries:
+            suffix = "" if len(summaries) == 1 else f"_{Path(summary['data']).stem}"
+            write_summary(summary, f"{args.output}{suffix}")
+        spread_plot(summaries, Path(f"{args.output}_spread.png"))
+    for summary in summaries:
+        print(json.dumps({k: v for k, v in summary.items() if k != "per_frame"}) if args.json
+              else markdown_table(summary))
+    return 0
 
 
 def _numbers(text: str, kind, flag: str) -> tuple:
@@ -267,7 +304,9 @@ def _numbers(text: str, kind, flag: str) -> tuple:
 def cmd_bench(args) -> int:
     from .bench.suite import BenchPlan, run_bench
     model = args.model or "default"
+    surrogate = args.surrogate
     plan = BenchPlan(model=str(Path(model).resolve()) if Path(model).is_file() else model,
+                     surrogate=str(Path(surrogate).resolve()) if Path(surrogate).is_file() else surrogate,
                      clusters=_numbers(args.clusters, int, "--clusters"), boxes=_numbers(args.boxes, int, "--boxes"),
                      methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,
                      md_steps=args.md_steps, check_every=args.check_every, extrapolation=args.extrapolation,
@@ -303,11 +342,13 @@ VERB_TEXTS = {  # verb: (one-line help, description)
                 "Target and base Kohn-Sham calculations of every frame (energies, "
                 "forces, Fock and overlap matrices, orbitals, density matrices) into "
                 "one HDF5 file. Resumable; parallel over frames under 'mpiexec -n K'."),
-    "train": ("train a DeePKS-ES model (iterative, self-consistent) from labelled data",
+    "train": ("train a DeePKS-ES model (iterative, self-consistent) or a surrogate committee from labelled data",
                 "Energy, force, Hamiltonian, eigenvalue and density losses; phases "
                 "separated by an SCF with the current model on every frame; "
                 "checkpoints and resume; loss curves as PNG. Settings in a TOML file "
-                "(see inputs/training/water.toml)."),
+                "(see inputs/training/water.toml). A TOML with a [surrogate] table "
+                "distils DeePKS-ES labels (label --distill) into a committee of "
+                "E(3)-equivariant networks (inputs/training/surrogate.toml)."),
     "evaluate": ("errors of a model against the target labels, beside PBE and a scissor shift",
                 "Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
                 "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
@@ -399,6 +440,8 @@ def _add_sample(verbs) -> None:
     sample.add_argument("--sizes", default="1-8", help="molecules per cluster, MIN-MAX (default: 1-8)")
     sample.add_argument("--clusters", type=int, default=48, help="number of clusters (default: 48)")
     sample.add_argument("--boxes", type=int, default=0, help="number of periodic boxes (default: 0)")
+    sample.add_argument("--liquid-boxes", type=int, default=0,
+                        help="periodic snapshots of the MD box itself, --md-molecules waters each (default: 0)")
     sample.add_argument("--box-molecules", type=int, default=2, help="molecules per periodic box (default: 2)")
     sample.add_argument("--md-molecules", type=int, default=64, help="molecules in the q-SPC/Fw MD box (default: 64)")
     sample.add_argument("--temperature", type=float, default=300.0, help="MD temperature, K (default: 300)")
@@ -421,18 +464,25 @@ def _add_label(verbs) -> None:
     label.add_argument("--nvirt", type=int, default=4, help="virtual orbitals stored per frame (default: 4)")
     label.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
                        help="periodic multigrid cutoff, Hartree (default: %(default)s, as the main job)")
+    label.add_argument("--distill", metavar="MODEL", default=None,
+                       help="label with this DeePKS-ES model instead ('default': the shipped one): one "
+                            "self-consistent record per frame, the data of a surrogate (deepks-es train [surrogate])")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_train(verbs) -> None:
     train = _verb(verbs, cmd_train)
     train.add_argument("config", help="training configuration (TOML)")
+    train.add_argument("--member", type=int, default=None,
+                       help="surrogate committee: train only member K (run K = 0..M-1 side by side, one per core; "
+                            "the model file is written by the last to finish)")
 
 
 def _add_evaluate(verbs) -> None:
     evaluate = _verb(verbs, cmd_evaluate)
-    evaluate.add_argument("model", help="model file or 'default'")
-    evaluate.add_argument("data", help="labelled HDF5 file (deepks-es label)")
+    evaluate.add_argument("model", help="model file, 'default' or 'surrogate'")
+    evaluate.add_argument("data", nargs="+", help="labelled HDF5 file (deepks-es label); a surrogate takes several "
+                                                  "(one table each, one spread plot)")
     evaluate.add_argument("--subset", choices=("all", "train", "validation"), default="all",
                           help="frames of DATA to use, by the model's recorded training split (default: all)")
     evaluate.add_argument("--baselines", metavar="TRAIN.h5", default=None,
@@ -449,7 +499,10 @@ def _add_bench(verbs) -> None:
     bench.add_argument("--clusters", default="4,8,16,32", help="cluster sizes in molecules (default: %(default)s)")
     bench.add_argument("--boxes", default="32,64", help="periodic boxes, molecules: 8, 32, 64 or none "
                                                         "(default: %(default)s)")
-    bench.add_argument("--methods", default="PBE,DeePKS-ES,HSE06", help="(default: %(default)s)")
+    bench.add_argument("--methods", default="PBE,DeePKS-ES,HSE06",
+                       help="of PBE, DeePKS-ES, HSE06, surrogate (default: %(default)s)")
+    bench.add_argument("--surrogate", default="surrogate",
+                       help="surrogate model of the surrogate method (default: the shipped one)")
     bench.add_argument("--md-molecules", type=int, default=8, help="MD cluster size (default: %(default)s)")
     bench.add_argument("--md-steps", type=int, default=50, help="MD steps, 0 for none (default: %(default)s)")
     bench.add_argument("--check-every", type=int, default=10,

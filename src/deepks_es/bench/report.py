@@ -29,15 +29,15 @@ def correction_share(row: dict) -> float:
 def ratio_table(results: list[dict]) -> list[str]:
     singles = _singles(results)
     systems = list(dict.fromkeys(system for system, _ in singles))
-    lines = ["| system | DeePKS-ES / PBE | HSE06 / DeePKS-ES | correction share of the DeePKS-ES step |",
-             "|---|---|---|---|"]
+    lines = ["| system | DeePKS-ES / PBE | HSE06 / DeePKS-ES | correction share of the DeePKS-ES step | "
+             "DeePKS-ES (cold) / surrogate |", "|---|---|---|---|---|"]
     for system in systems:
         deepks = singles.get((system, "DeePKS-ES"))
         share = "–" if deepks is None else f"{100 * correction_share(deepks):.1f} %"
         hse = singles.get((system, "HSE06"))
         hse_note = "" if hse is None or hse["forces"] else " (energy only)"
         lines.append(f"| {system} | {_ratio(deepks, singles.get((system, 'PBE')))} | "
-                     f"{_ratio(hse, deepks)}{hse_note} | {share} |")
+                     f"{_ratio(hse, deepks)}{hse_note} | {share} | {_ratio(deepks, singles.get((system, 'surrogate')))} |")
     return lines
 
 

@@ -11,9 +11,11 @@ from .registry import (REFERENCE_KIND, as_engine, engine_kinds, make_engine, reg
                        shipped_model_path)
 from .result import Result, SCFInfo
 from .spec import EngineSpec
+from .surrogate import SurrogateEngine
 
 register_engine(REFERENCE_KIND, ReferenceEngine.from_spec)
 register_engine(DeePKSEngine.kind, DeePKSEngine.from_spec)
+register_engine(SurrogateEngine.kind, SurrogateEngine.from_spec)
 
-__all__ = ["DeePKSEngine", "Engine", "EngineInfo", "EngineSpec", "ReferenceEngine", "Result", "SCFInfo",
+__all__ = ["DeePKSEngine", "Engine", "EngineInfo", "EngineSpec", "ReferenceEngine", "Result", "SCFInfo", "SurrogateEngine",
            "as_engine", "engine_kinds", "make_engine", "register_engine", "resolve_model", "shipped_model_path"]

@@ -20,11 +20,11 @@ from ..errors import ModelError, SettingsError
 from ..model.modelfile import ModelFile, read_model_file
 from ..parallel import set_threads
 from .base import Engine
-from .spec import NO_MODEL, SHIPPED_MODEL, EngineSpec
+from .spec import NO_MODEL, SHIPPED_MODEL, SHIPPED_SURROGATE, EngineSpec
 
 ENTRY_POINT_GROUP = "deepks_es.engines"
 REFERENCE_KIND = "reference"
-SHIPPED_MODEL_FILE = "default_model.pt"
+SHIPPED_FILES = {SHIPPED_MODEL: "default_model.pt", SHIPPED_SURROGATE: "surrogate_model.pt"}
 
 EngineFactory = Callable[[EngineSpec, ModelFile | None], Engine]
 _FACTORIES: dict[str, EngineFactory] = {}
@@ -59,17 +59,18 @@ def engine_kinds() -> list[str]:
     return sorted(set(_FACTORIES) | {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
-def shipped_model_path() -> Path:
-    """The shipped DeePKS-ES model file (package data)."""
-    return Path(str(resources.files("deepks_es") / "data" / SHIPPED_MODEL_FILE))
+def shipped_model_path(name: str = SHIPPED_MODEL) -> Path:
+    """A shipped model file (package data): ``default`` (DeePKS-ES) or ``surrogate``."""
+    return Path(str(resources.files("deepks_es") / "data" / SHIPPED_FILES[name]))
 
 
 def resolve_model(name: str) -> ModelFile | None:
-    """``none`` -> None, ``default`` -> the shipped model, anything else -> the model file at that path."""
+    """``none`` -> None, ``default`` -> the shipped DeePKS-ES model, ``surrogate`` -> the shipped surrogate,
+    anything else -> the model file at that path."""
     if name.lower() == NO_MODEL:
         return None
-    if name.lower() == SHIPPED_MODEL:
-        path = shipped_model_path()
+    if name.lower() in SHIPPED_FILES:
+        path = shipped_model_path(name.lower())
         if not path.is_file():
             raise ModelError(f"the shipped model {path} is missing from this installation: reinstall "
                              "deepks-es, or pass --model PATH to a trained model file")

@@ -10,6 +10,7 @@ from ..errors import SettingsError
 
 NO_MODEL = "none"
 SHIPPED_MODEL = "default"
+SHIPPED_SURROGATE = "surrogate"
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class EngineSpec:
 
     def with_absolute_model(self) -> EngineSpec:
         """This spec with a model file path made absolute (for processes started in another directory)."""
-        if self.model.lower() in (NO_MODEL, SHIPPED_MODEL) or not Path(self.model).exists():
+        if self.model.lower() in (NO_MODEL, SHIPPED_MODEL, SHIPPED_SURROGATE) or not Path(self.model).exists():
             return self
         return replace(self, model=str(Path(self.model).resolve()))
 
@@ -86,7 +87,8 @@ class EngineSpec:
 
 
 ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
-    ("model", str, "model file PATH, 'default' (the shipped model) or 'none' (plain functional)"),
+    ("model", str, "model file PATH, 'default' (the shipped DeePKS-ES model), 'surrogate' (the shipped "
+                   "surrogate) or 'none' (plain functional)"),
     ("xc", str, "functional, e.g. PBE or HSE06 (default: the model's base functional, else PBE)"),
     ("basis", str, "AO basis (default: the model's, else gth-dzvp)"),
     ("pseudo", str, "pseudopotential, 'none' for all-electron clusters (default: the model's, else gth-pbe)"),

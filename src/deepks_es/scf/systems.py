@@ -83,6 +83,13 @@ def build_system(structure: Structure, settings: SCFSettings):
                              f"{', '.join(sorted(set(structure.symbols)))}: {text}") from None
 
 
+def overlap_matrix(system) -> np.ndarray:
+    """The AO overlap of a ``Mole``, or the Γ-point (lattice-summed) overlap of a ``Cell``."""
+    if is_cell(system):
+        return np.asarray(system.pbc_intor("int1e_ovlp", hermi=1))
+    return np.asarray(system.intor_symmetric("int1e_ovlp"))
+
+
 DENSE_MATRICES = 40  # nao x nao float64 arrays alive at once in an SCF and its gradient (a floor, not a peak)
 GRID_ARRAYS = 30  # float64 arrays on the periodic FFT mesh
 

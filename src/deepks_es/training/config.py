@@ -10,6 +10,19 @@ from ..errors import SettingsError
 from .frames import LOSS_TERMS
 
 
+def read_toml(path: str | os.PathLike) -> dict:
+    """The parsed TOML file at ``path``; a missing or malformed file is a one-line SettingsError."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise SettingsError(f"training config not found: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What to train on, the network, the loss weights and the schedule.
@@ -50,15 +63,11 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
-        import tomllib
+        return cls.from_raw(read_toml(path), Path(path))
 
-        path = Path(path)
-        if not path.is_file():
-            raise SettingsError(f"training config not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    @classmethod
+    def from_raw(cls, raw: dict, path: Path) -> TrainConfig:
+        """The config of a parsed TOML file at ``path`` (relative paths are relative to it)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:

@@ -30,21 +30,22 @@ VERSION = 1
 
 @dataclass
 class Frame:
-    """One labelled configuration: the structure and its target/base records (see :mod:`.records`)."""
+    """One labelled configuration: the structure and its target/base records (see :mod:`.records`); a
+    distillation frame (``deepks-es label --distill``) has no base."""
 
     name: str
     structure: Structure
     target: dict
-    base: dict
+    base: dict | None
 
 
-def frame_arrays(structure: Structure, target: dict, base: dict) -> dict[str, np.ndarray]:
+def frame_arrays(structure: Structure, target: dict, base: dict | None = None) -> dict[str, np.ndarray]:
     """Flat ``{path: array}`` of one frame, paths relative to its group."""
     arrays = {"symbols": np.array(structure.symbols), "positions": np.asarray(structure.positions)}
     if structure.cell is not None:
         arrays["cell"] = np.asarray(structure.cell)
     arrays.update({f"target/{k}": np.asarray(v) for k, v in target.items()})
-    arrays.update({f"base/{k}": np.asarray(v) for k, v in base.items()})
+    arrays.update({f"base/{k}": np.asarray(v) for k, v in (base or {}).items()})
     return arrays
 
 
@@ -89,5 +90,6 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[Frame], dict]:
 def _read_frame(name: str, group) -> Frame:
     cell = group["cell"][()] if "cell" in group else None
     structure = Structure(tuple(group.attrs["symbols"].split()), group["positions"][()], cell)
-    records = {part: {k: v[()] for k, v in group[part].items()} for part in ("target", "base")}
+    records = {part: {k: v[()] for k, v in group[part].items()} if part in group else None
+               for part in ("target", "base")}
     return Frame(name, structure, records["target"], records["base"])

@@ -1,5 +1,9 @@
 """``deepks-es label``: target (HSE06) and base (PBE) calculations of every configuration, into HDF5.
 
+With ``distill`` (a DeePKS-ES model name: ``default`` or a path) each frame gets one record instead,
+the self-consistent DeePKS-ES solution as ``target/`` (energy, forces, Kohn-Sham matrix
+H_base[rho] + V_delta, overlap, orbitals): the labels a surrogate is distilled from.
+
 Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (written
 atomically), so a crashed or killed run resumes where it stopped and never
 recomputes a finished frame; when every frame is done the parts are gathered
@@ -37,6 +41,7 @@ class LabelSettings:
     base: SCFSettings = field(default_factory=lambda: SCFSettings(xc="PBE", conv_tol=1e-9))
     nvirt: int = 4
     periodic_ke_cutoff: float = PERIODIC_KE_CUTOFF
+    distill: str | None = None
 
     def for_structure(self, structure: Structure) -> tuple[SCFSettings, SCFSettings]:
         """(target, base) settings for one structure: periodic boxes get the multigrid cutoff."""
@@ -50,17 +55,30 @@ class LabelSettings:
         """The settings a dataset was labelled with (its file attributes)."""
         raw = json.loads(attrs["settings"])
         return cls(target=SCFSettings(**raw["target"]), base=SCFSettings(**raw["base"]), nvirt=raw["nvirt"],
-                   periodic_ke_cutoff=raw["periodic_ke_cutoff"])
+                   periodic_ke_cutoff=raw["periodic_ke_cutoff"], distill=raw.get("distill"))
 
     def as_attrs(self) -> dict:
-        return {"target_xc": self.target.xc, "base_xc": self.base.xc, "basis": self.base.basis,
+        target = "DeePKS-ES" if self.distill else self.target.xc
+        return {"target_xc": target, "base_xc": self.base.xc, "basis": self.base.basis,
                 "pseudo": str(self.base.pseudo), "settings": json.dumps(asdict(self))}
 
+    def distill_engine(self):
+        """The DeePKS-ES engine of ``distill`` at the base settings (multigrid cutoff for boxes)."""
+        from ..engines import make_engine
+        from ..engines.spec import EngineSpec
 
-def label_structure(structure: Structure, settings: LabelSettings) -> dict[str, np.ndarray]:
-    """Base then target SCF (the target starts from the base density): the frame's arrays."""
+        return make_engine(EngineSpec(model=self.distill, conv_tol=self.base.conv_tol,
+                                      ke_cutoff=self.periodic_ke_cutoff))
+
+
+def label_structure(structure: Structure, settings: LabelSettings, engine=None) -> dict[str, np.ndarray]:
+    """Base then target SCF (the target starts from the base density): the frame's arrays; with
+    ``settings.distill``, the DeePKS-ES record of ``engine`` (:meth:`LabelSettings.distill_engine`) alone."""
     from ..engines import ReferenceEngine
 
+    if settings.distill:
+        return frame_arrays(structure, scf_record(engine, structure, nvirt=settings.nvirt,
+                                                  correction_terms=False))
     target_settings, base_settings = settings.for_structure(structure)
     base = scf_record(ReferenceEngine(base_settings), structure, nvirt=settings.nvirt)
     target = scf_record(ReferenceEngine(target_settings), structure, dm0=base["dm"], nvirt=settings.nvirt)
@@ -103,11 +121,12 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         return sum(1 for name in names if (parts / f"{name}.npz").is_file())
 
     bar = _progress_bar(len(structures), done()) if progress and rank == 0 else None
+    engine = settings.distill_engine() if settings.distill else None
     try:
         for i, name in enumerate(names):
             if (parts / f"{name}.npz").is_file() or not _claim(parts / f"{name}.claim"):
                 continue
-            arrays = label_structure(structures[i], settings)
+            arrays = label_structure(structures[i], settings, engine)
             arrays["source_index"] = np.int64(i)
             with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
@@ -133,7 +152,8 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
             with np.load(parts / f"{name}.npz") as data:
                 frames[name] = {key: data[key] for key in data.files}
         write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs)})
-        unconverged = [n for n, f in frames.items() if not (f["target/converged"] and f["base/converged"])]
+        unconverged = [n for n, f in frames.items() if not all(f[k] for k in ("target/converged", "base/converged")
+                                                                  if k in f)]
         if unconverged:
             print(f"deepks-es label: {len(unconverged)} frame(s) with an unconverged SCF (flagged in the file, "
                   f"left out of training): {', '.join(unconverged)}", file=sys.stderr)

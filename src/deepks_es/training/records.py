@@ -17,13 +17,15 @@ from ..engines.reference import ReferenceEngine
 from ..structure import Structure
 
 
-def scf_record(engine: ReferenceEngine, structure: Structure, dm0: np.ndarray | None = None, nvirt: int = 4) -> dict:
+def scf_record(engine: ReferenceEngine, structure: Structure, dm0: np.ndarray | None = None, nvirt: int = 4,
+               correction_terms: bool = True) -> dict:
     """Converge ``engine``'s Kohn-Sham problem for ``structure`` and collect the record (Hartree, Bohr).
 
     Keys: ``energy``, ``forces`` (when analytic forces exist), ``fock`` (nao, nao), ``mo_energy`` (nmo,),
     ``mo_coeff`` (nao, nocc + nvirt), ``dm`` (total), ``overlap``, ``nocc``, ``converged``, ``scf_cycles``;
     with a correction also ``e_delta``, ``v_delta`` and ``forces_delta``: the correction's share of the
-    force, -dE_delta/dR at fixed dm plus V_delta's share of the energy-weighted density-matrix term.
+    force, -dE_delta/dR at fixed dm plus V_delta's share of the energy-weighted density-matrix term
+    (``correction_terms=False`` leaves those three out).
     Orbitals are the eigenpairs of ``fock`` at the final density, so they match what the loss diagonalises.
     """
     mf, outcome = engine.solve(structure, dm0)
@@ -41,7 +43,7 @@ def scf_record(engine: ReferenceEngine, structure: Structure, dm0: np.ndarray | 
     if forces is not None:
         record["forces"] = forces
     correction = getattr(mf, "correction", None)
-    if correction is not None:
+    if correction is not None and correction_terms:
         e_delta, v_delta = correction.energy_potential(dm)
         descriptors, _, jacobian = correction.descriptor_jacobians(dm)
         g = correction.descriptor_gradient(descriptors)

@@ -8,7 +8,9 @@ nearest (minimum image, O-O) to a random molecule of a snapshot, made whole arou
 it. A classical model misses the zero-point spread of real water, so every atom
 then gets a Gaussian displacement of ``distortion`` Angstrom ("thermal
 distortion"). Periodic boxes are random rigid molecules at the same density with
-an O-O distance floor, distorted the same way. Everything is seeded.
+an O-O distance floor, distorted the same way; liquid boxes are snapshots of the
+periodic MD box itself (``md_molecules`` waters, distorted the same way), one MD
+trajectory for clusters and liquid boxes alike. Everything is seeded.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class SamplingPlan:
     Attributes:
         cluster_sizes: molecules per cluster, drawn from this range (inclusive) with the weights of ``size_bias``.
         clusters: number of clusters.
-        boxes: number of periodic boxes of ``box_molecules`` molecules.
+        boxes: number of periodic boxes of ``box_molecules`` random rigid molecules.
+        liquid_boxes: number of periodic snapshots of the MD box itself (``md_molecules`` molecules each).
         md_molecules: molecules in the MD box the clusters are cut from.
         temperature: MD temperature.
         equilibration, stride: MD steps (0.5 fs) before the first snapshot and between snapshots.
@@ -48,6 +51,7 @@ class SamplingPlan:
     cluster_sizes: tuple[int, int] = (1, 8)
     clusters: int = 100
     boxes: int = 0
+    liquid_boxes: int = 0
     box_molecules: int = 2
     md_molecules: int = 64
     temperature: float = 300.0
@@ -60,11 +64,13 @@ class SamplingPlan:
 
     def __post_init__(self):
         lo, hi = self.cluster_sizes
-        if not 1 <= lo <= hi or hi > self.md_molecules // 2:
+        if self.clusters and (not 1 <= lo <= hi or hi > self.md_molecules // 2):
             raise SettingsError(f"cluster sizes {lo}-{hi} must satisfy 1 <= min <= max <= md_molecules/2 "
                                 f"({self.md_molecules // 2})")
-        if self.clusters < 0 or self.boxes < 0 or self.clusters + self.boxes == 0 or self.box_molecules < 1:
-            raise SettingsError("need clusters >= 0, boxes >= 0, at least one of them, and box molecules >= 1")
+        counts = (self.clusters, self.boxes, self.liquid_boxes)
+        if min(counts) < 0 or sum(counts) == 0 or self.box_molecules < 1 or self.md_molecules < 2:
+            raise SettingsError("need clusters, boxes and liquid boxes >= 0, at least one of them, box molecules "
+                                ">= 1 and MD molecules >= 2")
         if self.distortion < 0 or self.clusters_per_snapshot < 1 or self.stride < 1 or self.equilibration < 0:
             raise SettingsError("need distortion >= 0, clusters per snapshot >= 1, stride >= 1, equilibration >= 0")
 
@@ -203,27 +209,30 @@ def cut_cluster(positions: np.ndarray, length: float, centre: int, nmol: int) ->
 
 
 def sample(plan: SamplingPlan) -> list[Structure]:
-    """Clusters then boxes, as :class:`Structure` (Bohr), per the plan."""
+    """Clusters, then random boxes, then liquid boxes, as :class:`Structure` (Bohr), per the plan."""
     from ..constants import ANGSTROM_BOHR
 
     rng = np.random.default_rng(plan.seed)
     symbols = ("O", "H", "H")
     frames: list[Structure] = []
+
+    def distorted(xyz: np.ndarray) -> np.ndarray:
+        return (xyz + rng.normal(scale=plan.distortion, size=xyz.shape)) * ANGSTROM_BOHR
+
+    nsnap = -(-plan.clusters // plan.clusters_per_snapshot)
+    snapshots, length = md_snapshots(plan, nsnap + plan.liquid_boxes, rng) if nsnap + plan.liquid_boxes else ([], 0)
     if plan.clusters:
-        nsnap = -(-plan.clusters // plan.clusters_per_snapshot)
-        snapshots, length = md_snapshots(plan, nsnap, rng)
         sizes = np.arange(plan.cluster_sizes[0], plan.cluster_sizes[1] + 1)
         weight = sizes.astype(float) ** -plan.size_bias
         probability = weight / weight.sum()
         for i in range(plan.clusters):
             nmol = int(rng.choice(sizes, p=probability))
             centre = int(rng.integers(plan.md_molecules))
-            xyz = cut_cluster(snapshots[i // plan.clusters_per_snapshot], length, centre, nmol)
-            xyz = xyz + rng.normal(scale=plan.distortion, size=xyz.shape)
-            frames.append(Structure(symbols * nmol, xyz * ANGSTROM_BOHR))
+            frames.append(Structure(symbols * nmol, distorted(cut_cluster(snapshots[i // plan.clusters_per_snapshot],
+                                                                          length, centre, nmol))))
     for _ in range(plan.boxes):
-        xyz, length = random_water_box(plan.box_molecules, rng)
-        xyz = xyz + rng.normal(scale=plan.distortion, size=xyz.shape)
-        frames.append(Structure(symbols * plan.box_molecules, xyz * ANGSTROM_BOHR,
-                                np.eye(3) * length * ANGSTROM_BOHR))
+        xyz, box = random_water_box(plan.box_molecules, rng)
+        frames.append(Structure(symbols * plan.box_molecules, distorted(xyz), np.eye(3) * box * ANGSTROM_BOHR))
+    for xyz in snapshots[nsnap:]:
+        frames.append(Structure(symbols * plan.md_molecules, distorted(xyz), np.eye(3) * length * ANGSTROM_BOHR))
     return frames

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from ..analysis import figure, save_figure, write_csv
-from ..errors import DeePKSError
+from ..errors import DeePKSError, SettingsError
 from ..fileio import atomic_path, write_json
 from ..model.network import CorrectionModel
-from .config import TrainConfig
+from .checkpoint import load_checkpoint
+from .config import TrainConfig, read_toml
 from .dataset import Frame, read_dataset
 from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame
 from .label import LabelSettings, energies_comparable
@@ -248,17 +249,9 @@ class Trainer:
 
     def _load_checkpoint(self) -> dict:
         path = self.workdir / CHECKPOINT
-        if not path.is_file():
+        payload = load_checkpoint(path, self.fingerprint)
+        if payload is None:
             return {"phase": 0, "epoch": 0}
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            fingerprint = json.loads(payload["fingerprint"])
-        except Exception as exc:
-            raise DeePKSError(f"cannot resume from {path}: unreadable checkpoint ({type(exc).__name__})") from None
-        if fingerprint != self.fingerprint:
-            changed = sorted(k for k in self.fingerprint if fingerprint.get(k) != self.fingerprint[k])
-            raise DeePKSError(f"{path} belongs to another training (changed: {', '.join(changed)}): use a new "
-                              "workdir or remove the old one")
         self.model.load_state_dict(payload["model"])
         self.model.provenance = json.loads(payload["provenance"])
         self.history = json.loads(payload["history"])
@@ -288,7 +281,21 @@ class Trainer:
         save_figure(fig, self.workdir / "loss.png")
 
 
-def train(config_path: str, log=None) -> Path:
-    """Train from a TOML config; returns the final model path."""
-    return Trainer(TrainConfig.from_toml(config_path),
-                   log=log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))).run()
+def train(config_path: str, log=None, member: int | None = None) -> Path:
+    """Train from a TOML config; returns the final model path. A config with a ``[surrogate]`` table trains a
+    surrogate committee (:mod:`.surrogate`; ``member`` trains only that member), any other a DeePKS-ES model."""
+    log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
+    path = Path(config_path)
+    raw = read_toml(path)
+    if "surrogate" in raw:
+        from .surrogate import SurrogateTrainConfig, train_surrogate
+
+        others = sorted(set(raw) - {"surrogate"})
+        if others:
+            raise SettingsError(f"{path}: a surrogate config holds only the [surrogate] table; found also "
+                                f"{', '.join(others)}")
+        return train_surrogate(SurrogateTrainConfig.from_table(raw["surrogate"], path.parent, str(path)), log,
+                               member)
+    if member is not None:
+        raise SettingsError("--member is for surrogate committees (a config with a [surrogate] table)")
+    return Trainer(TrainConfig.from_raw(raw, path), log=log).run()

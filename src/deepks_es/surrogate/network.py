@@ -1,0 +1,283 @@
+"""The surrogate network (e3nn): message passing on the atomic graph, an energy head (a sum of atomic
+energies and pair energies; the explicit pair term gives the stiff O-H bond a direct route) and a Hamiltonian head (on-site and pair blocks of the AO Kohn-Sham matrix, folded over lattice
+images into the Γ-point matrix). Forces and the virial come from autograd of the energy.
+
+Everything is in atomic units; vectors enter e3nn in the (y, z, x) frame of :mod:`.basis`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import nn
+
+from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
+from .graph import Graph
+
+ROUTES = ("cluster", "periodic")
+"""Energy routes: PySCF's molecular and periodic total energies differ by a constant per atom, so each route
+has its own reference energies."""
+
+
+@dataclass(frozen=True)
+class SurrogateSettings:
+    """The network's shape (Bohr for lengths).
+
+    Attributes:
+        elements: chemical symbols the model knows.
+        basis, pseudo: the AO basis and pseudopotential of the Hamiltonian it predicts.
+        cutoff: message-passing cutoff.
+        hamiltonian_cutoff: pair blocks beyond it are zero.
+        hidden: node irreps of the interaction layers.
+        pair_features: irreps per atom that enter the pair and on-site blocks (l <= 4, both parities).
+        compact_features: the irreps whose products with themselves make the higher l of ``pair_features``.
+        two_centre: radial channels of the two-centre (Slater-Koster-like) part of a pair block, per l.
+        layers: interaction layers.
+        radial: Bessel radial functions.
+        num_neighbors: typical neighbour count within ``cutoff`` (message normalisation).
+    """
+
+    elements: tuple[str, ...] = ("H", "O")
+    basis: str = "gth-dzvp"
+    pseudo: str = "gth-pbe"
+    cutoff: float = 8.0
+    hamiltonian_cutoff: float = 11.0
+    hidden: str = "32x0e+8x0o+16x1o+8x1e+8x2e+4x2o"
+    pair_features: str = "16x0e+8x0o+8x1o+8x1e+8x2e+8x2o+4x3o+4x3e+4x4e+2x4o"
+    compact_features: str = "8x0e+4x1o+4x1e+4x2e+4x2o"
+    two_centre: int = 16
+    layers: int = 2
+    radial: int = 8
+    num_neighbors: float = 40.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "elements": list(self.elements)}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> SurrogateSettings:
+        return cls(**{**raw, "elements": tuple(raw["elements"])})
+
+
+def envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
+    """Smooth cutoff of reduced distance x: 1 at 0, zero with its first two derivatives at 1."""
+    value = 1 - (p + 1) * (p + 2) / 2 * x**p + p * (p + 2) * x**(p + 1) - p * (p + 1) / 2 * x**(p + 2)
+    return torch.where(x < 1, value, torch.zeros_like(x))
+
+
+class RadialBasis(nn.Module):
+    """Bessel functions sin(n pi r / rc) / r times :func:`envelope`: (E,) -> (E, n)."""
+
+    def __init__(self, cutoff: float, n: int):
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("frequencies", math.pi * torch.arange(1, n + 1) / cutoff)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        r = r[:, None]
+        return math.sqrt(2 / self.cutoff) * torch.sin(self.frequencies * r) / r * envelope(r / self.cutoff)
+
+
+def radial_mlp(n_in: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, 32), nn.SiLU(), nn.Linear(32, n_out))
+
+
+def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    return values.new_zeros((size, values.shape[1])).index_add_(0, index, values)
+
+
+def depthwise_product(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, wanted: o3.Irreps) -> o3.TensorProduct:
+    """Channel-wise ('uvu') tensor product of node and edge irreps keeping the outputs of ``wanted``'s kinds,
+    with per-edge weights."""
+    kinds = {ir for _, ir in wanted}
+    outputs, instructions = [], []
+    for i, (mul, ir_in) in enumerate(irreps_in):
+        for j, (_, ir_edge) in enumerate(irreps_edge):
+            for ir_out in ir_in * ir_edge:
+                if ir_out in kinds:
+                    instructions.append((i, j, len(outputs), "uvu", True))
+                    outputs.append((mul, ir_out))
+    outputs = o3.Irreps(outputs)
+    ordered, permutation, _ = outputs.sort()
+    instructions = [(i, j, permutation[k], mode, train) for i, j, k, mode, train in instructions]
+    return o3.TensorProduct(irreps_in, irreps_edge, ordered, instructions, shared_weights=False,
+                            internal_weights=False)
+
+
+class Interaction(nn.Module):
+    """One message-passing layer: h_i <- gate(W sum_j TP(h_j, Y(r_ij); R(r_ij)) / n + W' h_i)."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_radial: int,
+                 num_neighbors: float):
+        super().__init__()
+        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
+        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
+        self.gate = Gate(scalars, [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars],
+                         o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
+        self.product = depthwise_product(irreps_in, irreps_sh, self.gate.irreps_in)
+        self.radial = radial_mlp(n_radial, self.product.weight_numel)
+        self.linear = o3.Linear(self.product.irreps_out, self.gate.irreps_in)
+        self.skip = o3.Linear(irreps_in, self.gate.irreps_in)
+        self.norm = 1.0 / math.sqrt(num_neighbors)
+
+    def forward(self, h, sh, radial, src, dst):
+        messages = self.product(h[dst], sh, self.radial(radial))
+        return self.gate(self.norm * self.linear(scatter_sum(messages, src, h.shape[0])) + self.skip(h))
+
+
+class SurrogateModel(nn.Module):
+    """Energy (Hartree) and Γ-point Kohn-Sham matrix (Hartree, PySCF AO order) of a structure of known
+    elements, from its positions (Bohr), cell (rows, Bohr) and :class:`Graph` within the Hamiltonian cutoff.
+
+    Buffers ``reference_energy`` (route, element), ``energy_scale`` and ``onsite_mean_<element>`` (the mean on-site
+    block as irreps) are set from the training data.
+    """
+
+    def __init__(self, settings: SurrogateSettings = SurrogateSettings()):
+        super().__init__()
+        self.settings = settings
+        s = settings
+        n_el = len(s.elements)
+        self.shells = [element_shells(el, s.basis, s.pseudo) for el in s.elements]
+        self.register_buffer("ao_counts", torch.tensor([ao_count(sh) for sh in self.shells]))
+        self.register_buffer("reference_energy", torch.zeros(len(ROUTES), n_el, dtype=torch.float64))
+        self.register_buffer("energy_scale", torch.tensor(0.01, dtype=torch.float64))
+        hidden = o3.Irreps(s.hidden)
+        self.sh_nodes = o3.Irreps.spherical_harmonics(2)
+        self.sh_pairs = o3.Irreps.spherical_harmonics(4)
+        self.embed = o3.Linear(o3.Irreps(f"{n_el}x0e"), hidden)
+        self.radial = RadialBasis(s.cutoff, s.radial)
+        self.layers = nn.ModuleList(Interaction(hidden, hidden, self.sh_nodes, s.radial, s.num_neighbors)
+                                    for _ in range(s.layers))
+        self.energy_head = nn.Sequential(o3.Linear(hidden, o3.Irreps("16x0e")), nn.SiLU(), nn.Linear(16, 1))
+        self.pair_energy = nn.Sequential(nn.Linear(s.radial + 2 * n_el, 32), nn.SiLU(), nn.Linear(32, 1))
+        # Hamiltonian head: per-atom irreps up to l = 4 of both parities, per-pair scalars from the radial
+        # basis and both atoms' scalars; a pair block mixes (scalars x Y(r_ij)) with both atoms' irreps scaled
+        # by pair scalars, on-site blocks come from the atom's irreps
+        pair = o3.Irreps(s.pair_features)
+        self.pair_radial = RadialBasis(s.hamiltonian_cutoff, s.radial)
+        self.atom_linear = o3.Linear(hidden, pair)
+        compact = o3.Irreps(s.compact_features)
+        self.atom_compact = o3.Linear(hidden, compact)
+        self.atom_product = o3.FullyConnectedTensorProduct(compact, compact, pair)
+        n_scalars = hidden.count("0e")
+        self.register_buffer("scalar_index", torch.cat([torch.arange(sl.start, sl.stop) for (mul, ir), sl in
+                                                        zip(hidden, hidden.slices()) if ir == o3.Irrep("0e")]))
+        self.register_buffer("channel_index", torch.repeat_interleave(
+            torch.arange(pair.num_irreps), torch.tensor([ir.dim for mul, ir in pair for _ in range(mul)])))
+        n_two_centre = s.two_centre
+        self.pair_scalars = nn.Sequential(nn.Linear(s.radial + 2 * n_scalars, 64), nn.SiLU(),
+                                          nn.Linear(64, n_two_centre + 2 * pair.num_irreps))
+        self.n_two_centre = n_two_centre
+        two_centre = o3.Irreps("+".join(f"{n_two_centre}x{ir}" for _, ir in self.sh_pairs))
+        self.register_buffer("two_centre_index", torch.repeat_interleave(torch.arange(self.sh_pairs.lmax + 1),
+                                                                         torch.tensor([2 * l + 1 for l in range(5)])))
+        edge_irreps = two_centre + pair + pair
+        blocks = {(a, b): block_irreps(self.shells[a], self.shells[b]) for a in range(n_el) for b in range(n_el)}
+        self.pair_out = nn.ModuleDict({f"{a}_{b}": o3.Linear(edge_irreps, o3.Irreps(blocks[a, b].irreps))
+                                       for a, b in blocks})
+        self.onsite_out = nn.ModuleDict({str(a): o3.Linear(pair, o3.Irreps(blocks[a, a].irreps)) for a in range(n_el)})
+        for (a, b), block in blocks.items():
+            self.register_buffer(f"transform_{a}_{b}", torch.as_tensor(block.transform))
+        for a in range(n_el):  # the mean on-site block of each element (set from the training data)
+            self.register_buffer(f"onsite_mean_{a}", torch.zeros(len(blocks[a, a].transform)))
+
+    def species(self, symbols) -> torch.Tensor:
+        """Element indices of ``symbols``; an element the model does not know is a ValueError."""
+        index = {el: i for i, el in enumerate(self.settings.elements)}
+        unknown = sorted(set(symbols) - set(index))
+        if unknown:
+            raise ValueError(f"the surrogate knows {', '.join(self.settings.elements)}, not {', '.join(unknown)}")
+        return torch.tensor([index[s] for s in symbols])
+
+    def node_features(self, species, vectors, graph: Graph):
+        """Node irreps after the interaction layers, and the pair energies (Hartree / energy scale) of the
+        pairs within the cutoff, from pair ``vectors`` (E, 3) in the (y, z, x) frame."""
+        lengths = vectors.norm(dim=1)
+        near = lengths < self.settings.cutoff
+        src, dst, vec, r = graph.src[near], graph.dst[near], vectors[near], lengths[near]
+        sh = o3.spherical_harmonics(self.sh_nodes, vec, normalize=True, normalization="component")
+        radial = self.radial(r)
+        onehot = nn.functional.one_hot(species, len(self.settings.elements)).to(vectors.dtype)
+        pair = self.pair_energy(torch.cat([radial, onehot[src], onehot[dst]], dim=1)).squeeze(-1)
+        h = self.embed(onehot)
+        for layer in self.layers:
+            h = layer(h, sh, radial, src, dst)
+        return h, 0.5 * pair * envelope(r / self.settings.cutoff)
+
+    def energy(self, species, h, pair, periodic: bool) -> torch.Tensor:
+        """Total energy (Hartree): atomic and pair energies plus the route's reference energies."""
+        body = self.energy_head(h).squeeze(-1).double().sum() + pair.double().sum()
+        return body * self.energy_scale + self.reference_energy[int(periodic), species].sum()
+
+    def energy_and_features(self, species, positions, cell, graph: Graph):
+        """(energy, node irreps, pair vectors in the (y, z, x) frame) for ``positions`` (N, 3) and ``cell``
+        (3, 3 or None), both differentiable: what :meth:`hamiltonian` takes."""
+        vectors = graph.vectors(positions, cell)[:, E3NN_FROM_XYZ]
+        h, pair = self.node_features(species, vectors, graph)
+        return self.energy(species, h, pair, cell is not None), h, vectors
+
+    def forward(self, species, positions, cell, graph: Graph, hamiltonian: bool = True):
+        """(energy, H or None) for ``positions`` (N, 3) and ``cell`` (3, 3 or None), both differentiable."""
+        energy, h, vectors = self.energy_and_features(species, positions, cell, graph)
+        return energy, (self.hamiltonian(species, h, vectors, graph) if hamiltonian else None)
+
+    def ao_offsets(self, species) -> torch.Tensor:
+        counts = self.ao_counts[species]
+        return torch.cumsum(counts, 0) - counts
+
+    def hamiltonian(self, species, h, vectors, graph: Graph) -> torch.Tensor:
+        """The Γ-point Kohn-Sham matrix (nao, nao): on-site blocks plus pair blocks summed over images."""
+        offsets, counts = self.ao_offsets(species), self.ao_counts[species]
+        nao = int(counts.sum())
+        matrix = h.new_zeros(nao * nao)
+        compact = self.atom_compact(h)
+        atom = self.atom_linear(h) + self.atom_product(compact, compact)
+        lengths = vectors.norm(dim=1)
+        sh = o3.spherical_harmonics(self.sh_pairs, vectors, normalize=True, normalization="component")
+        scalars = h[:, self.scalar_index]
+        pair_scalars = self.pair_scalars(torch.cat([self.pair_radial(lengths), scalars[graph.src],
+                                                    scalars[graph.dst]], dim=1))
+        pair_scalars = pair_scalars * envelope(lengths / graph.cutoff)[:, None]
+        k = self.n_two_centre
+        two_centre = pair_scalars[:, :k, None] * sh[:, None, :]  # (E, k, 25), to (E, sum_l k (2l+1)) by l
+        two_centre = torch.cat([two_centre[:, :, self.two_centre_index == l].reshape(len(sh), -1)
+                                for l in range(self.sh_pairs.lmax + 1)], dim=1)
+        n_irreps = int(self.channel_index.max()) + 1
+        scale_i = pair_scalars[:, k:k + n_irreps][:, self.channel_index]
+        scale_j = pair_scalars[:, k + n_irreps:][:, self.channel_index]
+        edge = torch.cat([two_centre, atom[graph.src] * scale_i, atom[graph.dst] * scale_j], dim=1)
+        n_el = len(self.settings.elements)
+        for a in range(n_el):
+            atoms = torch.nonzero(species == a).squeeze(1)
+            onsite = self.onsite_out[str(a)](atom[atoms]) + getattr(self, f"onsite_mean_{a}")
+            self._add_blocks(matrix, nao, onsite, a, a, atoms, atoms, offsets)
+            for b in range(n_el):
+                edges = torch.nonzero((species[graph.src] == a) & (species[graph.dst] == b)).squeeze(1)
+                blocks = self.pair_out[f"{a}_{b}"](edge[edges])
+                self._add_blocks(matrix, nao, blocks, a, b, graph.src[edges], graph.dst[edges], offsets)
+        matrix = matrix.view(nao, nao)
+        return 0.5 * (matrix + matrix.T)
+
+    def onsite_irreps(self, species, matrix: torch.Tensor) -> dict[int, torch.Tensor]:
+        """{element: (n_atoms, dim)} the on-site blocks of an AO ``matrix`` as irreps (the inverse of the head)."""
+        offsets, out = self.ao_offsets(species), {}
+        for a in range(len(self.settings.elements)):
+            n = int(self.ao_counts[a])
+            blocks = [matrix[o:o + n, o:o + n].reshape(-1) for o in offsets[species == a].tolist()]
+            if blocks:
+                out[a] = torch.stack(blocks) @ getattr(self, f"transform_{a}_{a}").to(matrix.dtype).T
+        return out
+
+    def _add_blocks(self, matrix, nao, irreps, a, b, rows, cols, offsets):
+        """Add the (a, b) blocks given as ``irreps`` (n, dim) at atoms ``rows`` x ``cols`` into ``matrix``."""
+        transform = getattr(self, f"transform_{a}_{b}").to(irreps.dtype)
+        na, nb = int(self.ao_counts[a]), int(self.ao_counts[b])
+        blocks = irreps @ transform
+        row = offsets[rows][:, None] + torch.arange(na)
+        col = offsets[cols][:, None] + torch.arange(nb)
+        index = (row[:, :, None] * nao + col[:, None, :]).reshape(-1)
+        matrix.index_add_(0, index, blocks.reshape(-1).to(matrix.dtype))

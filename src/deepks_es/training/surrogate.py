@@ -1,0 +1,371 @@
+"""``deepks-es train`` with a ``[surrogate]`` table: distil DeePKS-ES labels (``deepks-es label --distill``)
+into a committee of surrogate networks (:mod:`deepks_es.surrogate`).
+
+Loss per frame (eV-based, like the DeePKS-ES training): energy per atom, force components, Kohn-Sham matrix
+elements, the occupied levels + LUMO and the gap. A periodic box's levels are referenced to its mean potential
+and a cluster's to vacuum, which a local model cannot tell apart: for boxes the Hamiltonian and level terms
+ignore a constant shift mu S (mu fitted per frame, the same mu for both), for clusters they are absolute.
+Each member has its own seed and validation split; checkpoints every epoch, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..constants import BOHR_ANGSTROM, HARTREE_EV
+from ..errors import DeePKSError, SettingsError
+from ..fileio import atomic_path, write_json
+from ..surrogate.committee import Committee
+from ..surrogate.graph import Graph, build_graph
+from ..surrogate.network import SurrogateModel, SurrogateSettings
+from .checkpoint import load_checkpoint
+from .dataset import read_dataset
+
+SURROGATE_TERMS = ("energy", "forces", "hamiltonian", "eigenvalues", "gap")
+CHECKPOINT = "checkpoint.pt"
+MODEL = "surrogate.pt"
+
+
+@dataclass(frozen=True)
+class SurrogateTrainConfig:
+    """The ``[surrogate]`` table of a training TOML (paths relative to the file).
+
+    Attributes:
+        data: distillation datasets (``deepks-es label --distill``), one or more HDF5 files.
+        workdir: member checkpoints, loss curves and the final ``surrogate.pt``.
+        members: committee size.
+        validation_fraction: frames held out per member (a seeded split of its own).
+        epochs: passes over the training frames per member.
+        batch_frames: frames per optimiser step.
+        learning_rate, final_learning_rate: exponential decay over the epochs.
+        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, gap).
+        level_warmup_epochs: first epochs without the level terms (eigenvalues, gap): the levels of a random
+            Hamiltonian in a near-singular overlap are huge, so H is first brought close.
+        dtype: network precision, float32 or float64, in training and in the engine (energies always
+            accumulate in float64).
+        seed: member k uses seed + k.
+        network: the :class:`SurrogateSettings` fields to change (the ``[surrogate.network]`` table).
+    """
+
+    data: tuple[Path, ...]
+    workdir: Path
+    members: int = 3
+    validation_fraction: float = 0.1
+    epochs: int = 40
+    batch_frames: int = 1
+    learning_rate: float = 1e-2
+    final_learning_rate: float = 1e-4
+    weights: dict = field(default_factory=lambda: {"energy": 1000.0, "forces": 4.0, "hamiltonian": 20.0,
+                                                   "eigenvalues": 1.0, "gap": 1.0})
+    level_warmup_epochs: int = 3
+    dtype: str = "float32"
+    seed: int = 0
+    network: SurrogateSettings = SurrogateSettings()
+
+    @classmethod
+    def from_table(cls, table: dict, root: Path, where: str) -> SurrogateTrainConfig:
+        """The config of a parsed ``[surrogate]`` table; ``root`` resolves relative paths; errors name ``where``."""
+        raw = dict(table)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise SettingsError(f"{where}: unknown surrogate setting(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(known))}")
+        for key in ("data", "workdir"):
+            if key not in raw:
+                raise SettingsError(f"{where}: surrogate '{key}' is required")
+        data = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
+        raw["data"] = tuple((root / d).resolve() for d in data)
+        raw["workdir"] = (root / raw["workdir"]).resolve()
+        if "weights" in raw:
+            bad = sorted(set(raw["weights"]) - set(SURROGATE_TERMS))
+            if bad:
+                raise SettingsError(f"{where}: unknown surrogate loss term(s) {', '.join(bad)}; known: "
+                                    f"{', '.join(SURROGATE_TERMS)}")
+            raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in SURROGATE_TERMS}
+        try:
+            network = dict(raw.pop("network", {}))
+            defaults = SurrogateSettings()
+            raw["network"] = SurrogateSettings.from_dict({**defaults.as_dict(), **network})
+            config = cls(**raw)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{where}: a surrogate setting has the wrong type or name ({exc})") from None
+        checks = {"members >= 1": config.members >= 1, "epochs >= 1": config.epochs >= 1,
+                  "0 <= validation_fraction < 1": 0 <= config.validation_fraction < 1,
+                  "batch_frames >= 1": config.batch_frames >= 1,
+                  "level_warmup_epochs >= 0": config.level_warmup_epochs >= 0,
+                  "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
+                  "dtype float64 or float32": config.dtype in ("float64", "float32"),
+                  "weights >= 0": all(w >= 0 for w in config.weights.values())}
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise SettingsError(f"{where}: need {', '.join(failed)}")
+        return config
+
+
+@dataclass
+class DistilledFrame:
+    """One labelled frame as tensors (atomic units): structure, graph and the DeePKS-ES labels."""
+
+    name: str
+    natoms: int
+    species: torch.Tensor
+    positions: torch.Tensor
+    cell: torch.Tensor | None
+    graph: Graph
+    energy: float
+    forces: torch.Tensor
+    hamiltonian: torch.Tensor
+    overlap: torch.Tensor
+    inverse_factor: torch.Tensor  # L^-1 of S = L L^T
+    levels: torch.Tensor  # occupied levels + LUMO (Hartree)
+    nocc: int
+
+    @property
+    def periodic(self) -> bool:
+        return self.cell is not None
+
+
+def load_frames(paths, model: SurrogateModel, dtype: torch.dtype) -> list[DistilledFrame]:
+    """Every converged frame of the distillation datasets at ``paths`` as :class:`DistilledFrame`."""
+    frames = []
+    for path in paths:
+        raw, attrs = read_dataset(path)
+        if json.loads(attrs["settings"]).get("distill") is None:
+            raise DeePKSError(f"{path} holds HSE06/PBE labels, not DeePKS-ES ones: make the data with "
+                              "deepks-es label --distill MODEL")
+        for frame in raw:
+            record = frame.target
+            if not record["converged"]:
+                continue
+            nocc = int(record["nocc"])
+            overlap = torch.as_tensor(record["overlap"], dtype=dtype)
+            factor = torch.linalg.cholesky(overlap.double())
+            s = frame.structure
+            frames.append(DistilledFrame(
+                name=f"{Path(path).stem}/{frame.name}", natoms=s.natoms, species=model.species(s.symbols),
+                positions=torch.tensor(np.array(s.positions), dtype=dtype),
+                cell=None if s.cell is None else torch.tensor(np.array(s.cell), dtype=dtype),
+                graph=build_graph(s, model.settings.hamiltonian_cutoff), energy=float(record["energy"]),
+                forces=torch.as_tensor(record["forces"], dtype=dtype),
+                hamiltonian=torch.as_tensor(record["fock"], dtype=dtype), overlap=overlap,
+                inverse_factor=torch.linalg.inv(factor).to(dtype),
+                levels=torch.as_tensor(record["mo_energy"][:nocc + 1], dtype=dtype), nocc=nocc))
+    if not frames:
+        raise DeePKSError("no converged frames in the surrogate data")
+    return frames
+
+
+def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool) -> dict[str, torch.Tensor]:
+    """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3),
+    ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO, shifted
+    alike), ``gap``; and ``shift`` (mu, eV)."""
+    x = frame.positions.clone().requires_grad_(True)
+    energy, matrix = model(frame.species, x, frame.cell, frame.graph)
+    (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
+    delta = matrix - frame.hamiltonian
+    shift = ((delta * frame.overlap).sum() / (frame.overlap ** 2).sum()) if frame.periodic else delta.new_zeros(())
+    delta = delta - shift * frame.overlap
+    orthogonal = frame.inverse_factor @ matrix @ frame.inverse_factor.T
+    levels = torch.linalg.eigvalsh(orthogonal)[:frame.nocc + 1]
+    level_error = levels - frame.levels - shift
+    gap_error = level_error[-1] - level_error[-2]
+    return {"energy": (energy - frame.energy) * HARTREE_EV / frame.natoms,
+            "forces": (-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM),
+            "hamiltonian": delta * HARTREE_EV, "eigenvalues": level_error * HARTREE_EV,
+            "gap": gap_error * HARTREE_EV, "shift": shift * HARTREE_EV}
+
+
+LEVEL_HUBER_EV = 0.5
+"""Level errors beyond this (eV) enter the loss linearly (Huber): early in training a Hamiltonian far from the
+target has wild levels in a near-singular overlap, whose squares would swamp every other term."""
+
+
+def frame_loss(errors: dict[str, torch.Tensor], weights: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the terms (mean squares; Huber for the levels), and each term's mean square."""
+    terms = {term: (errors[term] ** 2).mean() for term in SURROGATE_TERMS}
+    optimised = dict(terms)
+    for term in ("eigenvalues", "gap"):
+        error = errors[term].reshape(-1)
+        optimised[term] = 2 * torch.nn.functional.huber_loss(error, torch.zeros_like(error), delta=LEVEL_HUBER_EV)
+    total = sum(weights[term] * optimised[term] for term in SURROGATE_TERMS if weights[term] > 0)
+    return total, {term: float(value.detach()) for term, value in terms.items()}
+
+
+def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
+    """Per-route least-squares reference energies per element; the energy scale (Hartree: the larger of the
+    per-atom residual's spread and the force RMS times one Bohr, so that forces start at the right size); the
+    mean on-site block of each element."""
+    n_el = len(model.settings.elements)
+    residuals = []
+    for route in (False, True):
+        chosen = [f for f in frames if f.periodic == route]
+        if not chosen:
+            continue
+        counts = np.array([np.bincount(f.species.numpy(), minlength=n_el) for f in chosen], dtype=float)
+        energies = np.array([f.energy for f in chosen])
+        reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+        model.reference_energy[int(route)] = torch.as_tensor(reference)
+        residuals += list((energies - counts @ reference) / counts.sum(1))
+    force_rms = float(torch.sqrt(torch.cat([f.forces.reshape(-1) for f in frames]).double().pow(2).mean()))
+    model.energy_scale.fill_(max(float(np.std(residuals)), force_rms, 1e-4))
+    sums: dict[int, list] = {}
+    for frame in frames:
+        for a, irreps in model.onsite_irreps(frame.species, frame.hamiltonian).items():
+            sums.setdefault(a, []).append(irreps)
+    for a, parts in sums.items():
+        getattr(model, f"onsite_mean_{a}").copy_(torch.cat(parts).mean(0))
+
+
+class MemberTrainer:
+    """Trains member ``index`` of a committee in ``workdir/member<index>``, resumably."""
+
+    def __init__(self, config: SurrogateTrainConfig, index: int, frames: list[DistilledFrame], log):
+        self.config, self.index, self.log = config, index, log
+        self.workdir = config.workdir / f"member{index}"
+        seed = config.seed + index
+        order = np.random.default_rng(seed).permutation(len(frames))
+        nval = int(round(config.validation_fraction * len(frames)))
+        self.validation = [frames[i] for i in order[:nval]]
+        self.train = [frames[i] for i in order[nval:]]
+        torch.manual_seed(seed)
+        self.dtype = getattr(torch, config.dtype)
+        self.model = SurrogateModel(config.network).to(self.dtype)
+        self.model.reference_energy.data = self.model.reference_energy.double()
+        self.model.energy_scale.data = self.model.energy_scale.double()
+        fit_reference(self.model, self.train)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        steps = config.epochs
+        gamma = (config.final_learning_rate / config.learning_rate) ** (1.0 / max(steps - 1, 1))
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
+        self.history: list[dict] = []
+        self.rng = np.random.default_rng(seed + 1000)
+        self.fingerprint = {"config": json.loads(json.dumps(asdict(config), default=str)), "member": index,
+                            "frames": [f.name for f in frames]}
+
+    def run(self) -> SurrogateModel:
+        epoch = self._resume()
+        while epoch < self.config.epochs:
+            start = time.perf_counter()
+            weights = dict(self.config.weights)
+            if epoch < self.config.level_warmup_epochs:
+                weights.update(eigenvalues=0.0, gap=0.0)
+            train = self._epoch(self.train, weights)
+            row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
+                   **{f"train_{k}": v for k, v in train.items()}}
+            if self.validation:
+                row.update({f"validation_{k}": v for k, v in self._epoch(self.validation, None).items()})
+            self.scheduler.step()
+            self.history.append(row)
+            epoch += 1
+            self._save(epoch)
+            self.log(f"member {self.index} epoch {epoch}/{self.config.epochs}: " + ", ".join(
+                f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("train_", "validation_"))))
+        return self.model
+
+    def _epoch(self, frames: list[DistilledFrame], weights: dict | None) -> dict[str, float]:
+        """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass."""
+        learn = weights is not None
+        sums = dict.fromkeys(SURROGATE_TERMS, 0.0)
+        order = self.rng.permutation(len(frames)) if learn else range(len(frames))
+        self.model.train(learn)
+        for count, i in enumerate(order):
+            loss, terms = frame_loss(frame_errors(self.model, frames[i], create_graph=learn),
+                                     weights or self.config.weights)
+            if learn:
+                (loss / self.config.batch_frames).backward()
+                if (count + 1) % self.config.batch_frames == 0 or count + 1 == len(frames):
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+            for term, value in terms.items():
+                sums[term] += value / len(frames)
+        return {term: value for term, value in sums.items()}  # mean squares
+
+    def _save(self, epoch: int) -> None:
+        payload = {"epoch": epoch, "fingerprint": json.dumps(self.fingerprint), "model": self.model.state_dict(),
+                   "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                   "history": json.dumps(self.history)}
+        with atomic_path(self.workdir / CHECKPOINT) as tmp:
+            torch.save(payload, tmp)
+        write_json(self.workdir / "loss.json", self.history)
+
+    def _resume(self) -> int:
+        path = self.workdir / CHECKPOINT
+        payload = load_checkpoint(path, self.fingerprint)
+        if payload is None:
+            return 0
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.history = json.loads(payload["history"])
+        self.log(f"member {self.index}: resuming from {path} at epoch {payload['epoch']}")
+        return int(payload["epoch"])
+
+
+def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
+    """loss.png: every member's training (lines) and validation (dots) mean squares per term."""
+    from ..analysis import figure, save_figure
+
+    fig, ax = figure()
+    for i, term in enumerate(SURROGATE_TERMS):
+        for member, history in enumerate(histories):
+            epochs = [row["epoch"] for row in history]
+            ax.semilogy(epochs, [max(row[f"train_{term}"], 1e-14) for row in history], color=f"C{i}",
+                        alpha=1.0 - 0.25 * member, label=term if member == 0 else None)
+            if history and f"validation_{term}" in history[0]:
+                ax.semilogy(epochs, [max(row[f"validation_{term}"], 1e-14) for row in history], "o",
+                            color=f"C{i}", markersize=2, alpha=1.0 - 0.25 * member)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean square: (eV/atom)², (eV/Å)², eV²")
+    ax.legend(fontsize=7, ncols=3)
+    ax.set_title("surrogate committee: training (lines), validation (dots)", fontsize=9)
+    return save_figure(fig, workdir / "loss.png")
+
+
+def _finished_member(config: SurrogateTrainConfig, k: int) -> dict | None:
+    """Member ``k``'s checkpoint if it has all its epochs, else None."""
+    path = config.workdir / f"member{k}" / CHECKPOINT
+    if not path.is_file():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload if payload["epoch"] >= config.epochs else None
+
+
+def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None = None) -> Path:
+    """Train every committee member (or only ``member``) and, when all are done, write ``workdir/surrogate.pt``."""
+    log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
+    torch.set_default_dtype(getattr(torch, config.dtype))
+    try:
+        probe = SurrogateModel(config.network)
+        frames = load_frames(config.data, probe, getattr(torch, config.dtype))
+        log(f"{len(frames)} frames ({sum(f.periodic for f in frames)} periodic) from "
+            f"{', '.join(str(p) for p in config.data)}")
+        chosen = range(config.members) if member is None else [member]
+        trained = {k: MemberTrainer(config, k, frames, log) for k in chosen}
+        for trainer in trained.values():
+            trainer.run()
+    finally:
+        torch.set_default_dtype(torch.float64)
+    payloads = [_finished_member(config, k) for k in range(config.members)]
+    if member is not None and None in payloads:  # others still training: the last one writes the model
+        return config.workdir / f"member{member}" / CHECKPOINT
+    committee = Committee(config.network, config.members, getattr(torch, config.dtype))
+    histories = []
+    for k, payload in enumerate(payloads):
+        committee.members[k].load_state_dict(payload["model"])
+        histories.append(json.loads(payload["history"]))
+    committee.provenance = {"data": [str(p) for p in config.data], "frames": len(frames),
+                            "config": json.loads(json.dumps(asdict(config), default=str)),
+                            "final_validation": [h[-1] for h in histories]}
+    write_curves(config.workdir, histories)
+    path = config.workdir / MODEL
+    committee.save(path)
+    return path

@@ -1,0 +1,257 @@
+"""The surrogate tier: AO conventions against PySCF, equivariance of energy/forces/H blocks, the periodic
+replica, finite-difference forces and virial, the engine behind the interface, distillation end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from scipy.spatial.transform import Rotation
+
+from conftest import central_difference
+from deepks_es.observables import DOSGrid
+from deepks_es.scf.systems import SCFSettings, build_system, overlap_matrix
+from deepks_es.structure import Structure
+from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
+from deepks_es.surrogate.committee import Committee
+from deepks_es.surrogate.graph import build_graph
+from deepks_es.surrogate.network import SurrogateModel, SurrogateSettings
+
+SETTINGS = SurrogateSettings()
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = SurrogateModel(SETTINGS).double()
+    with torch.no_grad():  # a random but non-trivial energy scale and reference
+        net.energy_scale.fill_(0.05)
+        net.reference_energy.copy_(torch.tensor([[-0.5, -15.8], [-0.49, -15.7]], dtype=torch.float64))
+    return net
+
+
+def evaluate(net, structure):
+    """(energy, forces, H) of ``structure`` in float64."""
+    x = torch.tensor(np.array(structure.positions), requires_grad=True)
+    cell = None if structure.cell is None else torch.tensor(np.array(structure.cell))
+    graph = build_graph(structure, net.settings.hamiltonian_cutoff)
+    energy, matrix = net(net.species(structure.symbols), x, cell, graph)
+    (grad,) = torch.autograd.grad(energy, x)
+    return float(energy.detach()), -grad.numpy(), matrix.detach().numpy()
+
+
+def shells_of(structure):
+    return [element_shells(s, SETTINGS.basis, SETTINGS.pseudo) for s in structure.symbols]
+
+
+def test_ao_rotation_matches_pyscf_overlap(tetramer):
+    """The AO convention of the Hamiltonian head: PySCF's own overlap rotates with :func:`ao_rotation`."""
+    rotation = Rotation.random(random_state=7).as_matrix()
+    settings = SCFSettings()
+    before = overlap_matrix(build_system(tetramer, settings))
+    after = overlap_matrix(build_system(tetramer.with_positions(tetramer.positions @ rotation.T), settings))
+    d = ao_rotation(shells_of(tetramer), rotation)
+    assert np.abs(after - d @ before @ d.T).max() < 1e-6  # e3nn builds D from Euler angles: ~1e-7
+
+
+def test_block_transforms_are_orthogonal():
+    for a in "OH":
+        for b in "OH":
+            t = block_irreps(element_shells(a, "gth-dzvp", "gth-pbe"), element_shells(b, "gth-dzvp", "gth-pbe"))
+            assert np.abs(t.transform @ t.transform.T - np.eye(len(t.transform))).max() < 1e-12
+
+
+def test_rotation_translation_permutation(model, tetramer):
+    """E invariant, F rotates as a vector, every H block by its Wigner-D matrices (float64, < 1e-6 Ha)."""
+    energy, forces, matrix = evaluate(model, tetramer)
+    assert np.abs(matrix).max() > 1e-3  # not trivially zero
+    rotation = Rotation.random(random_state=3).as_matrix()
+    shifted = tetramer.positions @ rotation.T + np.array([3.0, -1.0, 2.5])
+    energy_r, forces_r, matrix_r = evaluate(model, tetramer.with_positions(shifted))
+    d = ao_rotation(shells_of(tetramer), rotation)
+    assert abs(energy_r - energy) < 1e-9
+    assert np.abs(forces_r - forces @ rotation.T).max() < 1e-9
+    assert np.abs(matrix_r - d @ matrix @ d.T).max() < 1e-6
+    # permute the molecules: the energy is the same, forces and H blocks follow the atoms
+    order = np.array([3, 4, 5, 0, 1, 2] + list(range(6, tetramer.natoms)))
+    permuted = Structure(tuple(np.array(tetramer.symbols)[order]), tetramer.positions[order])
+    energy_p, forces_p, matrix_p = evaluate(model, permuted)
+    counts = [sum(2 * l + 1 for l in sh) for sh in shells_of(tetramer)]
+    starts = np.cumsum([0] + counts)
+    ao_order = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in order])
+    assert abs(energy_p - energy) < 1e-9
+    assert np.abs(forces_p - forces[order]).max() < 1e-9
+    assert np.abs(matrix_p - matrix[np.ix_(ao_order, ao_order)]).max() < 1e-9
+
+
+def test_replica_same_energy_per_atom_and_spectrum(model, box):
+    """A box and its 2x2x2 replica: the same energy per atom; the box's Γ-point levels are among the
+    replica's (its Γ point folds the box's k = 0)."""
+    energy, _, matrix = evaluate(model, box)
+    images = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) @ box.cell
+    replica = Structure(box.symbols * 8, np.concatenate([box.positions + shift for shift in images]), 2 * box.cell)
+    energy_8, _, matrix_8 = evaluate(model, replica)
+    assert abs(energy_8 / 8 - energy) < 1e-8 * abs(energy)
+    settings = SCFSettings()
+    levels = scipy.linalg.eigh(matrix, overlap_matrix(build_system(box, settings)), eigvals_only=True)
+    levels_8 = scipy.linalg.eigh(matrix_8, overlap_matrix(build_system(replica, settings)), eigvals_only=True)
+    assert np.abs(levels[:, None] - levels_8[None, :]).min(axis=1).max() < 1e-7
+
+
+def test_forces_and_virial_finite_difference(model, box):
+    committee = Committee(SETTINGS, 1)
+    committee.members[0].load_state_dict(model.state_dict())
+    prediction = committee.predict(box, hamiltonian=False)
+
+    def energy(structure):
+        return committee.predict(structure, hamiltonian=False).energies[0]
+
+    for atom, axis in ((0, 0), (1, 2), (5, 1)):
+        assert abs(central_difference(energy, box, atom, axis) - prediction.forces[0, atom, axis]) < 1e-6
+    step = 1e-4
+    for a, b in ((0, 0), (0, 1), (2, 2)):
+        values = []
+        for sign in (1, -1):
+            strain = np.zeros((3, 3))
+            strain[a, b] = strain[b, a] = sign * step / (1 if a == b else 2)
+            deform = np.eye(3) + strain
+            values.append(energy(Structure(box.symbols, box.positions @ deform, box.cell @ deform)))
+        fd = -(values[0] - values[1]) / (2 * step)
+        assert abs(fd - prediction.virials[0, a, b]) < 1e-7
+
+
+# -- distillation end to end: label --distill, train a 2-member committee, evaluate, the engine ----------------
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, dimer, box):
+    """A 2-member committee trained 2 epochs on DeePKS-ES labels of a dimer, a monomer and a 2-water box."""
+    from deepks_es.structure import write_structures
+    from deepks_es.training.label import LabelSettings, label
+    from deepks_es.training.train import train
+
+    work = tmp_path_factory.mktemp("distill")
+    monomer = Structure(dimer.symbols[:3], dimer.positions[:3])
+    write_structures(work / "configs.xyz", [dimer, monomer, box])
+    label(work / "configs.xyz", work / "data.h5", LabelSettings(distill="default", periodic_ke_cutoff=60.0),
+          progress=False)
+    (work / "surrogate.toml").write_text(
+        '[surrogate]\ndata = "data.h5"\nworkdir = "train"\nmembers = 2\nepochs = 2\nvalidation_fraction = 0.0\n'
+        'level_warmup_epochs = 1\nbatch_frames = 2\n[surrogate.network]\nhidden = "8x0e+2x0o+4x1o+2x1e+2x2e"\n')
+    logs = []
+    path = train(work / "surrogate.toml", log=logs.append)
+    return work, path, logs
+
+
+def test_distill_labels_hold_the_deepks_hamiltonian(distilled, dimer):
+    from deepks_es.engines import make_engine
+    from deepks_es.training.dataset import read_dataset
+
+    work, _, _ = distilled
+    frames, attrs = read_dataset(work / "data.h5")
+    assert attrs["target_xc"] == "DeePKS-ES" and all(f.base is None for f in frames)
+    record = frames[0].target
+    reference = make_engine("default").compute(dimer)
+    assert abs(record["energy"] - reference.energy) < 1e-6
+    levels = scipy.linalg.eigh(record["fock"], record["overlap"], eigvals_only=True)
+    assert np.abs(levels - reference.mo_energy).max() < 1e-5
+
+
+def test_committee_trains_resumes_and_serves(distilled, dimer, box):
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.training.train import train
+
+    work, path, logs = distilled
+    assert path.name == "surrogate.pt" and (work / "train" / "loss.png").is_file()
+    assert any("epoch 2/2" in line for line in logs)
+    again = []
+    train(work / "surrogate.toml", log=again.append)  # every member finished: nothing retrained
+    assert not any("epoch" in line and "resuming" not in line for line in again)
+    engine = make_engine(EngineSpec(model=str(path)))
+    assert engine.describe().kind == "surrogate" and engine.describe().periodic_virial
+    for structure in (dimer, box):
+        result = engine.compute(structure)
+        assert result.trusted and result.virial.shape == (3, 3) and result.gap is not None
+        assert result.scalars["committee_force_std_ev_per_angstrom"] > 0  # two members disagree
+        extras = result.observables(DOSGrid())
+        assert {"gap_ev", "dos", "dos_O", "dos_H", "committee_gap_std_ev"} <= set(extras)
+
+
+def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.errors import SettingsError
+
+    _, path, _ = distilled
+    with pytest.raises(SettingsError, match="runs no SCF"):
+        make_engine(EngineSpec(model=str(path), xc="HSE06"))
+    with pytest.raises(SettingsError, match="basis"):
+        make_engine(EngineSpec(model=str(path), basis="sto-3g"))
+    engine = make_engine(EngineSpec(model=str(path)))
+    with pytest.raises(SettingsError, match="knows H, O, not N"):
+        engine.compute(Structure(("N", "H", "H"), dimer.positions[:3]))
+
+
+def test_evaluate_cli_on_distilled_data(distilled):
+    import json
+    import subprocess
+
+    from conftest import CLI
+
+    work, path, _ = distilled
+    run = subprocess.run([*CLI, "evaluate", str(path), str(work / "data.h5"), "--quiet", "--json",
+                          "-o", str(work / "eval")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["frames"] == 3 and summary["reference"] == "DeePKS-ES"
+    assert {"energy", "forces", "gap", "hamiltonian"} <= set(summary["stats"])
+    assert (work / "eval.md").is_file() and (work / "eval_spread.png").is_file()
+
+
+@pytest.mark.slow
+def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
+    """The surrogate template through the real i-PI (3 steps of the 2-water box): the virial gives a finite
+    pressure, the committee spread is logged beside the levels and DOS, and the analysis reads the run."""
+    import re
+
+    from conftest import INPUTS, STRUCTURES, deepks_es_run
+    from deepks_es.analysis import analyze
+
+    _, path, _ = distilled
+    text = (INPUTS / "nvt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 3 </total_steps>", text)
+    (tmp_path / "box.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
+    run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path)
+    assert run.returncode == 0, run.stderr
+    rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)
+    assert rows.shape == (4, 7) and np.all(np.isfinite(rows))
+    summary = analyze(str(tmp_path))
+    assert summary["steps_logged"] == 4
+    import ipi
+
+    spread = ipi.read_trajectory(str(tmp_path / "simulation.spread_gap_0"), format="extras")
+    assert len(spread["committee_gap_std_ev"]) == 4
+
+
+def test_ase_calculator_gives_a_stress(distilled, box):
+    from deepks_es.ase import DeePKSCalculator
+
+    _, path, _ = distilled
+    atoms = box.to_ase()
+    atoms.calc = DeePKSCalculator(str(path))
+    assert "stress" in atoms.calc.implemented_properties
+    stress = atoms.get_stress()
+    assert stress.shape == (6,) and np.all(np.isfinite(stress))
+    assert np.isfinite(atoms.get_potential_energy()) and atoms.get_forces().shape == (6, 3)
+
+
+def test_sample_liquid_boxes_are_periodic_snapshots_at_liquid_density():
+    from deepks_es.constants import BOHR_ANGSTROM
+    from deepks_es.training.sample import SamplingPlan, box_length, sample
+
+    plan = SamplingPlan(clusters=0, liquid_boxes=2, md_molecules=8, equilibration=100, stride=20, seed=4)
+    frames = sample(plan)
+    assert len(frames) == 2 and all(f.is_periodic and f.natoms == 24 for f in frames)
+    assert np.allclose(frames[0].cell, np.eye(3) * box_length(8) / BOHR_ANGSTROM)
+    assert not np.allclose(frames[0].positions, frames[1].positions)  # two snapshots, not one
+    again = sample(plan)
+    assert np.array_equal(again[1].positions, frames[1].positions)  # seeded
