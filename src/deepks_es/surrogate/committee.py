@@ -39,11 +39,7 @@ class Committee(nn.Module):
         super().__init__()
         self.settings = settings
         self.dtype = dtype
-        self.members = nn.ModuleList(SurrogateModel(settings) for _ in range(members))
-        self.to(dtype)
-        for member in self.members:  # energies accumulate in float64 whatever the network's precision
-            member.reference_energy.data = member.reference_energy.double()
-            member.energy_scale.data = member.energy_scale.double()
+        self.members = nn.ModuleList(SurrogateModel(settings).to_precision(dtype) for _ in range(members))
         self.provenance: dict = {}
 
     @classmethod

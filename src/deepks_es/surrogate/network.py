@@ -185,6 +185,13 @@ class SurrogateModel(nn.Module):
         for a in range(n_el):  # the mean on-site block of each element (set from the training data)
             self.register_buffer(f"onsite_mean_{a}", torch.zeros(len(blocks[a, a].transform)))
 
+    def to_precision(self, dtype: torch.dtype) -> SurrogateModel:
+        """The network in ``dtype``, its energy buffers kept in float64 (energies accumulate in float64)."""
+        self.to(dtype)
+        self.reference_energy.data = self.reference_energy.double()
+        self.energy_scale.data = self.energy_scale.double()
+        return self
+
     def species(self, symbols) -> torch.Tensor:
         """Element indices of ``symbols``; an element the model does not know is a ValueError."""
         index = {el: i for i, el in enumerate(self.settings.elements)}

@@ -17,6 +17,7 @@ from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..engines.surrogate import SurrogateEngine
 from .dataset import read_dataset
 from .label import energies_comparable
+from .surrogate import overlap_shift
 
 ROWS = (("energy per atom", "meV/atom", "energy"), ("forces", "meV/Å", "forces"), ("gap", "eV", "gap"),
         ("HOMO", "eV", "homo"), ("LUMO", "eV", "lumo"), ("occupied levels", "eV", "occupied"),
@@ -31,7 +32,7 @@ def frame_errors(engine: SurrogateEngine, structure, record: dict, energy_compar
     nocc, reference = int(record["nocc"]), np.asarray(record["mo_energy"])
     overlap = result.overlap
     delta = result.hamiltonian - record["fock"]
-    shift = float((delta * overlap).sum() / (overlap ** 2).sum()) if structure.is_periodic else 0.0
+    shift = float(overlap_shift(delta, overlap)) if structure.is_periodic else 0.0
     levels = result.mo_energy - shift
     errors = {"gap": [(levels[nocc] - levels[nocc - 1] - reference[nocc] + reference[nocc - 1]) * HARTREE_EV],
               "homo": [(levels[nocc - 1] - reference[nocc - 1]) * HARTREE_EV],

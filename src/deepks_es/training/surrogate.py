@@ -163,6 +163,11 @@ def load_frames(paths, model: SurrogateModel, dtype: torch.dtype) -> list[Distil
     return frames
 
 
+def overlap_shift(delta, overlap):
+    """The mu that minimises |delta - mu S|_F (numpy or torch): a box's constant level offset."""
+    return (delta * overlap).sum() / (overlap ** 2).sum()
+
+
 def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool) -> dict[str, torch.Tensor]:
     """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3),
     ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO, shifted
@@ -171,7 +176,7 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
     energy, matrix = model(frame.species, x, frame.cell, frame.graph)
     (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
     delta = matrix - frame.hamiltonian
-    shift = ((delta * frame.overlap).sum() / (frame.overlap ** 2).sum()) if frame.periodic else delta.new_zeros(())
+    shift = overlap_shift(delta, frame.overlap) if frame.periodic else delta.new_zeros(())
     delta = delta - shift * frame.overlap
     orthogonal = frame.inverse_factor @ matrix @ frame.inverse_factor.T
     levels = torch.linalg.eigvalsh(orthogonal)[:frame.nocc + 1]
@@ -237,9 +242,7 @@ class MemberTrainer:
         self.train = [frames[i] for i in order[nval:]]
         torch.manual_seed(seed)
         self.dtype = getattr(torch, config.dtype)
-        self.model = SurrogateModel(config.network).to(self.dtype)
-        self.model.reference_energy.data = self.model.reference_energy.double()
-        self.model.energy_scale.data = self.model.energy_scale.double()
+        self.model = SurrogateModel(config.network).to_precision(self.dtype)
         fit_reference(self.model, self.train)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         steps = config.epochs
