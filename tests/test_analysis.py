@@ -38,7 +38,13 @@ def test_analyze_single_bead_run(nvt_cluster_run, tmp_path):
     gap = summary["levels_ev"]["gap"]
     assert 3 < gap["mean"] < 10 and gap["block_error"] >= 0 and gap["min"] <= gap["mean"] <= gap["max"]
     assert summary["dos"]["elements"] == ["H", "O"]
-    for name in ("gap_timeseries", "gap_histogram", "dos"):
+    rows = np.loadtxt(nvt_cluster_run / "simulation.out", ndmin=2)  # step, time/ps, conserved/eV, ...
+    conserved = summary["conserved"]
+    assert conserved["atoms"] == 6 and conserved["span_ps"] == pytest.approx(rows[-1, 1] - rows[0, 1])
+    drift = np.polyfit(rows[:, 1], rows[:, 2], 1)[0]
+    assert conserved["drift_ev_per_ps"] == pytest.approx(drift, rel=1e-4, abs=1e-9)
+    assert conserved["drift_mev_per_atom_per_ps"] == pytest.approx(drift / 6 * 1e3, rel=1e-4, abs=1e-9)
+    for name in ("gap_timeseries", "gap_histogram", "dos", "conserved"):
         assert_plot_has_data(summary["files"][name])
     levels = np.loadtxt(summary["files"]["levels_csv"], delimiter=",", skiprows=1)
     assert levels.shape == (5, 5) and np.allclose(levels[:, 2].mean(), gap["mean"])

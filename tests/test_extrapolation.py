@@ -208,7 +208,7 @@ KILLED_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from deepks_es.bench.suite import die_with_parent
+from deepks_es.parallel import die_with_parent
 
 def report_pid():
     return os.getpid()

@@ -3,6 +3,8 @@ replica, finite-difference forces and virial, the engine behind the interface, d
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -218,18 +220,43 @@ def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
 
     _, path, _ = distilled
     text = (INPUTS / "nvt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 3 </total_steps>", text)
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 200 </total_steps>", text)
     (tmp_path / "box.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
-    run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path)
+    # levels every 3rd step; a PBE water cut from the box every 25th step (a validation outlasts a few steps)
+    run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path, "--observables-every", "3",
+                        "--validate-every", "25", "--validate-model", "none", "--validate-cluster", "1")
     assert run.returncode == 0, run.stderr
     rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)
-    assert rows.shape == (4, 7) and np.all(np.isfinite(rows))
+    assert rows.shape == (201, 7) and np.all(np.isfinite(rows))
     summary = analyze(str(tmp_path))
-    assert summary["steps_logged"] == 4
+    assert summary["steps_logged"] == 201
     import ipi
 
-    spread = ipi.read_trajectory(str(tmp_path / "simulation.spread_gap_0"), format="extras")
-    assert len(spread["committee_gap_std_ev"]) == 4
+    gaps = ipi.read_trajectory(str(tmp_path / "simulation.gap_0"), format="extras")["gap_ev"]
+    assert np.all(np.isfinite(np.asarray(gaps[::3], dtype=float)))
+    assert np.all(np.isnan(np.asarray(gaps[1::3], dtype=float)))  # the Hamiltonian head skipped in between
+    validation = summary["validation"]
+    assert validation["comparisons"] >= 2 and all(step % 25 == 0 for step in validation["md_steps"])
+    assert all(v is not None for v in validation["quantities"]["validation_gap_ev"]["values"])
+    assert (tmp_path / "analysis" / "validation.png").is_file()
+
+
+@pytest.mark.slow
+def test_npt_template_moves_the_cell_with_the_surrogate_virial(distilled, tmp_path):
+    import re
+
+    from conftest import INPUTS, STRUCTURES, deepks_es_run
+
+    _, path, _ = distilled
+    text = (INPUTS / "npt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 30 </total_steps>", text)
+    (tmp_path / "npt.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
+    run = deepks_es_run(tmp_path / "npt.xml", tmp_path, "--model", path, "--observables-every", "10")
+    assert run.returncode == 0, run.stderr
+    rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)
+    assert rows.shape == (31, 8) and np.all(np.isfinite(rows))
+    volume = rows[:, 7]
+    assert np.ptp(volume) > 1e-6 * volume[0]  # the barostat moved the cell: the virial reached i-PI
 
 
 def test_ase_calculator_gives_a_stress(distilled, box):
@@ -255,3 +282,23 @@ def test_sample_liquid_boxes_are_periodic_snapshots_at_liquid_density():
     assert not np.allclose(frames[0].positions, frames[1].positions)  # two snapshots, not one
     again = sample(plan)
     assert np.array_equal(again[1].positions, frames[1].positions)  # seeded
+
+
+def test_client_logs_levels_every_kth_step_and_skips_the_hamiltonian_between(distilled, box, monkeypatch):
+    from deepks_es.engines import EngineSpec
+    from deepks_es.ipi.client import DriverClient
+    from deepks_es.monitoring import MonitorSettings
+    from deepks_es.surrogate.network import SurrogateModel
+
+    _, path, _ = distilled
+    client = DriverClient(EngineSpec(model=str(path)), box.symbols, periodic=True, log=lambda message: None,
+                          monitor=MonitorSettings(observables_every=2))
+    heads = []
+    head = SurrogateModel.hamiltonian
+    monkeypatch.setattr(SurrogateModel, "hamiltonian", lambda self, *args: heads.append(1) or head(self, *args))
+    steps = [json.loads(client.compute(box.cell.T, box.positions)[3]) for _ in range(3)]
+    assert [s["gap_ev"] is None for s in steps] == [False, True, False]
+    assert steps[1]["dos"][0] is None and steps[1]["dos_O"][0] is None and steps[1]["committee_gap_std_ev"] is None
+    assert all(set(s) == set(steps[0]) for s in steps)  # i-PI wants the same keys every step
+    assert len(heads) == 2 * 2  # two members, on the two observed steps only
+    assert abs(steps[1]["energy_hartree"] - steps[0]["energy_hartree"]) < 1e-5  # the shorter graph: same pairs

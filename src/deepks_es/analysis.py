@@ -10,6 +10,7 @@ the same numbers as CSV; a JSON summary with block-averaged error bars.
 from __future__ import annotations
 
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,12 +30,38 @@ class AnalysisError(DeePKSError):
     """A run that cannot be analysed (missing or inconsistent files)."""
 
 
+@dataclass(frozen=True)
+class ValidationLimits:
+    """|Deviation| from the validation reference above which ``analyze`` warns. Defaults: about the shipped
+    surrogate's errors against DeePKS-ES on its held-out 32-water test boxes (README, surrogate tier)."""
+
+    energy_mev_per_atom: float = 10.0
+    force_rmse_ev_per_angstrom: float = 0.4
+    gap_ev: float = 0.3
+
+    def of(self, key: str) -> float | None:
+        """The limit of validation extras ``key``, None where there is none (HOMO, LUMO)."""
+        return {"validation_energy_mev_per_atom": self.energy_mev_per_atom,
+                "validation_force_rmse_ev_per_angstrom": self.force_rmse_ev_per_angstrom,
+                "validation_gap_ev": self.gap_ev}.get(key)
+
+
 @dataclass
 class RunFiles:
     """Where a run's outputs are: its directory and i-PI's output names."""
 
     directory: Path
     names: OutputNames
+
+    def atom_count(self) -> int | None:
+        """Atoms per bead, from the first line of bead 0's positions trajectory (xyz); None if not logged."""
+        if self.names.positions is None:
+            return None
+        for path in sorted(self.directory.glob(f"{self.names.prefix}.{self.names.positions}_0*.xyz")):
+            with path.open() as handle:
+                first = handle.readline().split()
+            return int(first[0]) if first and first[0].isdigit() else None
+        return None
 
     def bead_files(self, key: str) -> list[Path]:
         """The per-bead files of extras ``key``, in bead order."""
@@ -63,8 +90,8 @@ def locate_run(run: str | Path) -> RunFiles:
         raise AnalysisError(f"{run}: no i-PI input (.xml) found; pass the output prefix instead, e.g. {run}/simulation")
     found = {p.name[len(prefix) + 1:].rsplit("_", 1)[0] for p in directory.glob(f"{prefix}.*_[0-9]*")}
     extras = {key: name for key, guesses in FILENAME_GUESSES.items() for name in guesses if name in found}
-    extras.update({name: name for name in found if name == "dos" or name.startswith("dos_")})
-    return RunFiles(directory, OutputNames(prefix, extras=extras))
+    extras.update({name: name for name in found if name == "dos" or name.startswith(("dos_", "validation_"))})
+    return RunFiles(directory, OutputNames(prefix, extras=extras, positions="pos" if "pos" in found else None))
 
 
 def read_extras(files: RunFiles, key: str) -> np.ndarray | None:
@@ -95,8 +122,12 @@ def block_standard_error(series: np.ndarray) -> float:
     return float(max(estimates)) if estimates else float(np.std(x, ddof=1) / np.sqrt(len(x)))
 
 
-def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -> dict:
-    """Analyse a run; write PNG, CSV and ``summary.json`` to ``out_dir`` (default RUN_DIR/analysis)."""
+def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
+            limits: ValidationLimits = ValidationLimits()) -> dict:
+    """Analyse a run; write PNG, CSV and ``summary.json`` to ``out_dir`` (default RUN_DIR/analysis).
+
+    A run validated on the fly (``validation_*`` extras) gets a ``validation`` section: every comparison,
+    the mean and largest |deviation| per quantity, and ``warnings`` where one exceeds ``limits``."""
     files = locate_run(run)
     levels = {key: read_extras(files, key) for key in LEVELS}
     if levels["gap_ev"] is None:
@@ -115,7 +146,8 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
     for key, values in levels.items():
         if values is None:
             continue
-        bead_mean = np.nanmean(values[:, kept], axis=0)
+        bead_mean = bead_average(values[:, kept])
+        bead_mean = bead_mean[np.isfinite(bead_mean)]  # the observed steps (every one, or every k-th)
         summary["levels_ev"][key.removesuffix("_ev")] = {
             "mean": float(np.nanmean(bead_mean)), "block_error": block_standard_error(bead_mean),
             "std": float(np.nanstd(values[:, kept])), "min": float(np.nanmin(values[:, kept])),
@@ -125,7 +157,7 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
         summary["scf"] = {"mean_cycles": float(cycles[:, kept].mean()), "max_cycles": int(cycles[:, kept].max())}
 
     write_csv(out / "levels.csv", ["step", "time_ps", *(f"{k}_bead_mean" for k in LEVELS if levels[k] is not None)],
-               [steps, time_ps, *(np.nanmean(v, axis=0) for v in levels.values() if v is not None)])
+               [steps, time_ps, *(bead_average(v) for v in levels.values() if v is not None)])
     plots = {"gap_timeseries": _plot_levels(out / "gap_timeseries.png", time_ps, levels, skip),
              "gap_histogram": _plot_histogram(out / "gap_histogram.png", levels["gap_ev"][:, kept])}
     dos = _dos_summary(files, kept)
@@ -135,6 +167,14 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
         write_csv(out / "dos.csv", list(columns), list(columns.values()))
         plots["dos"] = _plot_dos(out / "dos.png", dos, nbeads)
         summary["dos"] = {"grid": dos["grid"], "elements": sorted(dos["elements"])}
+    conservation = _conservation_summary(files, skip)
+    if conservation is not None:
+        summary["conserved"] = conservation
+        plots["conserved"] = _plot_conserved(out / "conserved.png", conservation)
+    validation = _validation_summary(files, limits)
+    if validation is not None:
+        summary["validation"] = validation
+        plots["validation"] = _plot_validation(out / "validation.png", validation)
     summary["files"] = {name: str(path) for name, path in
                         {**plots, "levels_csv": out / "levels.csv", "summary": out / "summary.json",
                          **({"dos_csv": out / "dos.csv"} if dos is not None else {})}.items()}
@@ -142,15 +182,57 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0) -
     return summary
 
 
-def _time_axis(files: RunFiles, nsteps: int) -> np.ndarray:
-    """Time (ps) of each logged step from the properties file, else the step index."""
+def _properties(files: RunFiles) -> tuple[dict, dict]:
+    """i-PI's properties file as ({name: values}, {name: (unit, ...)}); empty if the run has none."""
     import ipi
 
     path = files.directory / files.names.properties
-    if path.is_file():
-        values, info = ipi.read_output(str(path))
-        if "time" in values and info["time"][0] == "picosecond" and len(values["time"]) >= nsteps:
-            return np.asarray(values["time"][:nsteps], dtype=float)
+    return ipi.read_output(str(path)) if path.is_file() else ({}, {})
+
+
+def _conservation_summary(files: RunFiles, skip: int) -> dict | None:
+    """Drift (least-squares slope) and fluctuation of i-PI's conserved quantity after ``skip`` steps, per atom
+    where the positions are logged; None without ``conserved`` and ``time{picosecond}`` properties."""
+    from ipi.utils.units import unit_to_internal
+
+    values, info = _properties(files)
+    if not {"conserved", "time"} <= set(values) or info["time"][0] != "picosecond":
+        return None
+    step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
+    kept = step >= skip
+    time_ps = np.asarray(values["time"], dtype=float)[kept]
+    ev = unit_to_internal("energy", info["conserved"][0] or "atomic_unit", 1.0) / unit_to_internal(
+        "energy", "electronvolt", 1.0)
+    conserved = np.asarray(values["conserved"], dtype=float)[kept] * ev
+    if len(time_ps) < 3:
+        return None
+    natoms = files.atom_count()
+    slope = float(np.polyfit(time_ps, conserved, 1)[0])
+    summary = {"span_ps": float(time_ps[-1] - time_ps[0]), "atoms": natoms, "drift_ev_per_ps": slope,
+               "std_ev": float(conserved.std()), "time_ps": time_ps.tolist(),
+               "relative_ev": (conserved - conserved[0]).tolist()}
+    if natoms:
+        summary["drift_mev_per_atom_per_ps"] = slope / natoms * 1e3
+        summary["std_mev_per_atom"] = float(conserved.std()) / natoms * 1e3
+    return summary
+
+
+def _plot_conserved(path: Path, conservation: dict) -> Path:
+    fig, ax = figure()
+    natoms = conservation["atoms"] or 1
+    ax.plot(conservation["time_ps"], np.asarray(conservation["relative_ev"]) / natoms * 1e3, color="k", lw=1)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("conserved - start (meV/atom)" if conservation["atoms"] else "conserved - start (meV)")
+    ax.set_title(f"drift {conservation['drift_ev_per_ps'] / natoms * 1e3:+.3g} meV"
+                 f"{'/atom' if conservation['atoms'] else ''}/ps", fontsize=9)
+    return save_figure(fig, path)
+
+
+def _time_axis(files: RunFiles, nsteps: int) -> np.ndarray:
+    """Time (ps) of each logged step from the properties file, else the step index."""
+    values, info = _properties(files)
+    if "time" in values and info["time"][0] == "picosecond" and len(values["time"]) >= nsteps:
+        return np.asarray(values["time"][:nsteps], dtype=float)
     return np.arange(nsteps, dtype=float)
 
 
@@ -166,11 +248,11 @@ def _dos_summary(files: RunFiles, kept: slice) -> dict | None:
     energies = np.asarray(grid["energies_ev"])
     if total.shape[-1] != len(energies):
         raise AnalysisError(f"{grid_file} has {len(energies)} points but the DOS extras have {total.shape[-1]}")
-    per_bead = total[:, kept].mean(axis=1)
+    per_bead = np.nanmean(total[:, kept], axis=1)  # steps between observed ones are NaN; >= 1 is observed
     elements = {}
     for key in files.names.extras:
         if key.startswith("dos_") and (values := read_extras(files, key)) is not None:
-            elements[key.removeprefix("dos_")] = values[:, kept].mean(axis=(0, 1))
+            elements[key.removeprefix("dos_")] = np.nanmean(values[:, kept], axis=(0, 1))
     return {"energies": energies, "mean": per_bead.mean(axis=0), "spread": per_bead.std(axis=0),
             "elements": dict(sorted(elements.items())), "grid": {k: grid[k] for k in grid if k != "energies_ev"}}
 
@@ -198,15 +280,26 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
+def bead_average(values: np.ndarray) -> np.ndarray:
+    """(nsteps,) mean over beads of (nbeads, nsteps) values; NaN at steps no bead observed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps between observed ones
+        return np.nanmean(values, axis=0)
+
+
 def _plot_levels(path: Path, time_ps: np.ndarray, levels: dict, skip: int) -> Path:
     fig, (ax_gap, ax_edges) = figure(rows=2)
-    gap = np.nanmean(levels["gap_ev"], axis=0)
-    ax_gap.plot(time_ps, gap, color="tab:purple", lw=1.2)
+
+    def plot(ax, key, **style):
+        series = bead_average(levels[key])
+        observed = np.isfinite(series)
+        ax.plot(time_ps[observed], series[observed], lw=1.2, **style)
+
+    plot(ax_gap, "gap_ev", color="tab:purple")
     ax_gap.set_ylabel("gap (eV)")
     for key, color in (("homo_ev", "tab:blue"), ("lumo_ev", "tab:red")):
         if levels[key] is not None:
-            ax_edges.plot(time_ps, np.nanmean(levels[key], axis=0), color=color, lw=1.2,
-                          label=key.removesuffix("_ev").upper())
+            plot(ax_edges, key, color=color, label=key.removesuffix("_ev").upper())
     ax_edges.set_ylabel("level (eV)")
     ax_edges.legend(loc="best", fontsize=8)
     if skip:
@@ -239,4 +332,45 @@ def _plot_dos(path: Path, dos: dict, nbeads: int) -> Path:
     ax.set_xlabel("energy (eV)")
     ax.set_ylabel("DOS (states/eV)")
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+VALIDATED = ("validation_energy_mev_per_atom", "validation_force_rmse_ev_per_angstrom", "validation_gap_ev",
+             "validation_homo_ev", "validation_lumo_ev")
+
+
+def _validation_summary(files: RunFiles, limits: ValidationLimits) -> dict | None:
+    """Each comparison once (bead 0 repeats the latest one every step), statistics and warnings; None if the run
+    was not validated."""
+    steps = read_extras(files, "validation_step")
+    if steps is None:
+        return None
+    logged = steps[0]
+    first = [i for i, step in enumerate(logged) if np.isfinite(step) and step not in logged[:i]]
+    quantities = {key: values[0][first] for key in VALIDATED if (values := read_extras(files, key)) is not None}
+    summary = {"comparisons": len(first), "md_steps": [int(logged[i]) for i in first], "quantities": {},
+               "limits": {key: limits.of(key) for key in quantities if limits.of(key) is not None}, "warnings": []}
+    for key, values in quantities.items():
+        finite = np.abs(values[np.isfinite(values)])
+        summary["quantities"][key] = {"values": [None if not np.isfinite(v) else float(v) for v in values],
+                                      "mean_abs": float(finite.mean()) if finite.size else None,
+                                      "max_abs": float(finite.max()) if finite.size else None}
+        limit = limits.of(key)
+        if limit is not None and finite.size and finite.max() > limit:
+            summary["warnings"].append(f"{key}: |deviation| up to {finite.max():.3g} at "
+                                       f"{int((finite > limit).sum())} of {finite.size} comparisons, above {limit:g}")
+    return summary
+
+
+def _plot_validation(path: Path, validation: dict) -> Path:
+    shown = [key for key in VALIDATED[:3] if key in validation["quantities"]]
+    fig, axes = figure(rows=max(1, len(shown)))
+    for ax, key in zip(np.atleast_1d(axes), shown):
+        values = np.array([np.nan if v is None else v for v in validation["quantities"][key]["values"]])
+        ax.plot(validation["md_steps"], values, "o-", color="tab:green", ms=4, lw=1)
+        if (limit := validation["limits"].get(key)) is not None:
+            for sign in ((1, -1) if not key.endswith("rmse_ev_per_angstrom") else (1,)):
+                ax.axhline(sign * limit, color="0.5", ls="--", lw=0.8)
+        ax.set_ylabel(key.removeprefix("validation_").replace("_", " "), fontsize=8)
+    np.atleast_1d(axes)[-1].set_xlabel("MD step (bead 0)")
     return save_figure(fig, path)

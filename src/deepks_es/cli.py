@@ -20,6 +20,7 @@ from .engines.spec import EngineSpec, add_engine_options
 from .errors import DeePKSError, SettingsError, engine_failure
 from .fileio import DOS_GRID_FILE
 from .ipi.client import SOCKET_PREFIX
+from .monitoring import MonitorSettings
 from .observables import DOSGrid
 from .scf.extrapolation import DEFAULT_PREDICTOR
 from .scf.systems import PERIODIC_KE_CUTOFF
@@ -43,6 +44,30 @@ def _add_dos_options(parser: argparse.ArgumentParser) -> None:
     for flag, name, kind, text in DOS_OPTIONS:
         default = getattr(DOSGrid, name)
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
+
+
+def _add_monitor_options(parser: argparse.ArgumentParser) -> None:
+    defaults = MonitorSettings()
+    parser.add_argument("--observables-every", type=int, default=defaults.observables_every, metavar="K",
+                        help="levels and DOS of every K-th step of each bead, null in between, where the surrogate "
+                             "skips its Hamiltonian (default: 1)")
+    parser.add_argument("--validate-every", type=int, default=defaults.validate_every, metavar="N",
+                        help="every N-th step of bead 0, compare the engine with --validate-model in a worker "
+                             "process (validation_* extras; default: 0, never)")
+    parser.add_argument("--validate-model", default=defaults.reference,
+                        help="reference of the validation: a model name or file, none for PBE (default: default, "
+                             "the shipped DeePKS-ES)")
+    parser.add_argument("--validate-cluster", type=int, default=defaults.validate_cluster, metavar="K",
+                        help="validate on a cluster of K waters cut around a random water (default: 0, the whole "
+                             "structure)")
+    parser.add_argument("--validate-threads", type=int, default=defaults.validate_threads,
+                        help="compute threads of the validation worker (default: 1)")
+    parser.add_argument("--validate-seed", type=int, default=defaults.seed,
+                        help="seed of the choice of the central water (default: 0)")
+
+
+def _monitor(args) -> MonitorSettings:
+    return MonitorSettings.from_options(vars(args))
 
 
 def _grid(args) -> DOSGrid:
@@ -111,7 +136,7 @@ def cmd_drive(args) -> int:
         raise SettingsError(f"--idle-timeout must be positive (or 0: never), got {args.idle_timeout}")
     return drive(ClientPlan(address, Path(args.structure), args.pbc, _engine_spec(args), _grid(args),
                             Path(args.dos_metadata), args.wait, args.clients, args.idle_timeout or None,
-                            tuple(key for key in args.require_extras.split(",") if key)))
+                            tuple(key for key in args.require_extras.split(",") if key), _monitor(args)))
 
 
 def cmd_run(args) -> int:
@@ -120,7 +145,8 @@ def cmd_run(args) -> int:
     if args.resume is not None:
         others = [flag for flag, given in (("INPUT", args.input is not None), ("--run-dir", args.run_dir is not None),
                                            ("--clients", args.clients != 1),
-                                           ("engine options", _engine_spec(args) != EngineSpec()))
+                                           ("engine options", _engine_spec(args) != EngineSpec()),
+                                           ("monitoring options", _monitor(args) != MonitorSettings()))
                   if given]
         if others:
             raise SettingsError(f"--resume RUN_DIR continues with the plan recorded in RUN_DIR/run.json: give no "
@@ -139,7 +165,7 @@ def cmd_run(args) -> int:
             defaults.update(conv_tol=MAIN_JOB_ENGINE.conv_tol, conv_tol_grad=MAIN_JOB_ENGINE.conv_tol_grad)
         options.update({name: value for name, value in defaults.items() if options.get(name) is None})
     spec, run_dir = EngineSpec.from_options(options), Path(run_dir or ".")
-    code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait))
+    code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait, _monitor(args)))
     return _analyse_finished(code, run_dir)
 
 
@@ -168,6 +194,15 @@ def _report_analysis(run: Path | str) -> None:
     gap = summary["levels_ev"]["gap"]
     print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
           f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
+    _report_validation(summary)
+
+
+def _report_validation(summary: dict) -> None:
+    """One line on the on-the-fly validation of an analysed run (nothing if it had none)."""
+    if "validation" in summary:
+        validation = summary["validation"]
+        print(f"validation: {validation['comparisons']} comparison(s) with the reference; "
+              + ("; ".join(f"warning: {w}" for w in validation["warnings"]) or "all within the limits"))
 
 
 def cmd_lammps(args) -> int:
@@ -184,9 +219,10 @@ def cmd_lammps(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis import analyze
+    from .analysis import ValidationLimits, analyze
 
-    summary = analyze(args.run, args.out, skip=args.skip)
+    limits = ValidationLimits(args.limit_energy, args.limit_forces, args.limit_gap)
+    summary = analyze(args.run, args.out, skip=args.skip, limits=limits)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -195,6 +231,7 @@ def cmd_analyze(args) -> int:
                   f"range {level['min']:.3f} .. {level['max']:.3f})")
         print(f"{summary['steps_logged']} steps x {summary['beads']} bead(s), skipped {summary['steps_skipped']}; "
               f"files in {Path(summary['files']['summary']).parent}")
+        _report_validation(summary)
     return 0
 
 
@@ -311,7 +348,8 @@ def cmd_bench(args) -> int:
                      methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,
                      md_steps=args.md_steps, check_every=args.check_every, extrapolation=args.extrapolation,
                      tolerances=_numbers(args.tolerances, float, "--tolerances"), conv_tol=args.conv_tol,
-                     conv_tol_grad=args.conv_tol_grad, ke_cutoff=args.ke_cutoff)
+                     conv_tol_grad=args.conv_tol_grad, ke_cutoff=args.ke_cutoff,
+                     scaling=_numbers(args.scaling, int, "--scaling"), scaling_observables=args.scaling_observables)
     data = run_bench(plan, args.out, log=lambda message: print(f"deepks-es bench: {message}", file=sys.stderr,
                                                                flush=True))
     print((Path(args.out) / "bench.md").read_text())
@@ -415,6 +453,7 @@ def _add_drive(verbs) -> None:
                        help=f"where to write the DOS grid description (default: {DOS_GRID_FILE})")
     add_engine_options(drive)
     _add_dos_options(drive)
+    _add_monitor_options(drive)
 
 
 def _add_run(verbs) -> None:
@@ -432,6 +471,7 @@ def _add_run(verbs) -> None:
     run.add_argument("--wait", type=float, default=60.0, help="seconds clients wait for i-PI to come up")
     add_engine_options(run)
     _add_dos_options(run)
+    _add_monitor_options(run)
 
 
 def _add_sample(verbs) -> None:
@@ -516,6 +556,11 @@ def _add_bench(verbs) -> None:
                        help="SCF orbital-gradient tolerance, Ha (default: sqrt of --conv-tol)")
     bench.add_argument("--ke-cutoff", type=float, default=PERIODIC_KE_CUTOFF,
                        help="periodic multigrid cutoff, Ha (default: %(default)s)")
+    bench.add_argument("--scaling", default="none",
+                       help="surrogate scaling scan over box sizes in waters, 32 or 64 x 2^k, e.g. "
+                            "32,64,256,1024,4096 (default: none)")
+    bench.add_argument("--scaling-observables", type=int, default=256,
+                       help="largest box of the scan also timed with H, levels and DOS (default: %(default)s)")
     bench.add_argument("-o", "--out", default="runs/bench", help="output directory (default: %(default)s)")
 
 
@@ -534,11 +579,20 @@ def _add_lammps(verbs) -> None:
 
 
 def _add_analyze(verbs) -> None:
+    from .analysis import ValidationLimits
+
     analyze = _verb(verbs, cmd_analyze)
     analyze.add_argument("run", help="run directory (with input.xml) or i-PI output prefix (e.g. runs/x/simulation)")
     analyze.add_argument("--out", default=None, help="output directory (default: RUN/analysis)")
     analyze.add_argument("--skip", type=int, default=0, help="leading steps to leave out (equilibration)")
     analyze.add_argument("--json", action="store_true", help="print the summary as JSON")
+    limits = ValidationLimits()
+    for flag, name, text in (("--limit-energy", "energy_mev_per_atom", "energy, meV/atom"),
+                             ("--limit-forces", "force_rmse_ev_per_angstrom", "force RMSE, eV/A"),
+                             ("--limit-gap", "gap_ev", "gap, eV")):
+        analyze.add_argument(flag, type=float, default=getattr(limits, name),
+                             help=f"warn above this |deviation| from the validation reference: {text} (default: "
+                                  f"{getattr(limits, name)}, about the shipped surrogate's test-set error)")
 
 
 VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench,

@@ -76,6 +76,28 @@ class Structure:
         """Same atoms at new positions (Bohr); the cell is kept unless given."""
         return Structure(self.symbols, positions, self.cell if cell is None else cell)
 
+    def water_cluster(self, centre: int, molecules: int) -> Structure:
+        """The ``molecules`` waters nearest to water ``centre`` (O-O distance, minimum image), each made whole,
+        centred on that O, as a cluster (no cell); the atoms must be waters as consecutive O, H, H."""
+        nmol = self.natoms // 3
+        if self.symbols != ("O", "H", "H") * nmol or self.natoms % 3:
+            raise StructureError("cutting a water cluster needs the atoms as consecutive O, H, H waters")
+        if not (0 <= centre < nmol and 1 <= molecules <= nmol):
+            raise StructureError(f"a cluster of {molecules} around water {centre} from {nmol} waters")
+        water = self.positions.reshape(nmol, 3, 3)
+
+        def minimum_image(vectors: np.ndarray) -> np.ndarray:
+            if self.cell is None:
+                return vectors
+            fractional = vectors @ np.linalg.inv(self.cell)
+            return (fractional - np.round(fractional)) @ self.cell
+
+        whole = water[:, :1] + minimum_image(water - water[:, :1])  # each H next to its own O
+        oxygens = minimum_image(whole[:, 0] - whole[centre, 0])
+        nearest = np.argsort(np.linalg.norm(oxygens, axis=1), kind="stable")[:molecules]
+        positions = whole[nearest] - whole[nearest, :1] + oxygens[nearest, None, :]
+        return Structure(("O", "H", "H") * molecules, positions.reshape(-1, 3))
+
     @classmethod
     def from_ase(cls, atoms) -> Structure:
         """From an ``ase.Atoms`` (Angstrom); periodic when all three directions are."""

@@ -40,7 +40,7 @@ class HarmonicWaterEngine:
             + 0.5 * p["k_angle"] * ((theta - p["theta0"]) ** 2).sum()
         return energy, 0.5 * (r1 + r2) - p["r0"]
 
-    def compute(self, structure, key=None) -> Result:
+    def compute(self, structure, key=None, observables=True) -> Result:
         if structure.symbols != ("O", "H", "H") * (structure.natoms // 3):
             raise ValueError("the toy engine wants water molecules as consecutive O, H, H")
         positions = torch.tensor(structure.positions, requires_grad=True)

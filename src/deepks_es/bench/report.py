@@ -101,6 +101,39 @@ def tolerance_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def scaling_exponent(rows: list[dict], key: str, smallest: int) -> float | None:
+    """Least-squares slope of log(``key``) against log(atoms) over the rows of at least ``smallest`` waters."""
+    points = [(r["natoms"], r[key]) for r in rows if r["molecules"] >= smallest and key in r]
+    if len(points) < 2:
+        return None
+    atoms, times = np.log(np.array(points)).T
+    return float(np.polyfit(atoms, times, 1)[0])
+
+
+def scaling_table(results: list[dict]) -> list[str]:
+    rows, lines = _of_kind(results, "scaling", "scaling scan")
+    rows = [r for r in rows if "error" not in r]
+    if not rows:
+        return lines
+    lines += ["Surrogate MD step (median of 3 after a warm-up) on replicas of the shipped 64-water box; peak memory "
+              "of the measuring process.", "",
+              "| waters | atoms | energy + forces + virial (s) | peak (MiB) | + H, levels, DOS (s) | peak (MiB) |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        full = (f"{r['observables_wall_s']:.2f} | {r['observables_peak_rss_mib']:.0f}" if "observables_wall_s" in r
+                else "– | –")
+        lines.append(f"| {r['molecules']} | {r['natoms']} | {r['forces_wall_s']:.2f} | "
+                     f"{r['forces_peak_rss_mib']:.0f} | {full} |")
+    for key, text in (("forces_wall_s", "energy + forces"), ("observables_wall_s", "with observables")):
+        for smallest in (256, 0):
+            exponent = scaling_exponent(rows, key, smallest)
+            if exponent is not None:
+                lines.append(f"\nFitted exponent, time ∝ atoms^p, {text}, from "
+                             f"{'256' if smallest else 'the smallest'} waters up: p = {exponent:.2f}")
+                break
+    return lines
+
+
 def _gradient_tolerance(plan: dict) -> str:
     grad = plan.get("conv_tol_grad")
     return "" if grad is None else f", orbital gradient {grad:.2g} Ha"
@@ -117,5 +150,6 @@ def markdown_report(data: dict) -> str:
         "## Single points: where the time goes (s)", "", *single_table(results), "",
         "## MD segment", "", *md_table(results, plan["extrapolation"]), "",
         "## SCF tolerance and forces", "", *tolerance_table(results), "",
+        "## Surrogate scaling", "", *scaling_table(results), "",
     ]
     return "\n".join(sections)

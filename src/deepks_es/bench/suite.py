@@ -13,12 +13,10 @@ how to measure (model, SCF tolerance, cutoff, density predictor, seed) are uncha
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
 import resource
-import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -29,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import ANGSTROM_BOHR, BOHR_ANGSTROM, FORCE_EV_ANGSTROM
+from ..constants import FORCE_EV_ANGSTROM
 from ..errors import SettingsError, first_line
 from ..fileio import write_json
+from ..parallel import die_with_parent
 from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import PERIODIC_KE_CUTOFF
 from ..structure import Structure, read_structure
@@ -41,10 +40,11 @@ METHODS = ("PBE", "DeePKS-ES", "HSE06", "surrogate")
 SURROGATE_REPEATS = 5  # timed surrogate steps after one warm-up step (an MD step is never the first call)
 FORCE_MEV_A = FORCE_EV_ANGSTROM * 1000.0  # Hartree/Bohr -> meV/Angstrom
 REFERENCE_TOL = 1e-12  # Hartree: "fully converged"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MD_TIMESTEP_FS = 0.5
 MD_TEMPERATURE = 300.0
-PER_RUN = ("clusters", "boxes", "methods", "md_molecules", "md_steps", "check_every", "tolerances")  # what to
+SCALING_REPEATS = 3  # timed surrogate steps per size in the scaling scan, after one warm-up step
+PER_RUN = ("clusters", "boxes", "methods", "md_molecules", "md_steps", "check_every", "tolerances", "scaling",
+           "scaling_observables")  # what to
 # measure, free to differ between runs into one output directory (how to measure may not)
 
 
@@ -66,6 +66,9 @@ class BenchPlan:
         conv_tol_grad: their orbital-gradient tolerance (None: sqrt(conv_tol)).
         ke_cutoff: periodic multigrid cutoff (Hartree).
         seed: MD velocities and thermostat.
+        scaling: box sizes (waters: 32, or 64 times a power of 2, replicas of the shipped 64-water box) of the
+            surrogate's scaling scan: an MD step with energy, forces and virial, and up to
+            ``scaling_observables`` waters also with the Hamiltonian, levels and DOS (dense diagonalisation).
     """
 
     model: str
@@ -82,6 +85,8 @@ class BenchPlan:
     conv_tol_grad: float | None = None
     ke_cutoff: float = PERIODIC_KE_CUTOFF
     seed: int = 0
+    scaling: tuple[int, ...] = ()
+    scaling_observables: int = 256
 
     def tasks(self) -> list[dict]:
         """The measurements, cheapest first within each kind."""
@@ -94,9 +99,28 @@ class BenchPlan:
             tasks.append({"kind": "md", "system": "cluster", "molecules": self.md_molecules})
         if self.tolerances:
             tasks.append({"kind": "tolerance", "system": "cluster", "molecules": self.md_molecules})
+        tasks += [{"kind": "scaling", "method": "surrogate", "system": "box", "molecules": n}
+                  for n in sorted(self.scaling)]
         for task in tasks:
             task["name"] = "/".join(str(task[k]) for k in ("kind", "method", "system", "molecules") if k in task)
         return tasks
+
+
+def replicated_box(molecules: int) -> Structure:
+    """A periodic liquid box of ``molecules`` waters: the shipped 32-water box, or the 64-water one replicated
+    (doubled along x, y, z in turn) to 64 times a power of 2."""
+    if molecules == 32:
+        return read_structure(box_path(32))
+    factor = molecules // 64
+    if molecules < 64 or molecules % 64 or factor & (factor - 1):
+        raise SettingsError(f"scaling boxes have 32 or 64 x 2^k waters (64, 128, 256, ...), not {molecules}")
+    box = read_structure(box_path(64))
+    reps = np.ones(3, dtype=int)
+    for doubling in range(factor.bit_length() - 1):
+        reps[doubling % 3] *= 2
+    shifts = np.array(np.meshgrid(*map(np.arange, reps), indexing="ij")).reshape(3, -1).T @ box.cell
+    positions = (box.positions[None] + shifts[:, None]).reshape(-1, 3)
+    return Structure(box.symbols * len(shifts), positions, box.cell * reps[:, None])
 
 
 def box_path(molecules: int) -> Path:
@@ -108,15 +132,11 @@ def box_path(molecules: int) -> Path:
 
 def water_system(system: str, molecules: int) -> Structure:
     """A shipped periodic box, or the ``molecules`` waters nearest to molecule 0 of the 64-water box (Bohr)."""
-    from ..training.sample import cut_cluster
-
     if system == "box":
         return read_structure(box_path(molecules))
-    liquid = read_structure(box_path(64))
     if not 1 <= molecules <= 64:
         raise SettingsError(f"clusters of 1-64 waters, not {molecules}")
-    xyz = cut_cluster(liquid.positions * BOHR_ANGSTROM, liquid.cell[0, 0] * BOHR_ANGSTROM, 0, molecules)
-    return Structure(("O", "H", "H") * molecules, xyz * ANGSTROM_BOHR)
+    return read_structure(box_path(64)).water_cluster(0, molecules)
 
 
 def _engine(plan: BenchPlan, method: str, periodic: bool, **settings):
@@ -210,7 +230,23 @@ def measure_tolerance(plan: BenchPlan, task: dict) -> dict:
                       _max_force_error(run.forces, reference)} for tol, run in zip(plan.tolerances, runs)]}
 
 
-MEASURES = {"single": measure_single, "md": measure_md, "tolerance": measure_tolerance}
+def measure_scaling(plan: BenchPlan, task: dict) -> dict:
+    """Surrogate MD-step time (median of :data:`SCALING_REPEATS` after a warm-up step) of a replicated box:
+    energy, forces and virial; with observables (H, dense levels, DOS) up to ``plan.scaling_observables``."""
+    structure = replicated_box(task["molecules"])
+    engine = _engine(plan, "surrogate", True)
+    outcome = {"natoms": structure.natoms}
+    modes = [("forces", False)] + ([("observables", True)] if task["molecules"] <= plan.scaling_observables else [])
+    for name, observables in modes:
+        times = []
+        for _ in range(1 + SCALING_REPEATS):
+            times.append(engine.compute(structure, observables=observables).wall_s)
+        outcome[f"{name}_wall_s"] = float(np.median(times[1:]))
+        outcome[f"{name}_peak_rss_mib"] = _peak_mib()
+    return outcome
+
+
+MEASURES = {"single": measure_single, "md": measure_md, "tolerance": measure_tolerance, "scaling": measure_scaling}
 
 
 def measure(plan: BenchPlan, task: dict) -> dict:
@@ -221,15 +257,6 @@ def measure(plan: BenchPlan, task: dict) -> dict:
     except Exception as exc:  # a benchmark row that failed is reported, the suite goes on
         outcome = {"error": f"{type(exc).__name__}: {first_line(exc)}"}
     return {**task, **outcome, "task_wall_s": time.perf_counter() - start, "peak_rss_mib": _peak_mib()}
-
-
-def die_with_parent(parent: int) -> None:
-    """Process-pool initializer: the measuring process gets SIGTERM when the bench process dies, however it
-    dies (Linux; elsewhere only a parent already gone is caught), instead of running on for an hour."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def machine() -> dict:

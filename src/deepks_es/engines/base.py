@@ -43,10 +43,14 @@ class Engine(Protocol):
 
     ``key`` names a trajectory (an i-PI bead, an ASE calculator): an engine may keep state per key
     (warm starts) and must give the same answer whatever the key, within its tolerances.
+    ``observables=False`` (passed only by a front end that logs orbital observables every k-th step, on
+    the steps between) lets an engine whose orbitals cost extra skip them: :attr:`Result.has_orbitals`
+    false. An SCF engine has them anyway and may ignore it; an engine that does not take the keyword
+    serves front ends that log every step.
     """
 
-    def compute(self, structure: Structure, key: Hashable = None) -> Result:
-        """Energy, forces, virial and orbitals of ``structure`` (atomic units)."""
+    def compute(self, structure: Structure, key: Hashable = None, observables: bool = True) -> Result:
+        """Energy, forces, virial and (unless ``observables`` is False) orbitals of ``structure`` (atomic units)."""
         ...
 
     def describe(self) -> EngineInfo:

@@ -58,9 +58,10 @@ class DeePKSEngine(ReferenceEngine):
     def make_scf(self, structure: Structure):
         return add_correction(super().make_scf(structure), self.model)
 
-    def compute(self, structure: Structure, key: Hashable = None, dm0: np.ndarray | None = None) -> Result:
+    def compute(self, structure: Structure, key: Hashable = None, observables: bool = True,
+                dm0: np.ndarray | None = None) -> Result:
         """:meth:`ReferenceEngine.compute`, flagged where |E_delta| per atom exceeds :data:`E_DELTA_LIMIT`."""
-        result = super().compute(structure, key, dm0)
+        result = super().compute(structure, key, dm0=dm0)
         per_atom = abs(result.scalars["e_delta_hartree"]) / structure.natoms
         if not per_atom <= E_DELTA_LIMIT:
             result.flag(f"the correction is {per_atom:.3g} Ha per atom, far outside the model's range "

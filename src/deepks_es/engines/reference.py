@@ -95,10 +95,12 @@ class ReferenceEngine:
         """(natm, 3) analytic forces (Hartree/Bohr) of a converged ``mf``; None where PySCF has no gradient."""
         return -np.asarray(self.nuclear_gradient(mf)) if has_analytic_forces(mf) else None
 
-    def compute(self, structure: Structure, key: Hashable = None, dm0: np.ndarray | None = None) -> Result:
+    def compute(self, structure: Structure, key: Hashable = None, observables: bool = True,
+                dm0: np.ndarray | None = None) -> Result:
         """Self-consistent energy (Hartree), forces (Hartree/Bohr) and orbitals of ``structure``.
 
-        ``dm0`` (a total AO density matrix) overrides the warm start stored for ``key``.
+        The orbitals come with every SCF (``observables`` is ignored); ``dm0`` (a total AO density matrix)
+        overrides the warm start stored for ``key``.
         """
         start = time.perf_counter()
         history = self._histories.setdefault(key, DensityHistory(self.extrapolation))

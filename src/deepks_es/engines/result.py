@@ -35,10 +35,11 @@ class Result:
         energy: total energy (Hartree).
         forces: (N, 3) Hartree/Bohr, or None where unavailable (see ``notes``).
         virial: (3, 3) -dE/d(strain) in Hartree, or None where unavailable (see ``notes``).
-        mo_energy: orbital energies (Hartree), ascending.
+        mo_energy: orbital energies (Hartree), ascending; empty where the engine skipped its orbitals for this
+            call (``compute(..., observables=False)``).
         mo_occ: occupations (0 or 2) of those orbitals.
         element_weights: {symbol: (nmo,)} Löwdin weight of each element in each orbital (sums to 1);
-            empty where the engine has no orbitals to project.
+            empty where the engine has no orbitals to project (each element's entry empty where it skipped them).
         wall_s: wall time of the whole evaluation (s).
         scf: SCF diagnostics, for engines that solve a self-consistent field (None otherwise).
         scalars: engine-specific per-step numbers (name with its unit -> value), logged with the
@@ -81,9 +82,15 @@ class Result:
         self.notes.append(reason)
 
     @property
-    def homo(self) -> float:
-        """Highest occupied orbital energy (Hartree)."""
-        return float(self.mo_energy[self.mo_occ > 0].max())
+    def has_orbitals(self) -> bool:
+        """Whether this result carries orbital energies (an engine may skip them on steps nobody logs)."""
+        return self.mo_energy.size > 0
+
+    @property
+    def homo(self) -> float | None:
+        """Highest occupied orbital energy (Hartree); None without orbitals."""
+        occupied = self.mo_energy[self.mo_occ > 0]
+        return float(occupied.max()) if occupied.size else None
 
     @property
     def lumo(self) -> float | None:
@@ -94,7 +101,7 @@ class Result:
     @property
     def gap(self) -> float | None:
         """LUMO - HOMO (Hartree)."""
-        return None if self.lumo is None else self.lumo - self.homo
+        return None if self.lumo is None or self.homo is None else self.lumo - self.homo
 
     def levels_ev(self) -> dict[str, float | None]:
         """``gap_ev``, ``homo_ev``, ``lumo_ev`` in eV (None where there is no virtual orbital)."""
@@ -108,16 +115,23 @@ class Result:
                                            "scf_stage": self.scf.stage}
         return {**scf, "wall_s": self.wall_s, **self.scalars}
 
-    def observables(self, grid: DOSGrid) -> dict:
+    def observables(self, grid: DOSGrid, orbitals: bool = True) -> dict:
         """The per-step observables (the i-PI extras): energy, levels (eV), the DOS on ``grid`` and its
-        element projections ``dos_<element>``, whether a virial exists, and :meth:`diagnostics`."""
-        def rounded(values):
-            return np.round(values, 6).tolist()
+        element projections ``dos_<element>``, whether a virial exists, and :meth:`diagnostics`.
 
-        extras = {"energy_hartree": self.energy, **self.levels_ev(), "dos": rounded(grid.dos(self.mo_energy)),
-                  "virial_available": self.virial is not None, "trusted": self.trusted, **self.diagnostics()}
+        The keys are the same at every step; levels are null and the DOS a list of nulls as long as the grid
+        (i-PI's extras files stay rectangular) where ``orbitals`` is False (a step between logged ones) or the
+        result has none."""
+        orbitals = orbitals and self.has_orbitals
+
+        def dos(weights=None):
+            return np.round(grid.dos(self.mo_energy, weights), 6).tolist() if orbitals else [None] * grid.npoints
+
+        levels = self.levels_ev() if orbitals else dict.fromkeys(self.levels_ev())
+        extras = {"energy_hartree": self.energy, **levels, "dos": dos(), "virial_available": self.virial is not None,
+                  "trusted": self.trusted, **self.diagnostics()}
         for element, weights in self.element_weights.items():
-            extras[f"dos_{element}"] = rounded(grid.dos(self.mo_energy, weights))
+            extras[f"dos_{element}"] = dos(weights)
         return finite_json(extras)
 
     def to_json_dict(self) -> dict:

@@ -28,7 +28,8 @@ UNUSED_OPTIONS = ("xc", "conv_tol", "conv_tol_grad", "extrapolation", "ke_cutoff
 @dataclass(frozen=True)
 class Spread:
     """Committee standard deviations: energy (Hartree per atom), forces (largest per-atom RMS over Cartesian
-    components, Hartree/Bohr) and gap (Hartree)."""
+    components, Hartree/Bohr) and gap (Hartree; each member's gap to first order in its deviation from the
+    mean H, from the mean H's HOMO and LUMO)."""
 
     energy: float
     forces: float
@@ -76,22 +77,42 @@ class SurrogateEngine:
     def close(self) -> None:
         pass
 
-    def compute(self, structure: Structure, key: Hashable = None) -> Result:
-        """Committee-mean energy (Hartree), forces (Hartree/Bohr), virial (Hartree) and orbitals of ``structure``."""
+    def compute(self, structure: Structure, key: Hashable = None, observables: bool = True) -> Result:
+        """Committee-mean energy (Hartree), forces (Hartree/Bohr), virial (Hartree) and orbitals of ``structure``;
+        ``observables=False`` skips the Hamiltonian head and the diagonalisation (no orbitals, no gap spread)."""
         start = time.perf_counter()
-        result = self.result(structure, self.predict(structure))
+        prediction = self.predict(structure, observables)
+        result = self.result(structure, prediction) if observables else self.mechanics(structure, prediction)
         result.wall_s = time.perf_counter() - start
         return result
 
-    def predict(self, structure: Structure) -> CommitteePrediction:
-        """Every member's prediction for ``structure``, after the geometry and element checks."""
+    def predict(self, structure: Structure, hamiltonian: bool = True) -> CommitteePrediction:
+        """Every member's prediction for ``structure`` (with H unless ``hamiltonian`` is False), after the geometry
+        and element checks."""
         check_geometry(structure)
         try:
             self.committee.members[0].species(structure.symbols)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         with torch.inference_mode(False):
-            return self.committee.predict(structure)
+            return self.committee.predict(structure, hamiltonian)
+
+    def mechanics(self, structure: Structure, prediction: CommitteePrediction, spread_gap: float | None = None,
+                  **orbitals) -> Result:
+        """The :class:`Result` of ``prediction``'s means and spreads; without ``orbitals`` (the :class:`Result`
+        fields ``mo_energy``, ``mo_occ``, ``element_weights``, ``hamiltonian``, ``overlap``) it has none."""
+        natoms = structure.natoms
+        spread = Spread(energy=float(prediction.energies.std()) / natoms,
+                        forces=float(np.sqrt((prediction.forces.std(axis=0) ** 2).mean(axis=1)).max()),
+                        gap=spread_gap)
+        orbitals = orbitals or {"mo_energy": np.empty(0), "mo_occ": np.empty(0),
+                                "element_weights": {el: np.empty(0) for el in sorted(set(structure.symbols))}}
+        result = Result(energy=float(prediction.energies.mean()), forces=prediction.forces.mean(axis=0),
+                        virial=prediction.virials.mean(axis=0), scalars=spread.scalars(), **orbitals)
+        if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
+            result.flag("the surrogate gave non-finite energy or forces: a corrupt model or a geometry far outside "
+                        "its training data")
+        return result
 
     def result(self, structure: Structure, prediction: CommitteePrediction) -> Result:
         """The :class:`Result` of a committee ``prediction``: means, orbitals from the mean H, spreads."""
@@ -101,17 +122,10 @@ class SurrogateEngine:
         mo_energy, mo_coeff = scipy.linalg.eigh(hamiltonian, overlap)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
-        gaps = [np.diff(scipy.linalg.eigh(h, overlap, eigvals_only=True, subset_by_index=[nocc - 1, nocc]))[0]
-                for h in prediction.hamiltonians] if len(mo_energy) > nocc else []
-        natoms = structure.natoms
-        spread = Spread(energy=float(prediction.energies.std()) / natoms,
-                        forces=float(np.sqrt((prediction.forces.std(axis=0) ** 2).mean(axis=1)).max()),
-                        gap=float(np.std(gaps)) if gaps else None)
-        result = Result(energy=float(prediction.energies.mean()), forces=prediction.forces.mean(axis=0),
-                        virial=prediction.virials.mean(axis=0), mo_energy=mo_energy, mo_occ=mo_occ,
-                        element_weights=element_weights(structure.symbols, ao_atoms(system), overlap, mo_coeff),
-                        hamiltonian=hamiltonian, overlap=overlap, scalars=spread.scalars())
-        if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
-            result.flag("the surrogate gave non-finite energy or forces: a corrupt model or a geometry far outside "
-                        "its training data")
-        return result
+        gaps = []  # each member's gap to first order in its H - mean H (the mean H's HOMO and LUMO): no eigh each
+        if len(mo_energy) > nocc:
+            edges = mo_coeff[:, nocc - 1:nocc + 1]
+            gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
+        return self.mechanics(structure, prediction, float(np.std(gaps)) if gaps else None,
+                              mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
+                              element_weights=element_weights(structure.symbols, ao_atoms(system), overlap, mo_coeff))

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..engines import Engine, EngineSpec, as_engine
 from ..errors import ComputeError, DeePKSError, SettingsError, engine_failure
+from ..monitoring import VALIDATION_KEYS, MonitorSettings, Validator
 from ..observables import DOSGrid
 from ..structure import Structure
 from .protocol import Channel, ProtocolError, ServerGone, forces_message, header, read_init, read_posdata
@@ -96,17 +97,27 @@ class DriverClient:
     of the atoms ``symbols``; ``required_extras``: the extras keys the server's input logs (checked each step).
 
     ``periodic``: the cell comes from i-PI's h at every step; otherwise the structure
-    is a cluster and h is ignored.
+    is a cluster and h is ignored. ``monitor``: orbital observables every k-th structure of each bead
+    (null in between, where the engine may skip its orbitals) and on-the-fly validation, which needs the
+    engine as a spec or model name (its worker process builds its own).
     """
 
     def __init__(self, engine: Engine | EngineSpec | str, symbols, periodic: bool, grid: DOSGrid = DOSGrid(),
-                 log=None, required_extras: tuple[str, ...] = ()):
+                 log=None, required_extras: tuple[str, ...] = (), monitor: MonitorSettings = MonitorSettings()):
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.monitor = monitor
+        self.validator = None
+        if monitor.validate_every:
+            if isinstance(engine, Engine):
+                raise SettingsError("on-the-fly validation needs the engine as a spec or model name, not an instance")
+            self.validator = Validator(monitor, EngineSpec(model=engine) if isinstance(engine, str) else engine,
+                                       self.log)
         self.engine = as_engine(engine)
+        self.bead_steps: dict[int, int] = {}
         self.required_extras = tuple(required_extras)
         self.symbols = tuple(symbols)
         self.periodic = periodic
         self.grid = grid
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.steps = 0
         self.warned_consolidated = False
 
@@ -120,8 +131,10 @@ class DriverClient:
             raise ProtocolError(f"server sent {len(positions)} atoms, the structure has {len(self.symbols)}")
         structure = Structure(self.symbols, positions, cell_h.T if self.periodic else None)
         step = f"step {self.steps + 1} (bead {bead})"
-        try:
-            result = self.engine.compute(structure, key=bead)
+        bead_step = self.bead_steps.get(bead, 0)
+        observed = bead_step % self.monitor.observables_every == 0
+        try:  # the keyword only where observables are skipped: an engine without it serves every-step logging
+            result = self.engine.compute(structure, key=bead, **({} if observed else {"observables": False}))
         except DeePKSError as exc:
             raise ComputeError(f"{step}: {exc}") from None
         except Exception as exc:  # a failure inside the engine's libraries: stop cleanly, never a traceback to i-PI
@@ -132,15 +145,28 @@ class DriverClient:
             raise ComputeError(f"{step}: the engine returned a non-finite energy or forces; not sent to i-PI")
         virial = np.full((3, 3), np.nan) if result.virial is None else 0.5 * (result.virial + result.virial.T)
         self.steps += 1
+        self.bead_steps[bead] = bead_step + 1
         if not result.trusted:
             self.log(f"deepks-es drive: warning: {step} is flagged (extras: trusted false): "
                      f"{'; '.join(result.notes)}")
-        observables = result.observables(self.grid)
+        observables = result.observables(self.grid, orbitals=observed)
+        if self.validator is not None:
+            if bead == 0:
+                self.validator.offer(bead_step, structure)
+            observables.update(self.validator.extras())
         missing = [key for key in self.required_extras if key not in observables]
         if missing:  # i-PI would stop with a KeyError on its side
+            hint = " or validate (--validate-every N)" if any(k in VALIDATION_KEYS for k in missing) else ""
             raise ComputeError(f"the i-PI input logs extras {', '.join(missing)}, which {self.engine.describe().name} "
-                               f"does not give: remove those <trajectory> lines (it gives: {', '.join(observables)})")
+                               f"does not give: remove those <trajectory> lines{hint} (it gives: "
+                               f"{', '.join(observables)})")
         return result.energy, result.forces, virial, json.dumps(observables)
+
+    def close(self) -> None:
+        """Release the engine and stop the validation worker."""
+        self.engine.close()
+        if self.validator is not None:
+            self.validator.close()
 
     def serve(self, sock: socket.socket, abandon=None, idle_timeout_s: float | None = None) -> None:
         """Answer the server until it sends EXIT or goes away (``ServerGone``).

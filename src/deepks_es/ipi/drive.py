@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..engines import Engine, EngineSpec, as_engine
+from ..engines import Engine, EngineSpec
 from ..fileio import DOS_GRID_FILE
+from ..monitoring import MonitorSettings
 from ..observables import DOSGrid
 from ..parallel import cores_per_process, mpi_rank_size
 from ..structure import read_structure
@@ -41,6 +42,7 @@ class ClientPlan:
             clients every few milliseconds even while it waits for other beads, ASE's server does not.
         required_extras: the extras keys the server's input logs: a step whose engine lacks one is an error
             on the client's side (i-PI would stop with a KeyError).
+        monitor: observables stride and on-the-fly validation.
     """
 
     address: SocketAddress
@@ -53,6 +55,7 @@ class ClientPlan:
     clients: int = 1
     idle_timeout_s: float | None = 3600.0
     required_extras: tuple[str, ...] = ()
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
     def argv(self) -> list[str]:
         """The ``deepks-es drive`` options of this plan."""
@@ -62,7 +65,7 @@ class ClientPlan:
                 "--idle-timeout", str(self.idle_timeout_s or 0),
                 *(["--require-extras", ",".join(self.required_extras)] if self.required_extras else []),
                 "--dos-emin", str(grid.emin_ev), "--dos-emax", str(grid.emax_ev), "--dos-points", str(grid.npoints),
-                "--dos-sigma", str(grid.sigma_ev), *self.engine.to_argv()]
+                "--dos-sigma", str(grid.sigma_ev), *self.monitor.argv(), *self.engine.to_argv()]
 
     def with_threads(self, processes: int) -> ClientPlan:
         """This plan with its engine's threads set: as given, else the cores divided among ``processes``."""
@@ -80,8 +83,8 @@ def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label
     ``engine``: an engine instance to serve (default: built from ``plan.engine``).
     """
     symbols = read_structure(plan.structure).symbols
-    client = DriverClient(as_engine(plan.engine if engine is None else engine), symbols, plan.periodic, plan.grid,
-                          required_extras=plan.required_extras)
+    client = DriverClient(plan.engine if engine is None else engine, symbols, plan.periodic, plan.grid,
+                          required_extras=plan.required_extras, monitor=plan.monitor)
     sock = plan.address.connect(plan.wait_s)
     plan.grid.write_metadata(plan.dos_metadata)
     client.log(f"deepks-es drive [{label}]: connected to {plan.address}, serving {client.engine.describe().label()}")
@@ -98,7 +101,7 @@ def serve_one(plan: ClientPlan, engine: Engine | EngineSpec | None = None, label
         return 1 if isinstance(gone, ServerSilent) else 0
     finally:
         sock.close()
-        client.engine.close()
+        client.close()
     client.log(f"deepks-es drive [{label}]: EXIT from i-PI after {client.steps} step(s)")
     return 0
 

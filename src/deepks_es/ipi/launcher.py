@@ -162,7 +162,8 @@ def _launch(plan: RunPlan, xml: Path, structure: Path | None, started: float) ->
                 server = subprocess.Popen([ipi, server_input], cwd=run_dir, stdout=log, stderr=subprocess.STDOUT)
             processes.append(server)
             client = ClientPlan(prepared.address, prepared.structure, prepared.pbc, plan.engine, plan.grid,
-                                run_dir / DOS_GRID_FILE, plan.wait_s, required_extras=prepared.extras)
+                                run_dir / DOS_GRID_FILE, plan.wait_s, required_extras=prepared.extras,
+                                monitor=plan.monitor)
             print(f"deepks-es run: i-PI on {xml} in {run_dir} ({prepared.nbeads} bead(s), {clients} "
                   f"client(s)); i-PI log: {run_dir / IPI_LOG}", file=sys.stderr, flush=True)
             command = client.with_threads(clients).client_command()

@@ -14,11 +14,13 @@ class OutputNames:
         prefix: the ``<output prefix>`` (i-PI's default: simulation).
         properties_filename: the ``filename`` of ``<properties>`` (default: out).
         extras: {extra_type: trajectory filename} for the ``extras`` trajectories.
+        positions: the ``filename`` of a positions trajectory (None: not logged).
     """
 
     prefix: str = "simulation"
     properties_filename: str = "out"
     extras: dict[str, str] = field(default_factory=dict)
+    positions: str | None = None
 
     @property
     def properties(self) -> str:
@@ -34,5 +36,7 @@ def output_names(root: ET.Element) -> OutputNames:
     properties = output.find("properties")
     extras = {t.get("extra_type"): t.get("filename") for t in output.findall("trajectory")
               if (t.text or "").strip() == "extras" and t.get("extra_type")}
+    positions = next((t.get("filename") for t in output.findall("trajectory")
+                      if (t.text or "").strip().startswith("positions")), None)
     return OutputNames(output.get("prefix", "simulation"),
-                       "out" if properties is None else properties.get("filename", "out"), extras)
+                       "out" if properties is None else properties.get("filename", "out"), extras, positions)

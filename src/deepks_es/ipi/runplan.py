@@ -9,6 +9,7 @@ from pathlib import Path
 from ..engines import EngineSpec
 from ..errors import SettingsError
 from ..fileio import write_json
+from ..monitoring import MonitorSettings
 from ..observables import DOSGrid
 
 RUN_RECORD = "run.json"
@@ -27,6 +28,7 @@ class RunPlan:
         clients: client processes (e.g. one per bead).
         timeout_s: i-PI's per-request timeout, raised to this if the input has less (s).
         wait_s: how long clients wait for i-PI to come up (s).
+        monitor: observables stride and on-the-fly validation of the clients.
     """
 
     input: Path
@@ -36,6 +38,7 @@ class RunPlan:
     clients: int = 1
     timeout_s: float = 3600.0
     wait_s: float = 60.0
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
 
 def write_run_record(run_dir: Path, plan: RunPlan, structure: Path, started: float) -> None:
@@ -43,6 +46,7 @@ def write_run_record(run_dir: Path, plan: RunPlan, structure: Path, started: flo
     write_json(run_dir / RUN_RECORD, {"input": str(plan.input), "engine": asdict(plan.engine),
                                       "grid": asdict(plan.grid), "clients": plan.clients,
                                       "timeout_s": plan.timeout_s, "wait_s": plan.wait_s,
+                                      "monitor": plan.monitor.as_dict(),
                                       "structure": str(structure), "started": started})
 
 
@@ -55,7 +59,8 @@ def read_run_record(run_dir: Path) -> tuple[RunPlan, Path, float]:
     try:
         record = json.loads(path.read_text())
         plan = RunPlan(Path(record["input"]), Path(run_dir), EngineSpec(**record["engine"]),
-                       DOSGrid(**record["grid"]), record["clients"], record["timeout_s"], record["wait_s"])
+                       DOSGrid(**record["grid"]), record["clients"], record["timeout_s"], record["wait_s"],
+                       MonitorSettings(**record.get("monitor", {})))
         return plan, Path(record["structure"]), float(record["started"])
     except (KeyError, TypeError, ValueError) as exc:
         raise SettingsError(f"{path} is damaged ({type(exc).__name__}): start the run afresh") from None

@@ -71,7 +71,7 @@ class Committee(nn.Module):
         """Energies, forces, virials (by autograd: -dE/dR, -dE/d(strain)) and Hamiltonians of every member."""
         model = self.members[0]
         species = model.species(structure.symbols)
-        graph = build_graph(structure, self.settings.hamiltonian_cutoff)
+        graph = build_graph(structure, self.settings.hamiltonian_cutoff if hamiltonian else self.settings.cutoff)
         positions = torch.tensor(np.array(structure.positions), dtype=self.dtype)
         cell = None if structure.cell is None else torch.tensor(np.array(structure.cell), dtype=self.dtype)
         energies, forces, virials, matrices = [], [], [], []

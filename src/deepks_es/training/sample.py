@@ -198,16 +198,6 @@ def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tu
     return snapshots, length
 
 
-def cut_cluster(positions: np.ndarray, length: float, centre: int, nmol: int) -> np.ndarray:
-    """The ``nmol`` molecules nearest to molecule ``centre`` (O-O, minimum image), whole, centred on it."""
-    molecules = positions.reshape(-1, 3, 3)
-    shift = molecules[:, 0] - molecules[centre, 0]
-    image = -length * np.round(shift / length)
-    nearest = np.argsort(np.linalg.norm(shift + image, axis=1), kind="stable")[:nmol]
-    whole = molecules[nearest] + image[nearest, None, :] - molecules[centre, 0]
-    return whole.reshape(-1, 3)
-
-
 def sample(plan: SamplingPlan) -> list[Structure]:
     """Clusters, then random boxes, then liquid boxes, as :class:`Structure` (Bohr), per the plan."""
     from ..constants import ANGSTROM_BOHR
@@ -228,8 +218,9 @@ def sample(plan: SamplingPlan) -> list[Structure]:
         for i in range(plan.clusters):
             nmol = int(rng.choice(sizes, p=probability))
             centre = int(rng.integers(plan.md_molecules))
-            frames.append(Structure(symbols * nmol, distorted(cut_cluster(snapshots[i // plan.clusters_per_snapshot],
-                                                                          length, centre, nmol))))
+            snapshot = Structure(symbols * plan.md_molecules, snapshots[i // plan.clusters_per_snapshot],
+                                 np.eye(3) * length)  # Angstrom
+            frames.append(Structure(symbols * nmol, distorted(snapshot.water_cluster(centre, nmol).positions)))
     for _ in range(plan.boxes):
         xyz, box = random_water_box(plan.box_molecules, rng)
         frames.append(Structure(symbols * plan.box_molecules, distorted(xyz), np.eye(3) * box * ANGSTROM_BOHR))
