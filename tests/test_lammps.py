@@ -121,6 +121,41 @@ def test_unsupported_units_and_failing_engine(tmp_path):
         run_lammps(LammpsPlan(no_fix, prefix=tmp_path / "deepks"), TOY)
 
 
+def test_lammps_logs_levels_every_kth_step_and_validates(tmp_path):
+    """--observables-every 2 --validate-every 2 through LAMMPS: levels at steps 0 and 2 only (null between),
+    the validation_* extras logged each step, and the comparison of step 0 done in the worker."""
+    import time
+
+    from deepks_es.engines import EngineSpec
+    from deepks_es.monitoring import MonitorSettings, Validator
+    from deepks_es.observables import DOSGrid
+    from deepks_es.observables_log import ObservablesLog
+
+    monitor = MonitorSettings(observables_every=2, validate_every=2, reference="none")
+    validator = Validator.of(monitor, EngineSpec(model="surrogate"), log=lambda message: None)
+    lmp, log = lammps_instance(), ObservablesLog(tmp_path / "deepks", DOSGrid())
+    try:
+        coupling = LammpsCoupling(lmp, make_engine("surrogate"), "dks", {1: "O", 2: "H"}, log, monitor=monitor,
+                                  validator=validator)
+        lmp.command("run 3")
+        assert coupling.failure is None and coupling.steps == 4
+        deadline = time.monotonic() + 240
+        while validator.done == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            validator.collect()
+        assert validator.latest["validation_step"] == 0 and validator.latest["validation_atoms"] == 6
+        assert np.isfinite(validator.latest["validation_force_rmse_ev_per_angstrom"])
+    finally:
+        log.close()
+        validator.close()
+        lmp.close()
+    import ipi
+
+    gaps = np.array(ipi.read_trajectory(str(tmp_path / "deepks.gap_ev_0"), format="extras")["gap_ev"], dtype=float)
+    assert np.all(np.isfinite(gaps[[0, 2]])) and np.all(np.isnan(gaps[[1, 3]]))
+    assert (tmp_path / "deepks.validation_energy_mev_per_atom_0").is_file()
+
+
 @pytest.mark.parametrize("model", ["none", "default"])
 def test_lammps_verb_runs_nvt_and_is_analysed(tmp_path, model):
     script = tmp_path / "nvt.lmp"

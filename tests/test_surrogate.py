@@ -259,6 +259,25 @@ def test_npt_template_moves_the_cell_with_the_surrogate_virial(distilled, tmp_pa
     assert np.ptp(volume) > 1e-6 * volume[0]  # the barostat moved the cell: the virial reached i-PI
 
 
+def test_precision_option_casts_the_shipped_committee(box):
+    """--precision float64 runs the shipped float32 committee in float64: the same numbers to float32's
+    precision; an SCF engine refuses float32, an unknown type is a one-line error."""
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.errors import SettingsError
+
+    single, double = (make_engine(EngineSpec(model="surrogate", precision=p)) for p in (None, "float64"))
+    assert (single.describe().settings["dtype"], double.describe().settings["dtype"]) == ("float32", "float64")
+    ours, theirs = single.compute(box), double.compute(box)
+    assert ours.energy == pytest.approx(theirs.energy, abs=1e-5 * box.natoms)
+    np.testing.assert_allclose(ours.forces, theirs.forces, atol=1e-4)
+    np.testing.assert_allclose(ours.virial, theirs.virial, atol=1e-3)
+    assert ours.gap == pytest.approx(theirs.gap, abs=1e-4)
+    with pytest.raises(SettingsError, match="float64"):
+        make_engine(EngineSpec(model="none", precision="float32"))
+    with pytest.raises(SettingsError, match="--precision must be float32 or float64"):
+        EngineSpec(model="surrogate", precision="half")
+
+
 def test_ase_calculator_gives_a_stress(distilled, box):
     from deepks_es.ase import DeePKSCalculator
 

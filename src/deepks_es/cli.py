@@ -210,7 +210,7 @@ def cmd_lammps(args) -> int:
 
     type_map = None if args.type_map is None else tuple(s.strip() for s in args.type_map.split(","))
     plan = LammpsPlan(Path(args.input), _engine_spec(args), type_map, args.fix, Path(args.prefix), _grid(args),
-                      Path(args.log))
+                      Path(args.log), _monitor(args))
     steps = run_lammps(plan)
     print(f"deepks-es lammps: {steps} step(s) served; observables in {args.prefix}.*", file=sys.stderr)
     if steps:
@@ -576,6 +576,7 @@ def _add_lammps(verbs) -> None:
     lammps.add_argument("--log", default="log.lammps", help="LAMMPS's log file (default: log.lammps)")
     add_engine_options(lammps)
     _add_dos_options(lammps)
+    _add_monitor_options(lammps)
 
 
 def _add_analyze(verbs) -> None:

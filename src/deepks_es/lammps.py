@@ -27,6 +27,7 @@ from .constants import ANGSTROM_BOHR, HARTREE_EV, HARTREE_KCAL_MOL
 from .engines import Engine, EngineSpec, as_engine
 from .errors import ComputeError, DeePKSError, SettingsError, StructureError, engine_failure, first_line
 from .fileio import existing_file
+from .monitoring import MonitorSettings, Validator, monitored_compute
 from .observables import DOSGrid
 from .observables_log import ObservablesLog
 from .structure import Structure
@@ -88,6 +89,8 @@ class LammpsCoupling:
     Attributes:
         type_map: {LAMMPS type: element}.
         log: where the per-step observables go (None: not logged).
+        monitor: orbital observables every k-th LAMMPS step (null in between), on-the-fly validation.
+        validator: the validation worker (``Validator.of(monitor, ...)``; None: no validation).
         failure: the error that stopped the run (the callback cannot raise through LAMMPS).
     """
 
@@ -98,6 +101,8 @@ class LammpsCoupling:
     log: ObservablesLog | None = None
     grid: DOSGrid = field(default_factory=DOSGrid)
     progress: object = None
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    validator: Validator | None = None
     failure: BaseException | None = None
     steps: int = 0
 
@@ -134,7 +139,8 @@ class LammpsCoupling:
             return
         try:
             structure, order = self.structure(np.asarray(tag), x)
-            result = self.engine.compute(structure, key="lammps")
+            observed = self.monitor.observes(step)
+            result = monitored_compute(self.engine, structure, "lammps", observed)
             if result.forces is None or not result.trusted:
                 raise ComputeError(f"step {step}: the engine gave no usable forces: {'; '.join(result.notes)}")
         except (Exception, KeyboardInterrupt) as exc:  # LAMMPS ignores a callback's exceptions: stop, report after
@@ -150,9 +156,12 @@ class LammpsCoupling:
         if result.virial is not None:
             w = 0.5 * (result.virial + result.virial.T) * self.energy_unit
             lmp.fix_external_set_virial_global(self.fix_id, [w[0, 0], w[1, 1], w[2, 2], w[0, 1], w[0, 2], w[1, 2]])
+        observables = result.observables(self.grid, orbitals=observed)
+        if self.validator is not None:
+            self.validator.offer(step, structure)
+            observables.update(self.validator.extras())
         dt = lmp.extract_global("dt")
-        if self.log is not None and self.log.write(step, step * dt * self.time_ps, result.energy,
-                                                   result.observables(self.grid)):
+        if self.log is not None and self.log.write(step, step * dt * self.time_ps, result.energy, observables):
             self.steps += 1
             if self.progress is not None:
                 self.progress.update(1)
@@ -170,6 +179,7 @@ class LammpsPlan:
         prefix: where the observables go (``PREFIX.out``, ``PREFIX.<key>_0``).
         grid: the DOS grid.
         log: LAMMPS's log file.
+        monitor: observables stride and on-the-fly validation (as ``deepks-es drive``).
     """
 
     input: Path
@@ -179,6 +189,7 @@ class LammpsPlan:
     prefix: Path = Path("deepks")
     grid: DOSGrid = field(default_factory=DOSGrid)
     log: Path = Path("log.lammps")
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
 
 
 def external_fix(script: str, wanted: str | None) -> tuple[str, int]:
@@ -214,13 +225,15 @@ def run_lammps(plan: LammpsPlan, engine: Engine | EngineSpec | None = None) -> i
     lammps = import_lammps()
     lmp = lammps.lammps(cmdargs=["-log", str(plan.log), "-screen", "none"])
     total = sum(int(n) for n in re.findall(r"^\s*run\s+(\d+)", script, re.M))
+    validator = Validator.of(plan.monitor, plan.engine if engine is None else engine,
+                             lambda message: print(message, file=sys.stderr, flush=True))
     engine = as_engine(plan.engine if engine is None else engine)
     log = ObservablesLog(plan.prefix, plan.grid)
     bar = tqdm(total=total + 1, unit="step", desc="MD", file=sys.stderr, dynamic_ncols=True)
     try:
         _commands(lmp, script[:end], path)
         type_map = type_elements(np.asarray(lmp.numpy.extract_atom("mass")), plan.type_map)
-        coupling = LammpsCoupling(lmp, engine, fix_id, type_map, log, plan.grid, bar)
+        coupling = LammpsCoupling(lmp, engine, fix_id, type_map, log, plan.grid, bar, plan.monitor, validator)
         _commands(lmp, script[end:], path, coupling)
         if coupling.failure is not None:
             raise coupling.failure
@@ -229,4 +242,6 @@ def run_lammps(plan: LammpsPlan, engine: Engine | EngineSpec | None = None) -> i
         bar.close()
         log.close()
         engine.close()
+        if validator is not None:
+            validator.close()
         lmp.close()

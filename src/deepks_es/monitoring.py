@@ -11,13 +11,14 @@ one runs is skipped). Each step's extras carry the latest finished comparison un
 from __future__ import annotations
 
 import os
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 
 import numpy as np
 
 from .constants import FORCE_EV_ANGSTROM, HARTREE_EV
-from .engines import EngineSpec
+from .engines import Engine, EngineSpec
 from .engines.result import Result
 from .errors import SettingsError, first_line
 from .parallel import die_with_parent
@@ -78,6 +79,16 @@ class MonitorSettings:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def observes(self, step: int) -> bool:
+        """Whether the orbital observables of MD step ``step`` (0, 1, ... of a bead) are logged."""
+        return step % self.observables_every == 0
+
+
+def monitored_compute(engine: Engine, structure: Structure, key: Hashable, observed: bool) -> Result:
+    """``engine.compute``, told to skip its orbitals where they are not ``observed`` (the keyword only then: an
+    engine without it serves every-step logging)."""
+    return engine.compute(structure, key=key, **({} if observed else {"observables": False}))
 
 
 def compared_structure(structure: Structure, settings: MonitorSettings, rng: np.random.Generator) -> Structure:
@@ -148,6 +159,16 @@ class Validator:
     latest: dict = field(default_factory=lambda: dict.fromkeys(VALIDATION_KEYS))
     done: int = 0
 
+    @classmethod
+    def of(cls, settings: MonitorSettings, engine: Engine | EngineSpec | str, log=print) -> Validator | None:
+        """The validator of an MD front end serving ``engine`` (None unless ``settings.validate_every``); its worker
+        builds its own copy of the engine, so an engine instance is refused."""
+        if not settings.validate_every:
+            return None
+        if isinstance(engine, Engine):
+            raise SettingsError("on-the-fly validation needs the engine as a spec or model name, not an instance")
+        return cls(settings, EngineSpec(model=engine) if isinstance(engine, str) else engine, log)
+
     def __post_init__(self):
         self._rng = np.random.default_rng(self.settings.seed)
         self._busy = False
@@ -175,16 +196,16 @@ class Validator:
                 return
             outcome = self._connection.recv()
         except (EOFError, OSError):
-            self.log("deepks-es drive: warning: the validation worker died; validation stops")
+            self.log("deepks-es: warning: the validation worker died; validation stops")
             self._busy = False
             self._process.kill()
             return
         self._busy = False
         if "error" in outcome:
-            self.log(f"deepks-es drive: warning: validation failed at {outcome['error']}")
+            self.log(f"deepks-es: warning: validation failed at {outcome['error']}")
             return
         self.latest, self.done = outcome, self.done + 1
-        self.log(f"deepks-es drive: validation of step {outcome['validation_step']} ({outcome['validation_atoms']} "
+        self.log(f"deepks-es: validation of step {outcome['validation_step']} ({outcome['validation_atoms']} "
                  f"atoms): dE {_text(outcome['validation_energy_mev_per_atom'], 'meV/atom')}, force RMSE "
                  f"{_text(outcome['validation_force_rmse_ev_per_angstrom'], 'eV/A')}, "
                  f"dgap {_text(outcome['validation_gap_ev'], 'eV')}")

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..linalg import ao_atoms, element_weights
 from ..model.modelfile import ModelFile
 from ..pyscf_compat import is_cell
@@ -31,6 +32,8 @@ def cluster_virial(positions: np.ndarray, forces: np.ndarray) -> np.ndarray:
 
 def scf_settings(spec: EngineSpec, **model_defaults) -> SCFSettings:
     """The PySCF settings of ``spec``; unset fields from ``model_defaults`` (xc, basis, pseudo), then SCFSettings'."""
+    if spec.precision == "float32":
+        raise SettingsError("the SCF engines run in float64: drop --precision float32")
     spec = spec.with_defaults(**model_defaults)
     chosen = {name: getattr(spec, name) for name in ("xc", "basis", "pseudo", "conv_tol", "conv_tol_grad",
                                                       "ke_cutoff") if getattr(spec, name) is not None}

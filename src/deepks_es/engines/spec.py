@@ -11,6 +11,7 @@ from ..errors import SettingsError
 NO_MODEL = "none"
 SHIPPED_MODEL = "default"
 SHIPPED_SURROGATE = "surrogate"
+PRECISIONS = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class EngineSpec:
         extrapolation: density-matrix predictor across MD steps (geometry[:N], aspc[:K], previous).
         ke_cutoff: periodic multigrid cutoff (Hartree).
         threads: compute threads of the process (None: leave as they are).
+        precision: floating-point type of a surrogate's network, float32 or float64 (None: the model file's);
+            the SCF engines run in float64.
     """
 
     model: str = NO_MODEL
@@ -42,8 +45,11 @@ class EngineSpec:
     extrapolation: str | None = None
     ke_cutoff: float | None = None
     threads: int | None = None
+    precision: str | None = None
 
     def __post_init__(self):
+        if self.precision not in (None, *PRECISIONS):
+            raise SettingsError(f"--precision must be {' or '.join(PRECISIONS)}, not {self.precision!r}")
         for name in ("conv_tol", "conv_tol_grad", "ke_cutoff"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -100,6 +106,8 @@ ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
                            "the last N steps), aspc[:K] (Kolafa) or previous (default: geometry:8)"),
     ("ke_cutoff", float, "periodic multigrid cutoff in Hartree (default: chosen by PySCF from the basis)"),
     ("threads", int, "compute threads per process (default: the machine's cores divided among processes)"),
+    ("precision", str, "a surrogate's floating-point type, float32 or float64 (default: the model file's; "
+                       "float64 for long NVE runs); the SCF engines run in float64"),
 )
 
 

@@ -65,6 +65,8 @@ class SurrogateEngine:
                 raise SettingsError(f"the surrogate predicts a {theirs!r} Hamiltonian, not {what} {ours!r}")
         if spec.charge:
             raise SettingsError("the surrogate was trained on neutral water: --charge must be 0")
+        if spec.precision is not None:
+            committee.to_precision(getattr(torch, spec.precision))
         return cls(committee, str(model_file.path))
 
     def describe(self) -> EngineInfo:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engines import Engine, EngineSpec, as_engine
 from ..errors import ComputeError, DeePKSError, SettingsError, engine_failure
-from ..monitoring import VALIDATION_KEYS, MonitorSettings, Validator
+from ..monitoring import VALIDATION_KEYS, MonitorSettings, Validator, monitored_compute
 from ..observables import DOSGrid
 from ..structure import Structure
 from .protocol import Channel, ProtocolError, ServerGone, forces_message, header, read_init, read_posdata
@@ -106,12 +106,7 @@ class DriverClient:
                  log=None, required_extras: tuple[str, ...] = (), monitor: MonitorSettings = MonitorSettings()):
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.monitor = monitor
-        self.validator = None
-        if monitor.validate_every:
-            if isinstance(engine, Engine):
-                raise SettingsError("on-the-fly validation needs the engine as a spec or model name, not an instance")
-            self.validator = Validator(monitor, EngineSpec(model=engine) if isinstance(engine, str) else engine,
-                                       self.log)
+        self.validator = Validator.of(monitor, engine, self.log)
         self.engine = as_engine(engine)
         self.bead_steps: dict[int, int] = {}
         self.required_extras = tuple(required_extras)
@@ -132,9 +127,9 @@ class DriverClient:
         structure = Structure(self.symbols, positions, cell_h.T if self.periodic else None)
         step = f"step {self.steps + 1} (bead {bead})"
         bead_step = self.bead_steps.get(bead, 0)
-        observed = bead_step % self.monitor.observables_every == 0
-        try:  # the keyword only where observables are skipped: an engine without it serves every-step logging
-            result = self.engine.compute(structure, key=bead, **({} if observed else {"observables": False}))
+        observed = self.monitor.observes(bead_step)
+        try:
+            result = monitored_compute(self.engine, structure, bead, observed)
         except DeePKSError as exc:
             raise ComputeError(f"{step}: {exc}") from None
         except Exception as exc:  # a failure inside the engine's libraries: stop cleanly, never a traceback to i-PI

@@ -38,9 +38,16 @@ class Committee(nn.Module):
     def __init__(self, settings: SurrogateSettings, members: int, dtype: torch.dtype = torch.float64):
         super().__init__()
         self.settings = settings
-        self.dtype = dtype
-        self.members = nn.ModuleList(SurrogateModel(settings).to_precision(dtype) for _ in range(members))
+        self.members = nn.ModuleList(SurrogateModel(settings) for _ in range(members))
+        self.to_precision(dtype)
         self.provenance: dict = {}
+
+    def to_precision(self, dtype: torch.dtype) -> Committee:
+        """The committee in ``dtype`` (each member's energy buffers stay float64)."""
+        self.dtype = dtype
+        for member in self.members:
+            member.to_precision(dtype)
+        return self
 
     @classmethod
     def from_file(cls, model_file: ModelFile) -> Committee:
