@@ -278,6 +278,20 @@ def test_precision_option_casts_the_shipped_committee(box):
         EngineSpec(model="surrogate", precision="half")
 
 
+def test_committee_spread_flags_a_collapsing_structure(dimer):
+    """The shipped committee trusts the dimer, and flags it pushed to O-O 1.5 Å (force spread ~3.5 eV/Å)."""
+    from deepks_es.constants import BOHR_ANGSTROM
+    from deepks_es.engines import make_engine
+
+    engine = make_engine("surrogate")
+    assert engine.compute(dimer, observables=False).trusted
+    positions = np.array(dimer.positions)
+    oo = positions[3] - positions[0]
+    positions[3:] -= oo * (1 - 1.5 / (np.linalg.norm(oo) * BOHR_ANGSTROM))
+    result = engine.compute(Structure(dimer.symbols, positions), observables=False)
+    assert not result.trusted and "committee force spread" in result.notes[0]
+
+
 def test_ase_calculator_gives_a_stress(distilled, box):
     from deepks_es.ase import DeePKSCalculator
 
