@@ -139,7 +139,8 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     kept = slice(skip, nsteps)
     steps = np.arange(nsteps)
-    time_ps = _time_axis(files, nsteps)
+    properties = _properties(files)
+    time_ps = _time_axis(properties, nsteps)
 
     summary = {"run": str(files.directory), "prefix": files.names.prefix, "beads": nbeads, "steps_logged": nsteps,
                "steps_skipped": skip, "levels_ev": {}}
@@ -167,7 +168,7 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
         write_csv(out / "dos.csv", list(columns), list(columns.values()))
         plots["dos"] = _plot_dos(out / "dos.png", dos, nbeads)
         summary["dos"] = {"grid": dos["grid"], "elements": sorted(dos["elements"])}
-    conservation = _conservation_summary(files, skip)
+    conservation = _conservation_summary(properties, files.atom_count(), skip)
     if conservation is not None:
         summary["conserved"] = conservation
         plots["conserved"] = _plot_conserved(out / "conserved.png", conservation)
@@ -190,12 +191,12 @@ def _properties(files: RunFiles) -> tuple[dict, dict]:
     return ipi.read_output(str(path)) if path.is_file() else ({}, {})
 
 
-def _conservation_summary(files: RunFiles, skip: int) -> dict | None:
+def _conservation_summary(properties: tuple[dict, dict], natoms: int | None, skip: int) -> dict | None:
     """Drift (least-squares slope) and fluctuation of i-PI's conserved quantity after ``skip`` steps, per atom
-    where the positions are logged; None without ``conserved`` and ``time{picosecond}`` properties."""
+    where ``natoms`` is known; None without ``conserved`` and ``time{picosecond}`` properties."""
     from ipi.utils.units import unit_to_internal
 
-    values, info = _properties(files)
+    values, info = properties
     if not {"conserved", "time"} <= set(values) or info["time"][0] != "picosecond":
         return None
     step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
@@ -206,7 +207,6 @@ def _conservation_summary(files: RunFiles, skip: int) -> dict | None:
     conserved = np.asarray(values["conserved"], dtype=float)[kept] * ev
     if len(time_ps) < 3:
         return None
-    natoms = files.atom_count()
     slope = float(np.polyfit(time_ps, conserved, 1)[0])
     summary = {"span_ps": float(time_ps[-1] - time_ps[0]), "atoms": natoms, "drift_ev_per_ps": slope,
                "std_ev": float(conserved.std()), "time_ps": time_ps.tolist(),
@@ -228,9 +228,9 @@ def _plot_conserved(path: Path, conservation: dict) -> Path:
     return save_figure(fig, path)
 
 
-def _time_axis(files: RunFiles, nsteps: int) -> np.ndarray:
-    """Time (ps) of each logged step from the properties file, else the step index."""
-    values, info = _properties(files)
+def _time_axis(properties: tuple[dict, dict], nsteps: int) -> np.ndarray:
+    """Time (ps) of each logged step from the properties (:func:`_properties`), else the step index."""
+    values, info = properties
     if "time" in values and info["time"][0] == "picosecond" and len(values["time"]) >= nsteps:
         return np.asarray(values["time"][:nsteps], dtype=float)
     return np.arange(nsteps, dtype=float)
