@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The shipped surrogate (--model surrogate), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
-# boxes and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee, and its evaluation on held-out 16-, 32-
-# and 64-water boxes from independent MDs. Resumable: rerun after an interruption. Run from the repository root.
+# boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
+# q-SPC/Fw, and its evaluation on held-out 16-, 32- and 64-water boxes from independent MDs.
+# Resumable: rerun after an interruption. Run from the repository root.
 set -euo pipefail
 out=runs/surrogate
 mkdir -p "$out"
@@ -9,9 +10,10 @@ sample() { [ -s "$out/$1.xyz" ] || deepks-es sample -o "$out/$1.xyz" "${@:2}"; }
 sample boxes8   --clusters 0 --liquid-boxes 48 --md-molecules 8  --seed 11
 sample test16   --clusters 0 --liquid-boxes 4  --md-molecules 16 --seed 12
 sample clusters --clusters 24 --sizes 2-8 --md-molecules 64 --seed 13
+sample hot8     --clusters 0 --liquid-boxes 24 --md-molecules 8  --seed 14 --temperature 450
 sample test32   --clusters 0 --liquid-boxes 2  --md-molecules 32 --seed 101
 sample test64   --clusters 0 --liquid-boxes 1  --md-molecules 64 --seed 102
-for name in boxes8 clusters test16 test32 test64; do  # 23 s, 21 s, ... a frame on 2 cores (README)
+for name in boxes8 clusters hot8 test16 test32 test64; do  # 23 s, 21 s, ... a frame on 2 cores (README)
   [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
 done
 # one member per core side by side; the last to finish writes the model file

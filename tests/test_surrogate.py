@@ -15,6 +15,7 @@ from conftest import central_difference
 from deepks_es.observables import DOSGrid
 from deepks_es.scf.systems import SCFSettings, build_system, overlap_matrix
 from deepks_es.structure import Structure
+from deepks_es.surrogate.baseline import BASELINES, lennard_jones, qspcfw_energy, shifted_force_lennard_jones
 from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
 from deepks_es.surrogate.committee import Committee
 from deepks_es.surrogate.graph import build_graph
@@ -23,10 +24,10 @@ from deepks_es.surrogate.network import SurrogateModel, SurrogateSettings
 SETTINGS = SurrogateSettings()
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=BASELINES)
+def model(request):
     torch.manual_seed(0)
-    net = SurrogateModel(SETTINGS).double()
+    net = SurrogateModel(SurrogateSettings(baseline=request.param)).double()
     with torch.no_grad():  # a random but non-trivial energy scale and reference
         net.energy_scale.fill_(0.05)
         net.reference_energy.copy_(torch.tensor([[-0.5, -15.8], [-0.49, -15.7]], dtype=torch.float64))
@@ -102,7 +103,7 @@ def test_replica_same_energy_per_atom_and_spectrum(model, box):
 
 
 def test_forces_and_virial_finite_difference(model, box):
-    committee = Committee(SETTINGS, 1)
+    committee = Committee(model.settings, 1)
     committee.members[0].load_state_dict(model.state_dict())
     prediction = committee.predict(box, hamiltonian=False)
 
@@ -123,6 +124,35 @@ def test_forces_and_virial_finite_difference(model, box):
         assert abs(fd - prediction.virials[0, a, b]) < 1e-7
 
 
+def test_qspcfw_baseline_on_the_graph_is_the_sampler_force_field():
+    """The baseline finds the molecules from the geometry: shuffled and wrapped atoms give the energy of the
+    sampler's q-SPC/Fw (O, H, H order, minimum image; its Lennard-Jones energy-shifted, the baseline's
+    force-shifted at the cutoff)."""
+    from deepks_es.constants import ANGSTROM_BOHR
+    from deepks_es.training.sample import FlexibleSPC, random_water_box
+
+    rng = np.random.default_rng(0)
+    xyz, length = random_water_box(32, rng)
+    xyz = xyz + rng.normal(scale=0.04, size=xyz.shape)
+    cutoff = 4.0  # Angstrom, below half the edge: one image per pair, as in the minimum-image sampler
+    dense, _ = FlexibleSPC.energy_forces(xyz, np.full(3, length), cutoff)
+    oxygens = xyz[0::3]
+    delta = oxygens[:, None] - oxygens[None]
+    r_oo = np.linalg.norm(delta - length * np.round(delta / length), axis=-1)[np.triu_indices(32, 1)]
+    r_oo = torch.tensor(r_oo[r_oo < cutoff])
+    dense += float((shifted_force_lennard_jones(r_oo, cutoff) - lennard_jones(r_oo)
+                    + lennard_jones(torch.tensor(cutoff))).sum())
+    order = rng.permutation(96)
+    cell = np.eye(3) * length * ANGSTROM_BOHR
+    structure = Structure(tuple(np.array(("O", "H", "H") * 32)[order]), (xyz[order] * ANGSTROM_BOHR) % cell[0, 0],
+                          cell)
+    graph = build_graph(structure, cutoff * ANGSTROM_BOHR)
+    vectors = graph.vectors(torch.tensor(structure.positions), torch.tensor(cell))
+    oxygen = torch.tensor([s == "O" for s in structure.symbols])
+    energy = float(qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, cutoff * ANGSTROM_BOHR))
+    assert energy * 27.211386245988 == pytest.approx(dense, abs=1e-6)
+
+
 # -- distillation end to end: label --distill, train a 2-member committee, evaluate, the engine ----------------
 
 @pytest.fixture(scope="module")
@@ -139,7 +169,8 @@ def distilled(tmp_path_factory, dimer, box):
           progress=False)
     (work / "surrogate.toml").write_text(
         '[surrogate]\ndata = "data.h5"\nworkdir = "train"\nmembers = 2\nepochs = 2\nvalidation_fraction = 0.0\n'
-        'level_warmup_epochs = 1\nbatch_frames = 2\n[surrogate.network]\nhidden = "8x0e+2x0o+4x1o+2x1e+2x2e"\n')
+        'level_warmup_epochs = 1\nbatch_frames = 2\n[surrogate.network]\nhidden = "8x0e+2x0o+4x1o+2x1e+2x2e"\n'
+        'baseline = "qspcfw"\n')
     logs = []
     path = train(work / "surrogate.toml", log=logs.append)
     return work, path, logs
@@ -179,6 +210,27 @@ def test_committee_trains_resumes_and_serves(distilled, dimer, box):
         assert {"gap_ev", "dos", "dos_O", "dos_H", "committee_gap_std_ev"} <= set(extras)
 
 
+def test_committee_every_kth_structure_member_zero_drives(distilled, box):
+    """--committee-every 2: member 0's energy, forces and levels every structure; the spread on odd calls only."""
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.errors import SettingsError
+
+    _, path, _ = distilled
+    engine = make_engine(EngineSpec(model=str(path), committee_every=2))
+    member0 = engine.committee.predict(box, hamiltonian=False, members=1)
+    results = [engine.compute(box, observables=k == 1) for k in range(3)]
+    for result in results:
+        assert result.energy == pytest.approx(member0.energies[0], abs=1e-10)
+        np.testing.assert_allclose(result.forces, member0.forces[0], atol=1e-10)
+    spreads = [r.scalars["committee_force_std_ev_per_angstrom"] for r in results]
+    assert spreads[0] > 0 and spreads[1] is None and spreads[2] > 0
+    assert results[1].gap is not None and results[1].scalars["committee_gap_std_ev"] is None
+    mean = make_engine(EngineSpec(model=str(path))).compute(box, observables=False)
+    assert abs(mean.energy - results[0].energy) > 1e-8  # the committee mean is another surface
+    with pytest.raises(SettingsError, match="no committee"):
+        make_engine(EngineSpec(model="none", committee_every=2))
+
+
 def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):
     from deepks_es.engines import EngineSpec, make_engine
     from deepks_es.errors import SettingsError
@@ -191,6 +243,10 @@ def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):
     engine = make_engine(EngineSpec(model=str(path)))
     with pytest.raises(SettingsError, match="knows H, O, not N"):
         engine.compute(Structure(("N", "H", "H"), dimer.positions[:3]))
+    torn = np.array(dimer.positions)
+    torn[1] += [0.0, 0.0, 10.0]  # an H pulled off its molecule: outside what the q-SPC/Fw baseline describes
+    result = engine.compute(Structure(dimer.symbols, torn), observables=False)
+    assert not result.trusted and "H atom 1 has no O within" in " ".join(result.notes)
 
 
 def test_evaluate_cli_on_distilled_data(distilled):
@@ -278,10 +334,12 @@ def test_precision_option_casts_the_shipped_committee(box):
         EngineSpec(model="surrogate", precision="half")
 
 
-def test_committee_spread_flags_a_collapsing_structure(dimer):
-    """The shipped committee trusts the dimer, and flags it pushed to O-O 1.5 Å (force spread ~3.5 eV/Å)."""
+def test_shipped_surrogate_flags_a_collapsing_structure(dimer, monkeypatch):
+    """The shipped committee trusts the dimer and flags it pushed to O-O 1.5 Å (an H then belongs to the other
+    O: no longer whole molecules); a committee spread above the limit is flagged too."""
     from deepks_es.constants import BOHR_ANGSTROM
     from deepks_es.engines import make_engine
+    from deepks_es.engines import surrogate
 
     engine = make_engine("surrogate")
     assert engine.compute(dimer, observables=False).trusted
@@ -289,6 +347,9 @@ def test_committee_spread_flags_a_collapsing_structure(dimer):
     oo = positions[3] - positions[0]
     positions[3:] -= oo * (1 - 1.5 / (np.linalg.norm(oo) * BOHR_ANGSTROM))
     result = engine.compute(Structure(dimer.symbols, positions), observables=False)
+    assert not result.trusted and "whole water molecules" in result.notes[0]
+    monkeypatch.setattr(surrogate, "FORCE_SPREAD_LIMIT", 0.01)  # the dimer's spread is ~0.04 eV/Å
+    result = engine.compute(dimer, observables=False)
     assert not result.trusted and "committee force spread" in result.notes[0]
 
 

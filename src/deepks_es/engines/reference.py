@@ -34,6 +34,8 @@ def scf_settings(spec: EngineSpec, **model_defaults) -> SCFSettings:
     """The PySCF settings of ``spec``; unset fields from ``model_defaults`` (xc, basis, pseudo), then SCFSettings'."""
     if spec.precision == "float32":
         raise SettingsError("the SCF engines run in float64: drop --precision float32")
+    if spec.committee_every is not None:
+        raise SettingsError("the SCF engines have no committee: drop --committee-every")
     spec = spec.with_defaults(**model_defaults)
     chosen = {name: getattr(spec, name) for name in ("xc", "basis", "pseudo", "conv_tol", "conv_tol_grad",
                                                       "ke_cutoff") if getattr(spec, name) is not None}

@@ -32,6 +32,10 @@ class EngineSpec:
         threads: compute threads of the process (None: leave as they are).
         precision: floating-point type of a surrogate's network, float32 or float64 (None: the model file's);
             the SCF engines run in float64.
+        committee_every: a surrogate's committee member 0 alone gives energy, forces, virial and Hamiltonian
+            of every structure, and the whole committee is evaluated every ``committee_every``-th structure
+            (the first included) for its spread (DP-GEN's exploration MD: one model drives, the others measure
+            the deviation); None: the committee mean every structure.
     """
 
     model: str = NO_MODEL
@@ -46,6 +50,7 @@ class EngineSpec:
     ke_cutoff: float | None = None
     threads: int | None = None
     precision: str | None = None
+    committee_every: int | None = None
 
     def __post_init__(self):
         if self.precision not in (None, *PRECISIONS):
@@ -54,7 +59,7 @@ class EngineSpec:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise SettingsError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        for name in ("max_cycle", "threads"):
+        for name in ("max_cycle", "threads", "committee_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -108,6 +113,9 @@ ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
     ("threads", int, "compute threads per process (default: the machine's cores divided among processes)"),
     ("precision", str, "a surrogate's floating-point type, float32 or float64 (default: the model file's; "
                        "float64 for long NVE runs); the SCF engines run in float64"),
+    ("committee_every", int, "a surrogate's member 0 alone drives the MD and the whole committee runs every "
+                             "K-th structure for its spread (K x fewer network evaluations; default: the "
+                             "committee mean every structure)"),
 )
 
 

@@ -17,6 +17,7 @@ from ..linalg import ao_atoms, element_weights
 from ..model.modelfile import ModelFile
 from ..scf.systems import SCFSettings, build_system, overlap_matrix
 from ..structure import Structure, check_geometry
+from ..surrogate.baseline import broken_water
 from ..surrogate.committee import KIND, Committee, CommitteePrediction
 from .base import EngineInfo
 from .result import Result
@@ -25,8 +26,8 @@ from .spec import EngineSpec
 UNUSED_OPTIONS = ("xc", "conv_tol", "conv_tol_grad", "extrapolation", "ke_cutoff")
 FORCE_SPREAD_LIMIT = 1.0
 """eV/Å: a Result whose committee force spread (largest per-atom RMS) exceeds it is flagged. The shipped
-committee gives 0.1-0.5 on water inputs, 0.5 on the non-equilibrated ``water_liquid_8.xyz``, 3.5 on a dimer
-pushed to O-O 1.5 Å; an NVE run that collapses (O-O 1.5 Å within 100 fs) crosses it after ~20 fs."""
+committee gives 0.04-0.17 on the shipped water inputs and 0.13-0.21 along a 0.9-ps NVE of 8 waters; the
+previous, purely learned committee crossed it ~20 fs into an NVE run that collapsed (O-O 1.5 Å)."""
 
 
 @dataclass(frozen=True)
@@ -35,25 +36,42 @@ class Spread:
     components, Hartree/Bohr) and gap (Hartree; each member's gap to first order in its deviation from the
     mean H, from the mean H's HOMO and LUMO)."""
 
-    energy: float
-    forces: float
+    energy: float | None
+    forces: float | None
     gap: float | None
 
+    @classmethod
+    def of(cls, prediction: CommitteePrediction, natoms: int, gap: float | None) -> Spread:
+        """The spread of ``prediction``'s members; all None for a single member."""
+        if len(prediction.energies) < 2:
+            return cls(None, None, None)
+        return cls(energy=float(prediction.energies.std()) / natoms,
+                   forces=float(np.sqrt((prediction.forces.std(axis=0) ** 2).mean(axis=1)).max()), gap=gap)
+
     def scalars(self) -> dict:
-        return {"committee_energy_std_mev_per_atom": self.energy * HARTREE_EV * 1e3,
-                "committee_force_std_ev_per_angstrom": self.forces * HARTREE_EV / BOHR_ANGSTROM,
-                "committee_gap_std_ev": None if self.gap is None else self.gap * HARTREE_EV}
+        def scaled(value, unit):
+            return None if value is None else value * unit
+
+        return {"committee_energy_std_mev_per_atom": scaled(self.energy, HARTREE_EV * 1e3),
+                "committee_force_std_ev_per_angstrom": scaled(self.forces, HARTREE_EV / BOHR_ANGSTROM),
+                "committee_gap_std_ev": scaled(self.gap, HARTREE_EV)}
 
 
 class SurrogateEngine:
     """A :class:`Committee` behind the Engine interface: the members' mean energy, forces, virial and
-    Kohn-Sham matrix; orbital energies, element weights and the committee spread in every Result."""
+    Kohn-Sham matrix; orbital energies, element weights and the committee spread in every Result.
+
+    With ``committee_every`` K, member 0 alone gives energy, forces, virial and H of every structure (one
+    smooth surface for the MD), and every K-th structure (the first included) the other members run too, for
+    the spread only; in between the spread is None."""
 
     kind = KIND
 
-    def __init__(self, committee: Committee, model_name: str = "in memory"):
+    def __init__(self, committee: Committee, model_name: str = "in memory", committee_every: int | None = None):
         self.committee = committee
         self.model_name = model_name
+        self.committee_every = committee_every
+        self.structures = 0
         self.settings = SCFSettings(basis=committee.settings.basis, pseudo=committee.settings.pseudo)
 
     @classmethod
@@ -71,14 +89,15 @@ class SurrogateEngine:
             raise SettingsError("the surrogate was trained on neutral water: --charge must be 0")
         if spec.precision is not None:
             committee.to_precision(getattr(torch, spec.precision))
-        return cls(committee, str(model_file.path))
+        return cls(committee, str(model_file.path), spec.committee_every)
 
     def describe(self) -> EngineInfo:
         s = self.committee.settings
         return EngineInfo(name="surrogate", kind=self.kind, model=self.model_name, periodic_virial=True,
                           settings={"members": len(self.committee.members), "basis": s.basis, "pseudo": s.pseudo,
                                     "cutoff_bohr": s.cutoff, "hamiltonian_cutoff_bohr": s.hamiltonian_cutoff,
-                                    "dtype": str(self.committee.dtype).removeprefix("torch.")})
+                                    "dtype": str(self.committee.dtype).removeprefix("torch."),
+                                    "committee_every": self.committee_every})
 
     def close(self) -> None:
         pass
@@ -87,48 +106,56 @@ class SurrogateEngine:
         """Committee-mean energy (Hartree), forces (Hartree/Bohr), virial (Hartree) and orbitals of ``structure``;
         ``observables=False`` skips the Hamiltonian head and the diagonalisation (no orbitals, no gap spread)."""
         start = time.perf_counter()
-        prediction = self.predict(structure, observables)
+        whole = self.committee_every is None or self.structures % self.committee_every == 0
+        self.structures += 1
+        prediction = self.predict(structure, observables, None if whole else 1)
         result = self.result(structure, prediction) if observables else self.mechanics(structure, prediction)
         result.wall_s = time.perf_counter() - start
         return result
 
-    def predict(self, structure: Structure, hamiltonian: bool = True) -> CommitteePrediction:
-        """Every member's prediction for ``structure`` (with H unless ``hamiltonian`` is False), after the geometry
-        and element checks."""
+    def predict(self, structure: Structure, hamiltonian: bool = True, members: int | None = None) -> CommitteePrediction:
+        """Every member's (or the first ``members``') prediction for ``structure`` (with H unless ``hamiltonian``
+        is False), after the geometry and element checks."""
         check_geometry(structure)
         try:
             self.committee.members[0].species(structure.symbols)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         with torch.inference_mode(False):
-            return self.committee.predict(structure, hamiltonian)
+            return self.committee.predict(structure, hamiltonian, members)
 
     def mechanics(self, structure: Structure, prediction: CommitteePrediction, spread_gap: float | None = None,
                   **orbitals) -> Result:
-        """The :class:`Result` of ``prediction``'s means and spreads; without ``orbitals`` (the :class:`Result`
+        """The :class:`Result` of ``prediction``'s means (member 0's with ``committee_every``) and spreads; without ``orbitals`` (the :class:`Result`
         fields ``mo_energy``, ``mo_occ``, ``element_weights``, ``hamiltonian``, ``overlap``) it has none."""
-        natoms = structure.natoms
-        spread = Spread(energy=float(prediction.energies.std()) / natoms,
-                        forces=float(np.sqrt((prediction.forces.std(axis=0) ** 2).mean(axis=1)).max()),
-                        gap=spread_gap)
+        spread = Spread.of(prediction, structure.natoms, spread_gap)
         orbitals = orbitals or {"mo_energy": np.empty(0), "mo_occ": np.empty(0),
                                 "element_weights": {el: np.empty(0) for el in sorted(set(structure.symbols))}}
-        result = Result(energy=float(prediction.energies.mean()), forces=prediction.forces.mean(axis=0),
-                        virial=prediction.virials.mean(axis=0), scalars=spread.scalars(), **orbitals)
+        pick = self.driving
+        result = Result(energy=float(pick(prediction.energies)), forces=pick(prediction.forces),
+                        virial=pick(prediction.virials), scalars=spread.scalars(), **orbitals)
         if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
             result.flag("the surrogate gave non-finite energy or forces: a corrupt model or a geometry far outside "
                         "its training data")
         force_spread = result.scalars["committee_force_std_ev_per_angstrom"]
-        if len(self.committee.members) > 1 and not force_spread <= FORCE_SPREAD_LIMIT:
+        broken = broken_water(structure) if self.committee.settings.baseline == "qspcfw" else None
+        if broken:
+            result.flag(f"{broken}: the surrogate's q-SPC/Fw baseline assumes whole water molecules")
+        if force_spread is not None and not force_spread <= FORCE_SPREAD_LIMIT:
             result.flag(f"committee force spread {force_spread:.2f} eV/A exceeds {FORCE_SPREAD_LIMIT} eV/A: the "
                         "structure is far outside the surrogate's training data (check it against DeePKS-ES)")
         return result
 
+    def driving(self, values: np.ndarray) -> np.ndarray:
+        """What drives the MD of the members' ``values`` (M, ...): the mean, or member 0's (``committee_every``)."""
+        return values.mean(axis=0) if self.committee_every is None else values[0]
+
     def result(self, structure: Structure, prediction: CommitteePrediction) -> Result:
-        """The :class:`Result` of a committee ``prediction``: means, orbitals from the mean H, spreads."""
+        """The :class:`Result` of a committee ``prediction``: means (member 0's with ``committee_every``), orbitals
+        from that H, spreads."""
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
-        hamiltonian = prediction.hamiltonians.mean(axis=0)
+        hamiltonian = self.driving(prediction.hamiltonians)
         mo_energy, mo_coeff = scipy.linalg.eigh(hamiltonian, overlap)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
@@ -136,6 +163,6 @@ class SurrogateEngine:
         if len(mo_energy) > nocc:
             edges = mo_coeff[:, nocc - 1:nocc + 1]
             gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
-        return self.mechanics(structure, prediction, float(np.std(gaps)) if gaps else None,
+        return self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
                               mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
                               element_weights=element_weights(structure.symbols, ao_atoms(system), overlap, mo_coeff))

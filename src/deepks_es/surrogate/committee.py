@@ -74,15 +74,17 @@ class Committee(nn.Module):
                     "pseudo": self.settings.pseudo, "provenance": self.provenance}
         write_model_file(path, metadata, self.state_dict())
 
-    def predict(self, structure: Structure, hamiltonian: bool = True) -> CommitteePrediction:
-        """Energies, forces, virials (by autograd: -dE/dR, -dE/d(strain)) and Hamiltonians of every member."""
+    def predict(self, structure: Structure, hamiltonian: bool = True,
+                members: int | None = None) -> CommitteePrediction:
+        """Energies, forces, virials (by autograd: -dE/dR, -dE/d(strain)) and Hamiltonians of every member, or of
+        the first ``members``."""
         model = self.members[0]
         species = model.species(structure.symbols)
         graph = build_graph(structure, self.settings.hamiltonian_cutoff if hamiltonian else self.settings.cutoff)
         positions = torch.tensor(np.array(structure.positions), dtype=self.dtype)
         cell = None if structure.cell is None else torch.tensor(np.array(structure.cell), dtype=self.dtype)
         energies, forces, virials, matrices = [], [], [], []
-        for member in self.members:
+        for member in self.members[:members]:
             strain = torch.zeros(3, 3, dtype=self.dtype, requires_grad=True)
             x = positions.clone().requires_grad_(True)
             deform = torch.eye(3, dtype=self.dtype) + 0.5 * (strain + strain.T)

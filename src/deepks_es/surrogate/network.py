@@ -15,6 +15,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
+from .baseline import BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
 
@@ -39,6 +40,8 @@ class SurrogateSettings:
         layers: interaction layers.
         radial: Bessel radial functions.
         num_neighbors: typical neighbour count within ``cutoff`` (message normalisation).
+        baseline: the physical energy the network learns on top of (:data:`~.baseline.BASELINES`): ``"qspcfw"``,
+            q-SPC/Fw water on the graph within ``cutoff`` (:mod:`.baseline`), or ``"none"``.
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -53,6 +56,13 @@ class SurrogateSettings:
     layers: int = 2
     radial: int = 8
     num_neighbors: float = 40.0
+    baseline: str = "none"
+
+    def __post_init__(self):
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
+        if self.baseline == "qspcfw" and set(self.elements) != {"H", "O"}:
+            raise ValueError("the q-SPC/Fw baseline is for water: elements must be H and O")
 
     def as_dict(self) -> dict:
         return {**asdict(self), "elements": list(self.elements)}
@@ -225,7 +235,15 @@ class SurrogateModel(nn.Module):
         (3, 3 or None), both differentiable: what :meth:`hamiltonian` takes."""
         vectors = graph.vectors(positions, cell)[:, E3NN_FROM_XYZ]
         h, pair = self.node_features(species, vectors, graph)
-        return self.energy(species, h, pair, cell is not None), h, vectors
+        energy = self.energy(species, h, pair, cell is not None) + self.baseline_energy(species, vectors, graph)
+        return energy, h, vectors
+
+    def baseline_energy(self, species, vectors, graph: Graph) -> torch.Tensor:
+        """The physical baseline's energy (Hartree, float64) from the pair ``vectors`` (E, 3) of ``graph``."""
+        if self.settings.baseline == "none":
+            return torch.zeros((), dtype=torch.float64)
+        oxygen = species == self.settings.elements.index("O")
+        return qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, self.settings.cutoff)
 
     def forward(self, species, positions, cell, graph: Graph, hamiltonian: bool = True):
         """(energy, H or None) for ``positions`` (N, 3) and ``cell`` (3, 3 or None), both differentiable."""

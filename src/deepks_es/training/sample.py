@@ -116,18 +116,10 @@ class FlexibleSPC(Calculator):
 
     Harmonic O-H bonds and H-O-H angle; intermolecular O-O Lennard-Jones and
     point charges, both cut at ``cutoff`` (Angstrom): LJ energy shifted to zero,
-    Coulomb damped-shifted-force (Fennell & Gezelter 2006, alpha 0.2 1/Angstrom).
+    Coulomb damped-shifted-force (the terms of :mod:`deepks_es.surrogate.baseline`).
     Atoms must come as O, H, H per molecule in an orthorhombic periodic box.
     Energies and forces by torch autograd, in eV and eV/Angstrom.
     """
-
-    KCAL_MOL = 0.0433641  # eV
-    COULOMB = 332.0637 * KCAL_MOL  # eV Angstrom / e^2
-    BOND_K, BOND_R0 = 1059.162 * KCAL_MOL, 1.0  # eV/Angstrom^2, Angstrom
-    ANGLE_K, ANGLE_THETA0 = 75.90 * KCAL_MOL, np.radians(112.0)  # eV/rad^2, rad
-    LJ_EPSILON, LJ_SIGMA = 0.1554 * KCAL_MOL, 3.1655  # eV, Angstrom
-    CHARGES = (-0.84, 0.42, 0.42)
-    ALPHA = 0.2  # 1/Angstrom
 
     implemented_properties = ["energy", "forces"]
 
@@ -140,20 +132,17 @@ class FlexibleSPC(Calculator):
         energy, forces = self.energy_forces(self.atoms.positions, np.diag(self.atoms.cell.array), self.cutoff)
         self.results = {"energy": energy, "forces": forces}
 
-    @classmethod
-    def energy_forces(cls, positions: np.ndarray, box: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
-        import math
-
+    @staticmethod
+    def energy_forces(positions: np.ndarray, box: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
         import torch
+
+        from ..surrogate.baseline import (CHARGE_H, CHARGE_O, COULOMB, angle_energy, bond_energy, dsf_coulomb,
+                                          lennard_jones)
 
         x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
         mol = x.reshape(-1, 3, 3)
         oh = mol[:, 1:] - mol[:, :1]
-        r_oh = oh.norm(dim=-1)
-        cos = (oh[:, 0] * oh[:, 1]).sum(-1) / (r_oh[:, 0] * r_oh[:, 1])
-        theta = torch.acos(cos.clamp(-1.0, 1.0))
-        energy = (0.5 * cls.BOND_K * (r_oh - cls.BOND_R0) ** 2).sum()
-        energy = energy + (0.5 * cls.ANGLE_K * (theta - cls.ANGLE_THETA0) ** 2).sum()
+        energy = bond_energy(oh.norm(dim=-1)).sum() + angle_energy(oh[:, 0], oh[:, 1]).sum()
         nmol = mol.shape[0]
         box_t = torch.tensor(box, dtype=torch.float64)
         delta = x[:, None, :] - x[None, :, :]
@@ -162,17 +151,12 @@ class FlexibleSPC(Calculator):
         pair = (molecule[:, None] < molecule[None, :])
         r = torch.where(pair, delta.norm(dim=-1), torch.full_like(delta[..., 0], 2 * cutoff))
         inside = r < cutoff
-        charges = torch.tensor(cls.CHARGES * nmol, dtype=torch.float64)
+        charges = torch.tensor((CHARGE_O, CHARGE_H, CHARGE_H) * nmol, dtype=torch.float64)
         qq = charges[:, None] * charges[None, :]
-        a, rc = cls.ALPHA, cutoff
-        erfc_rc = math.erfc(a * rc)
-        slope = erfc_rc / rc**2 + 2 * a / math.sqrt(math.pi) * math.exp(-(a * rc) ** 2) / rc
-        coulomb = torch.erfc(a * r) / r - erfc_rc / rc + slope * (r - rc)
-        energy = energy + cls.COULOMB * (qq * coulomb)[inside].sum()
+        energy = energy + COULOMB * (qq * dsf_coulomb(r, cutoff))[inside].sum()
         oxygen = (torch.arange(3 * nmol) % 3 == 0)
         oo = inside & oxygen[:, None] & oxygen[None, :]
-        lj = lambda d: 4 * cls.LJ_EPSILON * ((cls.LJ_SIGMA / d) ** 12 - (cls.LJ_SIGMA / d) ** 6)  # noqa: E731
-        energy = energy + (lj(r[oo]) - lj(torch.tensor(rc))).sum()
+        energy = energy + (lennard_jones(r[oo]) - lennard_jones(torch.tensor(cutoff))).sum()
         (grad,) = torch.autograd.grad(energy, x)
         return float(energy.detach()), -grad.numpy()
 

@@ -204,22 +204,36 @@ def frame_loss(errors: dict[str, torch.Tensor], weights: dict) -> tuple[torch.Te
     return total, {term: float(value.detach()) for term, value in terms.items()}
 
 
+def baseline_labels(model: SurrogateModel, frame: DistilledFrame) -> tuple[float, torch.Tensor]:
+    """The model's physical baseline energy (Hartree) and forces (N, 3, Hartree/Bohr) on ``frame``."""
+    x = frame.positions.clone().double().requires_grad_(True)
+    cell = None if frame.cell is None else frame.cell.double()
+    energy = model.baseline_energy(frame.species, frame.graph.vectors(x, cell), frame.graph)
+    if not energy.requires_grad:
+        return 0.0, torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(energy, x)
+    return float(energy.detach()), -grad
+
+
 def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
     """Per-route least-squares reference energies per element; the energy scale (Hartree: the larger of the
     per-atom residual's spread and the force RMS times one Bohr, so that forces start at the right size); the
-    mean on-site block of each element."""
+    mean on-site block of each element. Energies and forces are those the network learns: the labels minus
+    the model's physical baseline."""
     n_el = len(model.settings.elements)
+    baselines = [baseline_labels(model, f) for f in frames]
     residuals = []
     for route in (False, True):
-        chosen = [f for f in frames if f.periodic == route]
+        chosen = [(f, b) for f, b in zip(frames, baselines) if f.periodic == route]
         if not chosen:
             continue
-        counts = np.array([np.bincount(f.species.numpy(), minlength=n_el) for f in chosen], dtype=float)
-        energies = np.array([f.energy for f in chosen])
+        counts = np.array([np.bincount(f.species.numpy(), minlength=n_el) for f, _ in chosen], dtype=float)
+        energies = np.array([f.energy - energy for f, (energy, _) in chosen])
         reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
         model.reference_energy[int(route)] = torch.as_tensor(reference)
         residuals += list((energies - counts @ reference) / counts.sum(1))
-    force_rms = float(torch.sqrt(torch.cat([f.forces.reshape(-1) for f in frames]).double().pow(2).mean()))
+    learned = torch.cat([(f.forces.double() - forces).reshape(-1) for f, (_, forces) in zip(frames, baselines)])
+    force_rms = float(torch.sqrt(learned.pow(2).mean()))
     model.energy_scale.fill_(max(float(np.std(residuals)), force_rms, 1e-4))
     sums: dict[int, list] = {}
     for frame in frames:
