@@ -113,7 +113,8 @@ class SurrogateEngine:
         result.wall_s = time.perf_counter() - start
         return result
 
-    def predict(self, structure: Structure, hamiltonian: bool = True, members: int | None = None) -> CommitteePrediction:
+    def predict(self, structure: Structure, hamiltonian: bool = True,
+                members: int | None = None) -> CommitteePrediction:
         """Every member's (or the first ``members``') prediction for ``structure`` (with H unless ``hamiltonian``
         is False), after the geometry and element checks."""
         check_geometry(structure)
@@ -126,8 +127,9 @@ class SurrogateEngine:
 
     def mechanics(self, structure: Structure, prediction: CommitteePrediction, spread_gap: float | None = None,
                   **orbitals) -> Result:
-        """The :class:`Result` of ``prediction``'s means (member 0's with ``committee_every``) and spreads; without ``orbitals`` (the :class:`Result`
-        fields ``mo_energy``, ``mo_occ``, ``element_weights``, ``hamiltonian``, ``overlap``) it has none."""
+        """The :class:`Result` of ``prediction``'s means (member 0's with ``committee_every``) and spreads;
+        without ``orbitals`` (the :class:`Result` fields ``mo_energy``, ``mo_occ``, ``element_weights``,
+        ``hamiltonian``, ``overlap``) it has none."""
         spread = Spread.of(prediction, structure.natoms, spread_gap)
         orbitals = orbitals or {"mo_energy": np.empty(0), "mo_occ": np.empty(0),
                                 "element_weights": {el: np.empty(0) for el in sorted(set(structure.symbols))}}
@@ -137,10 +139,10 @@ class SurrogateEngine:
         if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
             result.flag("the surrogate gave non-finite energy or forces: a corrupt model or a geometry far outside "
                         "its training data")
-        force_spread = result.scalars["committee_force_std_ev_per_angstrom"]
         broken = broken_water(structure) if self.committee.settings.baseline == "qspcfw" else None
         if broken:
             result.flag(f"{broken}: the surrogate's q-SPC/Fw baseline assumes whole water molecules")
+        force_spread = result.scalars["committee_force_std_ev_per_angstrom"]
         if force_spread is not None and not force_spread <= FORCE_SPREAD_LIMIT:
             result.flag(f"committee force spread {force_spread:.2f} eV/A exceeds {FORCE_SPREAD_LIMIT} eV/A: the "
                         "structure is far outside the surrogate's training data (check it against DeePKS-ES)")

@@ -73,7 +73,8 @@ def molecules(oxygen: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, shifts
     nearest = torch.full((len(oxygen),), math.inf, dtype=distance.dtype)
     nearest.scatter_reduce_(0, src[candidate], distance, reduce="amin")
     bonds = candidate[distance == nearest[src[candidate]]]
-    bonds = bonds[_groups(src[bonds])[0]]  # one bond per H (a tie: the first)
+    order, start, _ = _groups(src[bonds])
+    bonds = bonds[order[start]]  # one bond per H (a tie: the first)
     anchor = torch.arange(len(oxygen))
     anchor_shift = torch.zeros(len(oxygen), 3, dtype=shifts.dtype)
     anchor[src[bonds]] = dst[bonds]
@@ -82,11 +83,11 @@ def molecules(oxygen: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, shifts
 
 
 def _groups(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positions in ``keys`` of the first member of each group of equal keys, the group sizes, and the
-    order that sorts ``keys`` (stably; a group's members are consecutive in it)."""
+    """The order that sorts ``keys`` stably (the members of a group of equal keys are consecutive in it), and
+    each group's start in that order and its size."""
     order = torch.argsort(keys, stable=True)
     _, counts = torch.unique_consecutive(keys[order], return_counts=True)
-    return order[torch.cumsum(counts, 0) - counts], counts, order
+    return order, torch.cumsum(counts, 0) - counts, counts
 
 
 def qspcfw_energy(oxygen: torch.Tensor, vectors: torch.Tensor, src: torch.Tensor, dst: torch.Tensor,
@@ -98,8 +99,7 @@ def qspcfw_energy(oxygen: torch.Tensor, vectors: torch.Tensor, src: torch.Tensor
     lengths = vectors.norm(dim=1)
     bonds, anchor, anchor_shift = molecules(oxygen, src, dst, shifts, lengths)
     energy = bond_energy(lengths[bonds]).sum()
-    _, counts, order = _groups(dst[bonds])  # the bonds of each O, consecutive in ``order``
-    start = torch.cumsum(counts, 0) - counts
+    order, start, counts = _groups(dst[bonds])  # the bonds of each O, consecutive in ``order``
     start = start[counts == 2]  # an O with two H has the angle term
     first, second = bonds[order[start]], bonds[order[start + 1]]
     energy = energy + angle_energy(-vectors[first], -vectors[second]).sum()  # pair vectors point H -> O

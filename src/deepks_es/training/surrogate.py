@@ -207,10 +207,10 @@ def frame_loss(errors: dict[str, torch.Tensor], weights: dict) -> tuple[torch.Te
 def baseline_labels(model: SurrogateModel, frame: DistilledFrame) -> tuple[float, torch.Tensor]:
     """The model's physical baseline energy (Hartree) and forces (N, 3, Hartree/Bohr) on ``frame``."""
     x = frame.positions.clone().double().requires_grad_(True)
+    if model.settings.baseline == "none":
+        return 0.0, torch.zeros_like(x)
     cell = None if frame.cell is None else frame.cell.double()
     energy = model.baseline_energy(frame.species, frame.graph.vectors(x, cell), frame.graph)
-    if not energy.requires_grad:
-        return 0.0, torch.zeros_like(x)
     (grad,) = torch.autograd.grad(energy, x)
     return float(energy.detach()), -grad
 
