@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The shipped surrogate (--model surrogate), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
 # boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
-# q-SPC/Fw, and its evaluation on held-out 16-, 32- and 64-water boxes from independent MDs.
+# q-SPC/Fw (round 0), one active-learning round (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
+# fine-tunes it), and the evaluation on held-out 16-, 32- and 64-water boxes from independent MDs.
 # Resumable: rerun after an interruption. Run from the repository root.
 set -euo pipefail
 out=runs/surrogate
@@ -19,7 +20,19 @@ done
 # one member per core side by side; the last to finish writes the model file
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate.toml --member $k & done; wait
 deepks-es train inputs/training/surrogate.toml    # all members done: writes $out/train/surrogate.pt
-model=$out/train/surrogate.pt
+round0=$out/train/surrogate.pt
+# round 1: exploration MD with the round-0 committee (member 0 drives), its frames labelled, fine-tuning
+explore() {  # explore NAME TEMPLATE SKIP FRAMES SEED
+  [ -s "$out/$1-md/simulation.out" ] || deepks-es run "inputs/ipi/$2" --model "$round0" --committee-every 100 \
+      --observables-every 100 --run-dir "$out/$1-md"
+  sample "$1" --from-run "$out/$1-md" --skip "$3" --clusters 0 --liquid-boxes "$4" --distortion 0 --seed "$5"
+  [ -s "$out/$1.h5" ] || deepks-es label "$out/$1.xyz" -o "$out/$1.h5" --distill default
+}
+explore al8 explore_liquid8_surrogate.xml 100 24 22
+explore al64 explore_liquid64_surrogate.xml 200 2 23
+for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al.toml --member $k & done; wait
+deepks-es train inputs/training/surrogate_al.toml   # writes $out/al1/surrogate.pt
+model=$out/al1/surrogate.pt
 for name in test16 test32 test64; do deepks-es evaluate "$model" "$out/$name.h5" -o "$out/eval_$name"; done
 # against HSE06 on the test clusters of the DeePKS-ES model (9-15 waters, inputs/training/valid.xyz)
 [ -s "$out/valid_hse.h5" ] || deepks-es label inputs/training/valid.xyz -o "$out/valid_hse.h5"

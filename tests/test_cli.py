@@ -110,20 +110,42 @@ def test_readme_single_point_as_written():
 
 @pytest.mark.slow
 def test_readme_main_job_as_written(tmp_path):
-    """The README's first set-up command ends in the main job: run it as a new user (~6 min)."""
+    """The README's first set-up command ends in the main job: run it as a new user (~10 min): 1 ps of 64 waters
+    with the surrogate, levels every 10th step, four validations against DeePKS-ES, the analysis with the RDF."""
     command = readme_command("deepks-es run")
     assert command == ["deepks-es", "run"]
-    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stderr
     analysis = tmp_path / "runs" / "liquid-water" / "analysis"
     summary = json.loads((analysis / "summary.json").read_text())
-    assert summary["steps_logged"] == 21 and 2 < summary["levels_ev"]["gap"]["mean"] < 8
-    assert summary["dos"]["elements"] == ["H", "O"]
-    for name in ("gap_timeseries.png", "gap_histogram.png", "dos.png"):
+    assert summary["steps_logged"] == 1001 and summary["steps_skipped"] == 200
+    assert 0 < summary["levels_ev"]["gap"]["mean"] < 10 and summary["dos"]["elements"] == ["H", "O"]
+    assert summary["rdf_OO"]["frames"] == 81 and 2.4 < summary["rdf_OO"]["first_peak_angstrom"] < 3.2
+    assert summary["validation"]["comparisons"] >= 2
+    assert summary["conserved"]["atoms"] == 192
+    for name in ("gap_timeseries.png", "gap_histogram.png", "dos.png", "rdf_OO.png", "validation.png"):
         assert (analysis / name).stat().st_size > 10000
-    assert np.loadtxt(analysis / "levels.csv", delimiter=",", skiprows=1).shape == (21, 5)
-    assert np.loadtxt(analysis / "dos.csv", delimiter=",", skiprows=1).shape == (251, 5)
-    assert "gap" in run.stdout and "MD" in run.stderr
+    levels = np.loadtxt(analysis / "levels.csv", delimiter=",", skiprows=1)
+    assert levels.shape == (1001, 5) and np.isfinite(levels[::10, 2]).all() and np.isnan(levels[1::10, 2]).all()
+    assert "gap" in run.stdout and "O-O RDF" in run.stdout and "MD" in run.stderr
+
+
+def test_main_job_follows_the_model_kind_and_keeps_given_options():
+    from deepks_es.ipi.mainjob import SCF_MAIN_JOB, SURROGATE_MAIN_JOB, main_job
+    from deepks_es.monitoring import MonitorSettings
+
+    assert main_job(None) is SURROGATE_MAIN_JOB and main_job("surrogate") is SURROGATE_MAIN_JOB
+    assert main_job("default") is SCF_MAIN_JOB and main_job("none") is SCF_MAIN_JOB
+    for job in (SURROGATE_MAIN_JOB, SCF_MAIN_JOB):
+        assert job.input_path.is_file()
+    options = SURROGATE_MAIN_JOB.engine_options({"model": None, "committee_every": 5, "threads": None})
+    assert options == {"model": "surrogate", "committee_every": 5, "threads": None}
+    scf = SCF_MAIN_JOB.engine_options({"model": "none", "conv_tol": 1e-9})
+    assert scf["model"] == "none" and scf["conv_tol"] == 1e-9 and scf.get("conv_tol_grad") is None
+    assert scf["ke_cutoff"] == SCF_MAIN_JOB.engine.ke_cutoff
+    monitor = SURROGATE_MAIN_JOB.monitor_settings(MonitorSettings(observables_every=2))
+    assert monitor.observables_every == 2 and monitor.validate_every == 250 and monitor.validate_cluster == 5
+    assert SCF_MAIN_JOB.monitor_settings(MonitorSettings()) == MonitorSettings()
 
 
 def test_help_for_every_verb():

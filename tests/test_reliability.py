@@ -214,7 +214,7 @@ def test_inet_sockets_keep_alive():
 
 
 def test_templates_drop_dead_clients():
-    for path in [*INPUTS.glob("*.xml"), REPO / "src" / "deepks_es" / "data" / "main_run.xml"]:
+    for path in [*INPUTS.glob("*.xml"), *(REPO / "src" / "deepks_es" / "data").glob("*.xml")]:
         assert "<consolidate_messages> false </consolidate_messages>" in path.read_text(), path
 
 

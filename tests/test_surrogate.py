@@ -204,10 +204,33 @@ def test_committee_trains_resumes_and_serves(distilled, dimer, box):
     assert engine.describe().kind == "surrogate" and engine.describe().periodic_virial
     for structure in (dimer, box):
         result = engine.compute(structure)
-        assert result.trusted and result.virial.shape == (3, 3) and result.gap is not None
+        assert result.virial.shape == (3, 3) and result.gap is not None and np.isfinite(result.energy)
+        assert all("spurious states" in flag for flag in result.flags)  # 2 epochs: the levels may be flagged
         assert result.scalars["committee_force_std_ev_per_angstrom"] > 0  # two members disagree
         extras = result.observables(DOSGrid())
         assert {"gap_ev", "dos", "dos_O", "dos_H", "committee_gap_std_ev"} <= set(extras)
+
+
+def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
+    """``init_model``: with a vanishing learning rate the fine-tuned committee is the one it started from (weights
+    and fitted reference energies); a committee of other network settings is refused."""
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.errors import ModelError
+    from deepks_es.training.train import train
+
+    work, path, _ = distilled
+    config = (work / "surrogate.toml").read_text().replace("epochs = 2", "epochs = 1")
+    (work / "tune.toml").write_text(config.replace(
+        'workdir = "train"', 'workdir = "tune"\ninit_model = "train/surrogate.pt"\nlearning_rate = 1e-12\n'
+        'final_learning_rate = 1e-12'))
+    tuned = train(work / "tune.toml", log=lambda _: None)
+    before, after = (make_engine(EngineSpec(model=str(p))).compute(dimer) for p in (path, tuned))
+    assert abs(after.energy - before.energy) < 1e-6 and np.abs(after.forces - before.forces).max() < 1e-6
+    assert np.abs(after.mo_energy - before.mo_energy).max() < 1e-6
+    (work / "other.toml").write_text(config.replace('workdir = "train"', 'workdir = "other"\ninit_model = '
+                                                    '"train/surrogate.pt"').replace("8x0e+", "6x0e+"))
+    with pytest.raises(ModelError, match="other network settings"):
+        train(work / "other.toml", log=lambda _: None)
 
 
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):
@@ -247,6 +270,31 @@ def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):
     torn[1] += [0.0, 0.0, 10.0]  # an H pulled off its molecule: outside what the q-SPC/Fw baseline describes
     result = engine.compute(Structure(dimer.symbols, torn), observables=False)
     assert not result.trusted and "H atom 1 has no O within" in " ".join(result.notes)
+
+
+def test_spurious_deep_levels_are_flagged(dimer, monkeypatch):
+    """Water has one level per molecule deeper than 12 eV below the HOMO (the O 2s): a Hamiltonian head that puts
+    an H-centred level down there is flagged, as in the surrogate's own MD before active learning."""
+    from dataclasses import replace
+
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.scf.systems import build_system
+    from deepks_es.linalg import ao_atoms
+
+    engine = make_engine(EngineSpec(model="surrogate"))
+    assert engine.compute(dimer).trusted
+    h_ao = int(np.flatnonzero(ao_atoms(build_system(dimer, engine.settings)) == 1)[0])  # an s function of H 1
+    predict = engine.committee.predict
+
+    def ghost(*args, **kwargs):
+        prediction = predict(*args, **kwargs)
+        hamiltonians = prediction.hamiltonians.copy()
+        hamiltonians[:, h_ao, h_ao] -= 3.0  # Hartree: a level far below the O 2s
+        return replace(prediction, hamiltonians=hamiltonians)
+
+    monkeypatch.setattr(engine.committee, "predict", ghost)
+    result = engine.compute(dimer)
+    assert not result.trusted and "3 levels more than 12 eV below the HOMO, where 2 waters have 2" in result.notes[-1]
 
 
 def test_evaluate_cli_on_distilled_data(distilled):

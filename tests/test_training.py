@@ -152,3 +152,34 @@ def test_bad_training_inputs(tmp_path):
     (tmp_path / "junk.h5").write_bytes(b"not hdf5")
     with pytest.raises(DeePKSError, match="cannot read dataset"):
         read_dataset(tmp_path / "junk.h5")
+
+
+def test_sample_from_a_run_takes_its_frames_and_cuts_clusters(tmp_path):
+    """``--from-run``: liquid boxes are evenly spaced logged frames of an i-PI run from step ``skip`` on (its cell,
+    undistorted with distortion 0), clusters whole molecules cut from them; a run of other molecules is refused."""
+    from deepks_es.constants import ANGSTROM_BOHR
+
+    (tmp_path / "input.xml").write_text("<simulation><output prefix='simulation'><trajectory filename='pos' "
+                                        "stride='10' format='xyz'> positions{angstrom} </trajectory></output>"
+                                        "</simulation>")
+    positions, length = random_water_box(8, np.random.default_rng(1))
+    cell_bohr = length * ANGSTROM_BOHR
+    lines = []
+    for step in range(0, 60, 10):  # the frame at step s is the box shifted by s/100 Angstrom
+        lines += ["24", f"# CELL(abcABC): {cell_bohr:10.5f} {cell_bohr:10.5f} {cell_bohr:10.5f}  90.00000  90.00000  "
+                  f"90.00000  Step: {step:11d}  Bead:       0 positions{{angstrom}}  cell{{atomic_unit}}"]
+        lines += [f"{'OHH'[i % 3]:>8s} {x + step / 100:15.8e} {y:15.8e} {z:15.8e}" for i, (x, y, z) in
+                  enumerate(positions)]
+    (tmp_path / "simulation.pos_0.xyz").write_text("\n".join(lines) + "\n")
+    plan = SamplingPlan(cluster_sizes=(2, 3), clusters=2, liquid_boxes=3, distortion=0.0, source=str(tmp_path),
+                        skip=20, clusters_per_snapshot=2, seed=0)
+    frames = sample(plan)
+    boxes = frames[2:]
+    for box, step in zip(boxes, (30, 40, 50)):  # steps 20-50: the clusters' frame (20), then the 3 boxes
+        np.testing.assert_allclose(box.cell, np.eye(3) * cell_bohr, atol=1e-4)
+        np.testing.assert_allclose(box.positions[0, 0], (positions[0, 0] + step / 100) * ANGSTROM_BOHR, atol=1e-6)
+    assert all(f.cell is None and f.symbols == ("O", "H", "H") * (f.natoms // 3) for f in frames[:2])
+    with pytest.raises(SettingsError, match="logged 2 frame.*3 wanted"):
+        sample(SamplingPlan(clusters=0, liquid_boxes=3, source=str(tmp_path), skip=40))
+    with pytest.raises(SettingsError, match="at most 4"):
+        sample(SamplingPlan(cluster_sizes=(2, 6), clusters=1, source=str(tmp_path)))

@@ -3,8 +3,9 @@
 Reads the properties file and the per-bead extras (gap, HOMO, LUMO, total and
 element-projected DOS, SCF counters) of a run directory or an i-PI output prefix,
 and writes: time series and histogram of the gap, the trajectory-averaged DOS
-(averaged over beads, with the bead-to-bead spread) and its O/H projections as PNG;
-the same numbers as CSV; a JSON summary with block-averaged error bars.
+(averaged over beads, with the bead-to-bead spread) and its O/H projections, and for a
+periodic run the O-O radial distribution function against experiment, as PNG; the same
+numbers as CSV; a JSON summary with block-averaged error bars.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import numpy as np
 from .errors import DeePKSError
 from .fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path, write_json
 from .ipi.outputs import OutputNames, output_names
+from .rdf import EXPERIMENT_OO_PEAK, RDF, RDFError, radial_distribution
 
 LEVELS = ("gap_ev", "homo_ev", "lumo_ev")
 FILENAME_GUESSES = {"gap_ev": ("gap_ev", "gap"), "homo_ev": ("homo_ev", "homo"), "lumo_ev": ("lumo_ev", "lumo"),
                     "scf_cycles": ("scf_cycles", "scf")}  # for a bare prefix with no input file
+STEP_COMMENT = re.compile(r"^# CELL.*Step:\s+(\d+)")
+"""The MD step in the comment line of an i-PI xyz frame."""
 
 
 class AnalysisError(DeePKSError):
@@ -62,6 +66,19 @@ class RunFiles:
                 first = handle.readline().split()
             return int(first[0]) if first and first[0].isdigit() else None
         return None
+
+    def position_frames(self, skip: int = 0) -> list:
+        """ASE frames of every bead's positions trajectory (xyz) from MD step ``skip`` on; [] if not logged."""
+        import ipi
+
+        if self.names.positions is None:
+            return []
+        frames = []
+        for path in sorted(self.directory.glob(f"{self.names.prefix}.{self.names.positions}_*.xyz")):
+            steps = [int(m.group(1)) for line in path.open() if (m := STEP_COMMENT.search(line))]
+            frames += [frame for frame, step in zip(ipi.read_trajectory(str(path), format="xyz"), steps)
+                       if step >= skip]
+        return frames
 
     def bead_files(self, key: str) -> list[Path]:
         """The per-bead files of extras ``key``, in bead order."""
@@ -172,6 +189,15 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
     if conservation is not None:
         summary["conserved"] = conservation
         plots["conserved"] = _plot_conserved(out / "conserved.png", conservation)
+    rdf = _rdf_summary(files, skip)
+    if rdf is not None:
+        write_csv(out / "rdf_OO.csv", ["r_angstrom", "g_OO"], [rdf.r, rdf.g])
+        plots["rdf_OO"] = _plot_rdf(out / "rdf_OO.png", rdf)
+        (peak_r, peak_g), (exp_r, exp_g) = rdf.first_peak(), EXPERIMENT_OO_PEAK
+        summary["rdf_OO"] = {"frames": rdf.frames, "rmax_angstrom": float(rdf.r[-1] + 0.5 * (rdf.r[1] - rdf.r[0])),
+                             "first_peak_angstrom": peak_r, "first_peak_height": peak_g,
+                             "experiment": {"first_peak_angstrom": exp_r, "first_peak_height": exp_g,
+                                            "source": "Skinner et al., J. Chem. Phys. 138, 074506 (2013)"}}
     validation = _validation_summary(files, limits)
     if validation is not None:
         summary["validation"] = validation
@@ -255,6 +281,30 @@ def _dos_summary(files: RunFiles, kept: slice) -> dict | None:
             elements[key.removeprefix("dos_")] = np.nanmean(values[:, kept], axis=(0, 1))
     return {"energies": energies, "mean": per_bead.mean(axis=0), "spread": per_bead.std(axis=0),
             "elements": dict(sorted(elements.items())), "grid": {k: grid[k] for k in grid if k != "energies_ev"}}
+
+
+def _rdf_summary(files: RunFiles, skip: int) -> RDF | None:
+    """The O-O g(r) of the logged positions from step ``skip`` on; None unless they are periodic and hold O."""
+    frames = files.position_frames(skip)
+    if not frames or "O" not in frames[0].get_chemical_symbols() or not frames[0].pbc.all():
+        return None
+    try:
+        return radial_distribution(frames)
+    except RDFError as exc:
+        warnings.warn(f"no O-O RDF: {exc}", stacklevel=2)
+        return None
+
+
+def _plot_rdf(path: Path, rdf: RDF) -> Path:
+    fig, ax = figure()
+    ax.plot(rdf.r, rdf.g, color="k", lw=1.4, label=f"this run ({rdf.frames} frames)")
+    exp_r, exp_g = EXPERIMENT_OO_PEAK
+    ax.plot([exp_r], [exp_g], "o", color="tab:red", label="experiment, first peak (Skinner 2013)")
+    ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("r (Å)")
+    ax.set_ylabel("g_OO(r)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:

@@ -20,6 +20,7 @@ from .engines.spec import EngineSpec, add_engine_options
 from .errors import DeePKSError, SettingsError, engine_failure
 from .fileio import DOS_GRID_FILE
 from .ipi.client import SOCKET_PREFIX
+from .ipi.mainjob import MAIN_JOB_RUN_DIR, SCF_MAIN_JOB, SURROGATE_MAIN_JOB, main_job
 from .monitoring import MonitorSettings
 from .observables import DOSGrid
 from .scf.extrapolation import DEFAULT_PREDICTOR
@@ -27,10 +28,6 @@ from .scf.systems import PERIODIC_KE_CUTOFF
 
 EXIT_ERROR = 1
 EXIT_UNCONVERGED = 3
-MAIN_JOB_INPUT = "main_run.xml"
-MAIN_JOB_RUN_DIR = "runs/liquid-water"
-MAIN_JOB_ENGINE = EngineSpec(model="default", ke_cutoff=PERIODIC_KE_CUTOFF,
-                             conv_tol=1e-7, conv_tol_grad=1.8e-4)  # the MD tolerance policy (README Performance)
 
 DOS_OPTIONS = (  # (flag, DOSGrid field, type, help)
     ("--dos-emin", "emin_ev", float, "DOS grid start, eV"),
@@ -153,47 +150,39 @@ def cmd_run(args) -> int:
                                 f"{', '.join(others)} with it")
         code = resume(Path(args.resume))
         return _analyse_finished(code, Path(args.resume))
-    options, run_dir, xml = dict(vars(args)), args.run_dir, args.input
-    if xml is None:  # the main job: the embedded liquid-water NVT run, its engine where the options leave it open
-        xml = str(Path(__file__).parent / "data" / MAIN_JOB_INPUT)
-        run_dir = run_dir or MAIN_JOB_RUN_DIR
-        if options.get("model") and options["model"].lower() != "none" and _model_kind(options["model"]) == "surrogate":
-            raise SettingsError("the main job runs the SCF engines; run the surrogate with an input, e.g. "
-                                "deepks-es run inputs/ipi/nvt_liquid_surrogate.xml --model surrogate")
-        defaults = {"model": MAIN_JOB_ENGINE.model, "ke_cutoff": MAIN_JOB_ENGINE.ke_cutoff}
-        if args.conv_tol is None and args.conv_tol_grad is None:  # both SCF tolerances go together
-            defaults.update(conv_tol=MAIN_JOB_ENGINE.conv_tol, conv_tol_grad=MAIN_JOB_ENGINE.conv_tol_grad)
-        options.update({name: value for name, value in defaults.items() if options.get(name) is None})
+    options, run_dir, xml, monitor, skip = dict(vars(args)), args.run_dir, args.input, _monitor(args), 0
+    if xml is None:  # the main job: an embedded liquid-water NVT run, its options where the user leaves them open
+        job = main_job(args.model)
+        xml, run_dir, skip = str(job.input_path), run_dir or MAIN_JOB_RUN_DIR, job.skip
+        options, monitor = job.engine_options(options), job.monitor_settings(monitor)
     spec, run_dir = EngineSpec.from_options(options), Path(run_dir or ".")
-    code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait, _monitor(args)))
-    return _analyse_finished(code, run_dir)
+    code = run(RunPlan(Path(xml), run_dir, spec, _grid(args), args.clients, args.timeout, args.wait, monitor))
+    return _analyse_finished(code, run_dir, skip)
 
 
-def _model_kind(model: str) -> str:
-    """The engine kind of a model name or file (``reference`` for none)."""
-    from .engines import resolve_model
-
-    model_file = resolve_model(model)
-    return "reference" if model_file is None else model_file.kind
-
-
-def _analyse_finished(code: int, run_dir: Path) -> int:
-    """After a run: the analysis of a finished run that logged the gap; ``code`` passed on."""
+def _analyse_finished(code: int, run_dir: Path, skip: int = 0) -> int:
+    """After a run: the analysis (from step ``skip`` on) of a finished run that logged the gap; ``code`` passed on."""
     from .analysis import locate_run
 
     if code == 0 and "gap_ev" in locate_run(run_dir).names.extras:
-        _report_analysis(run_dir)
+        _report_analysis(run_dir, skip)
     return code
 
 
-def _report_analysis(run: Path | str) -> None:
-    """Analyse a run (directory or output prefix) and print its mean gap and where the plots went."""
+def _report_analysis(run: Path | str, skip: int = 0) -> None:
+    """Analyse a run (directory or output prefix) from step ``skip`` on; print its mean gap, the O-O RDF's first
+    peak and where the plots went."""
     from .analysis import analyze
 
-    summary = analyze(run)
+    summary = analyze(run, skip=skip)
     gap = summary["levels_ev"]["gap"]
     print(f"gap {gap['mean']:.3f} ± {gap['block_error']:.3f} eV over {summary['steps_logged']} steps x "
           f"{summary['beads']} bead(s); plots and summary in {Path(summary['files']['summary']).parent}")
+    if "rdf_OO" in summary:
+        rdf = summary["rdf_OO"]
+        print(f"O-O RDF over {rdf['frames']} frames: first peak at {rdf['first_peak_angstrom']:.2f} Å, height "
+              f"{rdf['first_peak_height']:.2f} (experiment: {rdf['experiment']['first_peak_angstrom']:.2f} Å, "
+              f"{rdf['experiment']['first_peak_height']:.2f})")
     _report_validation(summary)
 
 
@@ -247,11 +236,13 @@ def cmd_sample(args) -> int:
     plan = SamplingPlan(cluster_sizes=sizes, clusters=args.clusters, boxes=args.boxes,
                         liquid_boxes=args.liquid_boxes, box_molecules=args.box_molecules, md_molecules=args.md_molecules,
                         temperature=args.temperature, distortion=args.distortion, size_bias=args.size_bias,
-                        seed=args.seed)
+                        seed=args.seed, source=args.from_run, skip=args.skip)
     frames = sample(plan)
     write_structures(args.output, frames)
+    liquid = (f"{args.liquid_boxes} frames of {args.from_run}" if args.from_run
+              else f"{args.liquid_boxes} liquid boxes of {args.md_molecules}")
     print(f"{len(frames)} configurations ({args.clusters} clusters of {args.sizes} molecules, {args.boxes} "
-          f"random periodic boxes, {args.liquid_boxes} liquid boxes of {args.md_molecules}) -> {args.output}")
+          f"random periodic boxes, {liquid}) -> {args.output}")
     return 0
 
 
@@ -367,11 +358,9 @@ VERB_TEXTS = {  # verb: (one-line help, description)
     "run": ("run an i-PI simulation (server + DeePKS-ES clients), then analyse it",
                 "Start the i-PI server on INPUT.xml as a subprocess, attach DeePKS-ES "
                 "clients, and analyse the trajectory; returns i-PI's exit code. With no "
-                "INPUT: the main job, a short NVT run of liquid water (8 molecules, "
-                f"periodic) in {MAIN_JOB_RUN_DIR}/, whose engine options default to "
-                f"--model {MAIN_JOB_ENGINE.model} --ke-cutoff {MAIN_JOB_ENGINE.ke_cutoff:g} "
-                f"--conv-tol {MAIN_JOB_ENGINE.conv_tol:g} --conv-tol-grad "
-                f"{MAIN_JOB_ENGINE.conv_tol_grad:g} (the MD tolerance policy)."),
+                f"INPUT: the main job in {MAIN_JOB_RUN_DIR}/, {SURROGATE_MAIN_JOB.summary}; with "
+                f"--model default (or none, or a DeePKS-ES file): {SCF_MAIN_JOB.summary}. Options you "
+                "give override the job's."),
     "sample": ("training configurations: water clusters from cheap MD, periodic boxes",
                 "Seeded water configurations (extended XYZ): clusters of MIN-MAX "
                 "molecules cut from a flexible-water (q-SPC/Fw) liquid MD and thermally "
@@ -490,6 +479,11 @@ def _add_sample(verbs) -> None:
     sample.add_argument("--size-bias", type=float, default=1.0,
                         help="cluster size n drawn with probability ∝ n^-BIAS; 0 = uniform (default: 1)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--from-run", metavar="RUN", default=None,
+                        help="take the liquid boxes (--liquid-boxes, evenly spaced frames) and the clusters from the "
+                             "positions of this MD run (a run directory or i-PI output prefix) instead of q-SPC/Fw MD: "
+                             "e.g. the surrogate's own MD for an active-learning round (with --distortion 0)")
+    sample.add_argument("--skip", type=int, default=0, help="with --from-run: MD steps to leave out (default: 0)")
 
 
 def _add_label(verbs) -> None:

@@ -28,6 +28,11 @@ FORCE_SPREAD_LIMIT = 1.0
 """eV/Å: a Result whose committee force spread (largest per-atom RMS) exceeds it is flagged. The shipped
 committee gives 0.04-0.17 on the shipped water inputs and 0.13-0.21 along a 0.9-ps NVE of 8 waters; the
 previous, purely learned committee crossed it ~20 fs into an NVE run that collapsed (O-O 1.5 Å)."""
+O2S_DEPTH_EV = 12.0
+"""eV below the HOMO: water's valence spectrum has exactly one level per molecule deeper than this (the O 2s,
+2a1 band, ~19 eV below the HOMO; the next band, 1b2, lies ~6-8 eV below it). Predicted levels that break this
+count are spurious states of the Hamiltonian head (seen as H-centred levels at -30 to -60 eV on structures
+outside its training data), and the Result is flagged."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,13 @@ class SurrogateEngine:
         if len(mo_energy) > nocc:
             edges = mo_coeff[:, nocc - 1:nocc + 1]
             gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
-        return self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
-                              mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
-                              element_weights=element_weights(structure.symbols, ao_atoms(system), overlap, mo_coeff))
+        result = self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
+                                mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
+                                element_weights=element_weights(structure.symbols, ao_atoms(system), overlap,
+                                                                mo_coeff))
+        deep = int((mo_energy < mo_energy[nocc - 1] - O2S_DEPTH_EV / HARTREE_EV).sum()) if nocc else 0
+        waters = structure.symbols.count("O")
+        if deep != waters:
+            result.flag(f"the predicted Hamiltonian has {deep} levels more than {O2S_DEPTH_EV:g} eV below the HOMO, "
+                        f"where {waters} waters have {waters} (one O 2s each): spurious states, levels untrusted")
+        return result

@@ -46,6 +46,12 @@ class SamplingPlan:
         size_bias: cluster sizes n are drawn with probability ∝ n^-size_bias (0: uniform); small
             clusters cost little to label, so the default 1 takes more of them.
         seed: random seed for everything.
+        source: an MD run instead of the q-SPC/Fw MD (a ``deepks-es run`` directory or an i-PI output prefix
+            whose positions trajectory holds O, H, H, ... molecules): liquid boxes are its logged frames,
+            evenly spaced from MD step ``skip`` on, and clusters are cut from them; ``md_molecules``,
+            ``temperature``, ``equilibration`` and ``stride`` are then the run's. The frames of a model's own
+            MD are what an active-learning round labels (e.g. the surrogate's, with ``distortion`` 0).
+        skip: the run's MD steps left out (equilibration) with ``source``.
     """
 
     cluster_sizes: tuple[int, int] = (1, 8)
@@ -61,10 +67,12 @@ class SamplingPlan:
     distortion: float = 0.04
     size_bias: float = 1.0
     seed: int = 0
+    source: str | None = None
+    skip: int = 0
 
     def __post_init__(self):
         lo, hi = self.cluster_sizes
-        if self.clusters and (not 1 <= lo <= hi or hi > self.md_molecules // 2):
+        if self.clusters and (not 1 <= lo <= hi or (self.source is None and hi > self.md_molecules // 2)):
             raise SettingsError(f"cluster sizes {lo}-{hi} must satisfy 1 <= min <= max <= md_molecules/2 "
                                 f"({self.md_molecules // 2})")
         counts = (self.clusters, self.boxes, self.liquid_boxes)
@@ -161,8 +169,28 @@ class FlexibleSPC(Calculator):
         return float(energy.detach()), -grad.numpy()
 
 
-def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tuple[list[np.ndarray], float]:
-    """``count`` snapshots (3 nmol, 3) of a q-SPC/Fw liquid-water Langevin MD (0.5 fs steps), and the box edge."""
+def run_snapshots(plan: SamplingPlan, count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``count`` frames (3 nmol, 3) of the MD run ``plan.source``, evenly spaced from step ``plan.skip`` on, and
+    its cell (rows, Angstrom)."""
+    from ..analysis import locate_run
+
+    frames = locate_run(plan.source).position_frames(plan.skip)
+    if len(frames) < count:
+        raise SettingsError(f"{plan.source} logged {len(frames)} frame(s) from step {plan.skip} on; {count} wanted")
+    symbols = frames[0].get_chemical_symbols()
+    nmol = len(symbols) // 3
+    if symbols != ["O", "H", "H"] * nmol or not frames[0].pbc.all():
+        raise SettingsError(f"{plan.source}: sampling a run needs periodic frames of O, H, H, ... molecules")
+    if plan.clusters and plan.cluster_sizes[1] > nmol // 2:
+        raise SettingsError(f"cluster sizes up to {plan.cluster_sizes[1]} need at most {nmol // 2} (half the "
+                            f"{nmol} waters of {plan.source})")
+    chosen = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    return [frames[i].positions.copy() for i in chosen], np.asarray(frames[0].cell)
+
+
+def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tuple[list[np.ndarray], np.ndarray]:
+    """``count`` snapshots (3 nmol, 3) of a q-SPC/Fw liquid-water Langevin MD (0.5 fs steps), and the cubic cell
+    (rows, Angstrom)."""
     from ase import Atoms, units
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -179,7 +207,7 @@ def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tu
     for _ in range(count):
         md.run(plan.stride)
         snapshots.append(atoms.positions.copy())
-    return snapshots, length
+    return snapshots, np.eye(3) * length
 
 
 def sample(plan: SamplingPlan) -> list[Structure]:
@@ -194,20 +222,22 @@ def sample(plan: SamplingPlan) -> list[Structure]:
         return (xyz + rng.normal(scale=plan.distortion, size=xyz.shape)) * ANGSTROM_BOHR
 
     nsnap = -(-plan.clusters // plan.clusters_per_snapshot)
-    snapshots, length = md_snapshots(plan, nsnap + plan.liquid_boxes, rng) if nsnap + plan.liquid_boxes else ([], 0)
+    count, snapshots, cell = nsnap + plan.liquid_boxes, [], None
+    if count:
+        snapshots, cell = md_snapshots(plan, count, rng) if plan.source is None else run_snapshots(plan, count)
+    md_molecules = len(snapshots[0]) // 3 if snapshots else plan.md_molecules
     if plan.clusters:
         sizes = np.arange(plan.cluster_sizes[0], plan.cluster_sizes[1] + 1)
         weight = sizes.astype(float) ** -plan.size_bias
         probability = weight / weight.sum()
         for i in range(plan.clusters):
             nmol = int(rng.choice(sizes, p=probability))
-            centre = int(rng.integers(plan.md_molecules))
-            snapshot = Structure(symbols * plan.md_molecules, snapshots[i // plan.clusters_per_snapshot],
-                                 np.eye(3) * length)  # Angstrom
+            centre = int(rng.integers(md_molecules))
+            snapshot = Structure(symbols * md_molecules, snapshots[i // plan.clusters_per_snapshot], cell)  # Å
             frames.append(Structure(symbols * nmol, distorted(snapshot.water_cluster(centre, nmol).positions)))
     for _ in range(plan.boxes):
         xyz, box = random_water_box(plan.box_molecules, rng)
         frames.append(Structure(symbols * plan.box_molecules, distorted(xyz), np.eye(3) * box * ANGSTROM_BOHR))
     for xyz in snapshots[nsnap:]:
-        frames.append(Structure(symbols * plan.md_molecules, distorted(xyz), np.eye(3) * length * ANGSTROM_BOHR))
+        frames.append(Structure(symbols * md_molecules, distorted(xyz), cell * ANGSTROM_BOHR))
     return frames

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..constants import BOHR_ANGSTROM, HARTREE_EV
-from ..errors import DeePKSError, SettingsError
+from ..engines.registry import SHIPPED_FILES, resolve_model
+from ..errors import DeePKSError, ModelError, SettingsError
 from ..fileio import atomic_path, write_json
 from ..surrogate.committee import Committee
 from ..surrogate.graph import Graph, build_graph
@@ -52,6 +53,10 @@ class SurrogateTrainConfig:
             accumulate in float64).
         seed: member k uses seed + k.
         network: the :class:`SurrogateSettings` fields to change (the ``[surrogate.network]`` table).
+        init_model: fine-tune instead of starting afresh: member k starts from member k (modulo its size) of
+            this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
+            on-site means included (not refitted); its network settings must equal ``network``. For an
+            active-learning round: the old data plus frames from the model's own MD, a lower learning rate.
     """
 
     data: tuple[Path, ...]
@@ -68,6 +73,7 @@ class SurrogateTrainConfig:
     dtype: str = "float32"
     seed: int = 0
     network: SurrogateSettings = SurrogateSettings()
+    init_model: str | None = None
 
     @classmethod
     def from_table(cls, table: dict, root: Path, where: str) -> SurrogateTrainConfig:
@@ -84,6 +90,8 @@ class SurrogateTrainConfig:
         data = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
         raw["data"] = tuple((root / d).resolve() for d in data)
         raw["workdir"] = (root / raw["workdir"]).resolve()
+        if raw.get("init_model") is not None and str(raw["init_model"]).lower() not in SHIPPED_FILES:
+            raw["init_model"] = str((root / raw["init_model"]).resolve())
         if "weights" in raw:
             bad = sorted(set(raw["weights"]) - set(SURROGATE_TERMS))
             if bad:
@@ -244,9 +252,11 @@ def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
 
 
 class MemberTrainer:
-    """Trains member ``index`` of a committee in ``workdir/member<index>``, resumably."""
+    """Trains member ``index`` of a committee in ``workdir/member<index>``, resumably; from ``start`` (a member's
+    state dict) when fine-tuning, else from a random network with fitted reference energies."""
 
-    def __init__(self, config: SurrogateTrainConfig, index: int, frames: list[DistilledFrame], log):
+    def __init__(self, config: SurrogateTrainConfig, index: int, frames: list[DistilledFrame], log,
+                 start: dict | None = None):
         self.config, self.index, self.log = config, index, log
         self.workdir = config.workdir / f"member{index}"
         seed = config.seed + index
@@ -257,7 +267,11 @@ class MemberTrainer:
         torch.manual_seed(seed)
         self.dtype = getattr(torch, config.dtype)
         self.model = SurrogateModel(config.network).to_precision(self.dtype)
-        fit_reference(self.model, self.train)
+        if start is None:
+            fit_reference(self.model, self.train)
+        else:  # fine-tuning: the weights and fitted buffers of a trained member
+            self.model.load_state_dict(start)
+            self.model.to_precision(self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         steps = config.epochs
         gamma = (config.final_learning_rate / config.learning_rate) ** (1.0 / max(steps - 1, 1))
@@ -356,6 +370,20 @@ def _finished_member(config: SurrogateTrainConfig, k: int) -> dict | None:
     return payload if payload["epoch"] >= config.epochs else None
 
 
+def initial_members(config: SurrogateTrainConfig) -> list[dict]:
+    """The member state dicts that fine-tuning starts from ([] without ``init_model``)."""
+    if config.init_model is None:
+        return []
+    model_file = resolve_model(config.init_model)
+    if model_file is None:
+        raise SettingsError("init_model must be a surrogate model file or 'surrogate', not 'none'")
+    committee = Committee.from_file(model_file)
+    if committee.settings != config.network:
+        raise ModelError(f"init_model {model_file.path} has other network settings than [surrogate.network]: "
+                         f"{committee.settings} (copy them into the config to fine-tune it)")
+    return [member.state_dict() for member in committee.members]
+
+
 def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None = None) -> Path:
     """Train every committee member (or only ``member``) and, when all are done, write ``workdir/surrogate.pt``."""
     log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
@@ -366,7 +394,9 @@ def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None =
         log(f"{len(frames)} frames ({sum(f.periodic for f in frames)} periodic) from "
             f"{', '.join(str(p) for p in config.data)}")
         chosen = range(config.members) if member is None else [member]
-        trained = {k: MemberTrainer(config, k, frames, log) for k in chosen}
+        starts = initial_members(config)
+        trained = {k: MemberTrainer(config, k, frames, log, starts[k % len(starts)] if starts else None)
+                   for k in chosen}
         for trainer in trained.values():
             trainer.run()
     finally:
