@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ..errors import SettingsError
-from ..linalg import ao_atoms, element_weights
+from ..linalg import ao_atoms, element_weights, lowdin
 from ..model.modelfile import ModelFile
 from ..pyscf_compat import is_cell
 from ..scf.extrapolation import DEFAULT_PREDICTOR, DensityHistory, parse_predictor
@@ -134,7 +134,7 @@ class ReferenceEngine:
         mo_coeff = np.asarray(mf.mo_coeff)[:, order]
         return Result(energy=float(mf.e_tot), forces=forces, virial=virial,
                       mo_energy=np.asarray(mf.mo_energy)[order], mo_occ=np.asarray(mf.mo_occ)[order],
-                      element_weights=element_weights(structure.symbols, ao_atoms(mf.mol), mf.get_ovlp(), mo_coeff),
+                      element_weights=element_weights(structure.symbols, ao_atoms(mf.mol), lowdin(mf.get_ovlp())[1] @ mo_coeff),
                       wall_s=time.perf_counter() - start,
                       scf=SCFInfo(outcome.converged, outcome.cycles, outcome.stage, dm),
                       scalars=self.scalars(mf, dm), notes=notes)

@@ -8,12 +8,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..errors import SettingsError
-from ..linalg import ao_atoms, element_weights
+from ..linalg import ao_atoms, element_weights, lowdin_eigh
 from ..model.modelfile import ModelFile
 from ..scf.systems import SCFSettings, build_system, overlap_matrix
 from ..structure import Structure, check_geometry
@@ -163,7 +162,7 @@ class SurrogateEngine:
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
         hamiltonian = self.driving(prediction.hamiltonians)
-        mo_energy, mo_coeff = scipy.linalg.eigh(hamiltonian, overlap)
+        mo_energy, mo_coeff, orthogonal = lowdin_eigh(hamiltonian, overlap)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
         gaps = []  # each member's gap to first order in its H - mean H (the mean H's HOMO and LUMO): no eigh each
@@ -172,8 +171,7 @@ class SurrogateEngine:
             gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
         result = self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
                                 mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
-                                element_weights=element_weights(structure.symbols, ao_atoms(system), overlap,
-                                                                mo_coeff))
+                                element_weights=element_weights(structure.symbols, ao_atoms(system), orthogonal))
         deep = int((mo_energy < mo_energy[nocc - 1] - O2S_DEPTH_EV / HARTREE_EV).sum()) if nocc else 0
         waters = structure.symbols.count("O")
         if deep != waters:
