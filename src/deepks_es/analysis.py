@@ -21,7 +21,7 @@ import numpy as np
 from .errors import DeePKSError
 from .fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path, write_json
 from .ipi.outputs import OutputNames, output_names
-from .rdf import EXPERIMENT_OO_PEAK, RDF, RDFError, radial_distribution
+from .rdf import EXPERIMENT_OO_PEAK, EXPERIMENT_SOURCE, RDF, RDFError, radial_distribution
 
 LEVELS = ("gap_ev", "homo_ev", "lumo_ev")
 FILENAME_GUESSES = {"gap_ev": ("gap_ev", "gap"), "homo_ev": ("homo_ev", "homo"), "lumo_ev": ("lumo_ev", "lumo"),
@@ -194,10 +194,10 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
         write_csv(out / "rdf_OO.csv", ["r_angstrom", "g_OO"], [rdf.r, rdf.g])
         plots["rdf_OO"] = _plot_rdf(out / "rdf_OO.png", rdf)
         (peak_r, peak_g), (exp_r, exp_g) = rdf.first_peak(), EXPERIMENT_OO_PEAK
-        summary["rdf_OO"] = {"frames": rdf.frames, "rmax_angstrom": float(rdf.r[-1] + 0.5 * (rdf.r[1] - rdf.r[0])),
-                             "first_peak_angstrom": peak_r, "first_peak_height": peak_g,
-                             "experiment": {"first_peak_angstrom": exp_r, "first_peak_height": exp_g,
-                                            "source": "Skinner et al., J. Chem. Phys. 138, 074506 (2013)"}}
+        summary["rdf_OO"] = {"frames": rdf.frames, "rmax_angstrom": rdf.rmax, "first_peak_angstrom": peak_r,
+                             "first_peak_height": peak_g, "experiment": {"first_peak_angstrom": exp_r,
+                                                                         "first_peak_height": exp_g,
+                                                                         "source": EXPERIMENT_SOURCE}}
     validation = _validation_summary(files, limits)
     if validation is not None:
         summary["validation"] = validation

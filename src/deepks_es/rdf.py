@@ -12,7 +12,8 @@ from .errors import DeePKSError
 
 EXPERIMENT_OO_PEAK = (2.80, 2.57)
 """Position (Å) and height of the first peak of liquid water's O-O g(r) at 295 K from X-ray diffraction
-(Skinner et al., J. Chem. Phys. 138, 074506 (2013))."""
+(:data:`EXPERIMENT_SOURCE`)."""
+EXPERIMENT_SOURCE = "Skinner et al., J. Chem. Phys. 138, 074506 (2013)"
 
 
 class RDFError(DeePKSError):
@@ -34,6 +35,11 @@ class RDF:
     g: np.ndarray
     frames: int
     pair: tuple[str, str]
+
+    @property
+    def rmax(self) -> float:
+        """The outer edge of the last bin (Å)."""
+        return float(1.5 * self.r[-1] - 0.5 * self.r[-2])
 
     def first_peak(self) -> tuple[float, float]:
         """Position (Å) and height of the highest point of g(r) at r < 3.3 Å (the first shell of water's O-O;
