@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The shipped surrogate (--model surrogate), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
 # boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
-# q-SPC/Fw (round 0), one active-learning round (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
-# fine-tunes it), and the evaluation on held-out 16-, 32- and 64-water boxes from independent MDs.
+# q-SPC/Fw (round 0), two active-learning rounds (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
+# fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), and the
+# evaluation on held-out 16-, 32- and 64-water boxes and 5-water clusters from independent MDs.
 # Resumable: rerun after an interruption. Run from the repository root.
 set -euo pipefail
 out=runs/surrogate
@@ -32,8 +33,31 @@ explore al8 explore_liquid8_surrogate.xml 100 24 22
 explore al64 explore_liquid64_surrogate.xml 200 2 23
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al.toml --member $k & done; wait
 deepks-es train inputs/training/surrogate_al.toml   # writes $out/al1/surrogate.pt
-model=$out/al1/surrogate.pt
-for name in test16 test32 test64; do deepks-es evaluate "$model" "$out/$name.h5" -o "$out/eval_$name"; done
+round1=$out/al1/surrogate.pt
+# round 2: the round-1 committee's own 64-water MD; clusters of 3-7 waters cut from it (what the main job's
+# on-the-fly validation computes: round 1 had seen no cluster), four of its frames, fresh 8-water anchor boxes
+[ -s "$out/al2-md/simulation.out" ] || deepks-es run inputs/ipi/explore_liquid64_surrogate.xml --model "$round1" \
+    --committee-every 100 --observables-every 100 --run-dir "$out/al2-md"
+from_al2() { sample "$1" --from-run "$out/al2-md" --skip 100 --distortion 0 "${@:2}"; }
+from_al2 al2c  --clusters 20 --sizes 4-6 --size-bias 0 --liquid-boxes 0 --seed 31
+from_al2 al2c2 --clusters 20 --sizes 3-7 --size-bias 0 --liquid-boxes 0 --seed 34
+from_al2 al2b  --clusters 0 --liquid-boxes 2 --seed 32        # steps 100 and 600
+if [ ! -s "$out/al2b2.xyz" ]; then                             # steps 225 and 475: frames 1 and 3 of 5
+  deepks-es sample -o "$out/al2b5.xyz" --from-run "$out/al2-md" --skip 100 --distortion 0 --clusters 0 \
+      --liquid-boxes 5 --seed 33
+  python -c "import ase.io as io, sys; f = io.read(sys.argv[1], ':'); io.write(sys.argv[2], [f[1], f[3]])" \
+      "$out/al2b5.xyz" "$out/al2b2.xyz"
+fi
+sample anchor8     --clusters 0 --liquid-boxes 12 --md-molecules 8 --seed 41
+sample anchorhot8  --clusters 0 --liquid-boxes 12 --md-molecules 8 --seed 42 --temperature 450
+sample testclusters --clusters 6 --sizes 5-5 --md-molecules 64 --seed 103   # held out: 5-water cuts of q-SPC/Fw MD
+for name in al2c al2c2 al2b al2b2 anchor8 anchorhot8 testclusters; do
+  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
+done
+for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al2.toml --member $k & done; wait
+deepks-es train inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
+model=$out/al2/surrogate.pt
+for name in test16 test32 test64 testclusters; do deepks-es evaluate "$model" "$out/$name.h5" -o "$out/eval_$name"; done
 # against HSE06 on the test clusters of the DeePKS-ES model (9-15 waters, inputs/training/valid.xyz)
 [ -s "$out/valid_hse.h5" ] || deepks-es label inputs/training/valid.xyz -o "$out/valid_hse.h5"
 deepks-es evaluate "$model" "$out/valid_hse.h5" -o "$out/eval_valid_hse"

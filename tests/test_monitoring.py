@@ -15,6 +15,7 @@ from deepks_es.errors import SettingsError, StructureError
 from deepks_es.monitoring import VALIDATION_KEYS, MonitorSettings, Validator, deviations
 from deepks_es.observables import DOSGrid
 from deepks_es.observables_log import ObservablesLog
+from deepks_es.parallel import compute_threads, set_threads
 from deepks_es.structure import Structure, read_structure
 
 from conftest import STRUCTURES
@@ -75,6 +76,9 @@ def test_deviations_are_candidate_minus_reference_per_atom():
 
 
 def test_validator_compares_in_a_worker_without_blocking(dimer):
+    """The MD goes on while the worker compares, one comparison at a time, ceding the worker's thread."""
+    md_threads = compute_threads()
+    set_threads(3)
     validator = Validator(MonitorSettings(validate_every=2, reference="none", validate_cluster=1),
                           EngineSpec(model="surrogate"), log=lambda message: None)
     try:
@@ -82,8 +86,9 @@ def test_validator_compares_in_a_worker_without_blocking(dimer):
         assert not validator.offer(1, dimer)  # not due
         started = time.perf_counter()
         assert validator.offer(2, dimer)
-        assert time.perf_counter() - started < 5  # the MD goes on while the worker computes
-        assert not validator.offer(4, dimer)  # one comparison at a time
+        assert time.perf_counter() - started < 5
+        assert compute_threads() == 2  # the worker's one thread ceded
+        assert not validator.offer(4, dimer)
         deadline = time.monotonic() + 240
         while validator.done == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -91,8 +96,10 @@ def test_validator_compares_in_a_worker_without_blocking(dimer):
         extras = validator.extras()
         assert extras["validation_step"] == 2 and extras["validation_atoms"] == 3  # one water cut from the dimer
         assert extras["validation_reference_trusted"] and extras["validation_force_rmse_ev_per_angstrom"] > 0
+        assert compute_threads() == 3  # taken back
     finally:
         validator.close()
+        set_threads(md_threads)
 
 
 def test_analysis_reads_null_steps_and_the_validation(tmp_path):

@@ -1,7 +1,10 @@
 """The training pipeline: sample -> label -> train -> evaluate on 1-2 waters, resume, bad input."""
 
 import json
+import os
+import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -93,6 +96,19 @@ def test_label_resumes_without_recomputing(pipeline):
     assert run.returncode == 0, run.stderr
     assert {p.name: p.stat().st_mtime_ns for p in parts.glob("*.npz")} == stamps
     assert len(read_dataset(pipeline / "data.h5")[0]) == 3
+
+
+def test_label_refuses_an_output_another_live_run_writes(pipeline):
+    """A second label run on one output stops with one line while the first lives; a dead run's lock is taken."""
+    lock = pipeline / "data.h5.parts" / "run.lock"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    run = cli("label", "configs.xyz", "-o", "data.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 1 and "another deepks-es label run" in run.stderr and "Traceback" not in run.stderr
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    run = cli("label", "configs.xyz", "-o", "data.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert not lock.exists()
 
 
 def test_label_refuses_parts_of_other_configurations(pipeline):

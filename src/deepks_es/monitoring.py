@@ -4,7 +4,9 @@ validation of its engine against a reference engine (DeePKS-ES by default).
 Validation: every N-th structure of bead 0, the MD's engine and the reference compute the same structure
 (the whole one, or a cluster of K waters cut around a random water: the same cut on both sides) in one
 spawned worker process, so the MD does not wait; at most one comparison runs at a time (a due step while
-one runs is skipped). Each step's extras carry the latest finished comparison under
+one runs is skipped). While a comparison runs, the MD process cedes the worker's threads (so the two never
+oversubscribe the cores: on 2 cores a 2-thread MD client beside a 1-thread worker ran 3-4x slower); it takes
+them back when the comparison is collected. Each step's extras carry the latest finished comparison under
 :data:`VALIDATION_KEYS` (null before the first), deviations as MD engine minus reference.
 """
 
@@ -21,7 +23,7 @@ from .constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from .engines import Engine, EngineSpec
 from .engines.result import Result
 from .errors import SettingsError, first_line
-from .parallel import die_with_parent
+from .parallel import compute_threads, die_with_parent, set_threads
 from .scf.systems import PERIODIC_KE_CUTOFF
 from .structure import Structure
 
@@ -179,6 +181,7 @@ class Validator:
                                         args=(child, candidate, self.settings, os.getpid()))
         self._process.start()
         child.close()
+        self._md_threads: int | None = None  # the MD's threads while a comparison runs (it cedes some)
 
     def offer(self, step: int, structure: Structure) -> bool:
         """Start a comparison of ``structure`` (MD step ``step``) if one is due and none runs; whether it started."""
@@ -186,8 +189,18 @@ class Validator:
         if self._busy or step % self.settings.validate_every or not self._process.is_alive():
             return False
         self._connection.send((step, compared_structure(structure, self.settings, self._rng)))
-        self._busy = True
+        self._set_busy(True)
         return True
+
+    def _set_busy(self, busy: bool) -> None:
+        """Mark a comparison running (the MD cedes the worker's threads, keeping one) or over (it takes them back)."""
+        self._busy = busy
+        if busy:
+            self._md_threads = compute_threads()
+            set_threads(max(1, self._md_threads - self.settings.validate_threads))
+        elif self._md_threads is not None:
+            set_threads(self._md_threads)
+            self._md_threads = None
 
     def collect(self) -> None:
         """Take a finished comparison, if there is one (never waits)."""
@@ -197,10 +210,10 @@ class Validator:
             outcome = self._connection.recv()
         except (EOFError, OSError):
             self.log("deepks-es: warning: the validation worker died; validation stops")
-            self._busy = False
+            self._set_busy(False)
             self._process.kill()
             return
-        self._busy = False
+        self._set_busy(False)
         if "error" in outcome:
             self.log(f"deepks-es: warning: validation failed at {outcome['error']}")
             return
@@ -216,7 +229,8 @@ class Validator:
         return dict(self.latest)
 
     def close(self) -> None:
-        """Stop the worker (a comparison still running is abandoned)."""
+        """Stop the worker (a comparison still running is abandoned) and give the MD its threads back."""
+        self._set_busy(False)
         if self._process.is_alive():
             self._process.kill()
         self._process.join()

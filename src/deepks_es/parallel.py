@@ -35,6 +35,13 @@ def set_threads(nthreads: int) -> None:
     torch.set_num_threads(nthreads)
 
 
+def compute_threads() -> int:
+    """The threads of torch's kernels in this process (what :func:`set_threads` set last)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def barrier(size: int, poll_s: float = 0.5) -> None:
     """MPI barrier that sleeps while it waits (a blocking MPI barrier spins a core); nothing for one process."""
     if size > 1:

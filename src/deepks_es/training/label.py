@@ -10,7 +10,9 @@ recomputes a finished frame; when every frame is done the parts are gathered
 into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
 first come, first served (an exclusive ``.claim`` file per frame), and the
 cores are divided between their PySCF threads. Claims left by a killed run are
-cleared at start, so run one ``label`` per output at a time.
+cleared at start, so one ``label`` run writes an output at a time: a second one
+started on it while the first lives stops with an error (``<DATA>.parts/run.lock``
+holds the first's process id).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -112,10 +115,27 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
     names = [f"{i:06d}" for i in range(len(structures))]
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
+        try:
+            _lock(parts / "run.lock")
+        except DeePKSError as exc:
+            _stop_all_ranks(exc, rank, size)
+            raise
         write_json(stamp, fingerprint)
         for claim in parts.glob("*.claim"):  # left by a killed run
             claim.unlink()
     barrier(size)
+    try:
+        _label_parts(structures, names, parts, settings, rank, size, progress)
+        if rank == 0:
+            _gather(output, parts, names, settings, configs)
+    finally:
+        if rank == 0:
+            (parts / "run.lock").unlink(missing_ok=True)
+    return output
+
+
+def _label_parts(structures, names, parts: Path, settings, rank: int, size: int, progress: bool) -> None:
+    """This rank's share of the frames, each saved as ``parts/<name>.npz``; returns after every rank is done."""
 
     def done() -> int:
         return sum(1 for name in names if (parts / f"{name}.npz").is_file())
@@ -134,30 +154,62 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
             if bar is not None:
                 bar.update(done() - bar.n)
     except Exception as exc:
-        if size > 1:  # the other ranks would wait at the barrier forever
-            print(f"deepks-es label: error on rank {rank}: {type(exc).__name__}: {exc}; aborting all ranks "
-                  "(rerun to resume)", file=sys.stderr, flush=True)
-            abort_all(1)
+        _stop_all_ranks(exc, rank, size)
         raise
     barrier(size)
-    if rank == 0:
-        if bar is not None:
-            bar.close()
-        missing = [name for name in names if not (parts / f"{name}.npz").is_file()]
-        if missing:
-            raise DeePKSError(f"frames {', '.join(missing)} were not labelled (another label run on the same "
-                              "output still working?): rerun to finish them")
-        frames = {}
-        for name in names:
-            with np.load(parts / f"{name}.npz") as data:
-                frames[name] = {key: data[key] for key in data.files}
-        write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs)})
-        unconverged = [n for n, f in frames.items() if not all(f[k] for k in ("target/converged", "base/converged")
-                                                                  if k in f)]
-        if unconverged:
-            print(f"deepks-es label: {len(unconverged)} frame(s) with an unconverged SCF (flagged in the file, "
-                  f"left out of training): {', '.join(unconverged)}", file=sys.stderr)
-    return output
+    if bar is not None:
+        bar.close()
+
+
+def _stop_all_ranks(exc: Exception, rank: int, size: int) -> None:
+    """Under MPI, report ``exc`` and end every rank (the others would wait at a barrier forever)."""
+    if size > 1:
+        print(f"deepks-es label: error on rank {rank}: {type(exc).__name__}: {exc}; aborting all ranks "
+              "(rerun to resume)", file=sys.stderr, flush=True)
+        abort_all(1)
+
+
+def _gather(output: Path, parts: Path, names, settings, configs: Path) -> None:
+    """Write every frame's part into ``output`` (HDF5, atomically); a missing part is a DeePKSError."""
+    missing = [name for name in names if not (parts / f"{name}.npz").is_file()]
+    if missing:
+        raise DeePKSError(f"frames {', '.join(missing)} were not labelled (another label run on the same "
+                          "output still working?): rerun to finish them")
+    frames = {}
+    for name in names:
+        with np.load(parts / f"{name}.npz") as data:
+            frames[name] = {key: data[key] for key in data.files}
+    write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs)})
+    unconverged = [n for n, f in frames.items() if not all(f[k] for k in ("target/converged", "base/converged")
+                                                              if k in f)]
+    if unconverged:
+        print(f"deepks-es label: {len(unconverged)} frame(s) with an unconverged SCF (flagged in the file, "
+              f"left out of training): {', '.join(unconverged)}", file=sys.stderr)
+
+
+def _lock(path: Path) -> None:
+    """Take the output's run lock for this process; a live holder is a DeePKSError, a dead one's lock is taken over."""
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        holder = None
+    if holder and holder != me:
+        alive = holder.get("host") != me["host"] or _process_alive(int(holder.get("pid", 0)))
+        if alive:
+            raise DeePKSError(f"another deepks-es label run (process {holder.get('pid')} on {holder.get('host')}) "
+                              f"is writing this output; wait for it, or remove {path} if it is gone")
+    write_json(path, me)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
 
 
 def _claim(path: Path) -> bool:
