@@ -102,6 +102,25 @@ def test_replica_same_energy_per_atom_and_spectrum(model, box):
     assert np.abs(levels[:, None] - levels_8[None, :]).min(axis=1).max() < 1e-7
 
 
+@pytest.mark.parametrize("smooth", [True, False])
+def test_energy_is_continuous_where_a_pair_crosses_the_cutoff(dimer, smooth):
+    """With the message envelope a random float64 network's energy is continuous where the O-O pair crosses the
+    message cutoff; without it (the shipped surrogate's setting) each message is finite there and E jumps."""
+    torch.manual_seed(3)
+    net = SurrogateModel(SurrogateSettings(message_envelope=smooth)).to_precision(torch.float64)
+    positions = np.array(dimer.positions)
+    axis = (positions[3] - positions[0]) / np.linalg.norm(positions[3] - positions[0])
+    at_cutoff = net.settings.cutoff - np.linalg.norm(positions[3] - positions[0])
+
+    def energy(shift):
+        moved = positions.copy()
+        moved[3:] += shift * axis
+        return evaluate(net, Structure(dimer.symbols, moved, None))[0]
+
+    jump = abs(energy(at_cutoff + 1e-7) - energy(at_cutoff - 1e-7))
+    assert jump < 1e-9 if smooth else jump > 1e-6
+
+
 def test_forces_and_virial_finite_difference(model, box):
     committee = Committee(model.settings, 1)
     committee.members[0].load_state_dict(model.state_dict())

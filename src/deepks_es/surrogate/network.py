@@ -42,6 +42,11 @@ class SurrogateSettings:
         num_neighbors: typical neighbour count within ``cutoff`` (message normalisation).
         baseline: the physical energy the network learns on top of (:data:`~.baseline.BASELINES`): ``"qspcfw"``,
             q-SPC/Fw water on the graph within ``cutoff`` (:mod:`.baseline`), or ``"none"``.
+        message_envelope: the messages' radial weights carry :func:`envelope` of r / ``cutoff``, so the
+            energy is smooth where a pair crosses the cutoff. Without it (model files written before this
+            setting: the shipped surrogate) the radial MLP's biases give each pair a finite message at the
+            cutoff, and the energy jumps (~2 meV for one O-O pair of the shipped model) as pairs cross it:
+            an MD's conserved energy drifts.
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -57,6 +62,7 @@ class SurrogateSettings:
     radial: int = 8
     num_neighbors: float = 40.0
     baseline: str = "none"
+    message_envelope: bool = True
 
     def __post_init__(self):
         if self.baseline not in BASELINES:
@@ -69,7 +75,8 @@ class SurrogateSettings:
 
     @classmethod
     def from_dict(cls, raw: dict) -> SurrogateSettings:
-        return cls(**{**raw, "elements": tuple(raw["elements"])})
+        """From :meth:`as_dict`; a model file written before ``message_envelope`` existed has none."""
+        return cls(**{"message_envelope": False, **raw, "elements": tuple(raw["elements"])})
 
 
 def envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
@@ -133,8 +140,10 @@ class Interaction(nn.Module):
         self.skip = o3.Linear(irreps_in, self.gate.irreps_in)
         self.norm = 1.0 / math.sqrt(num_neighbors)
 
-    def forward(self, h, sh, radial, src, dst):
-        messages = self.product(h[dst], sh, self.radial(radial))
+    def forward(self, h, sh, radial, src, dst, smooth=None):
+        """``smooth`` (E,): a factor of each pair's radial weights (the cutoff envelope), or None."""
+        weights = self.radial(radial) if smooth is None else self.radial(radial) * smooth[:, None]
+        messages = self.product(h[dst], sh, weights)
         return self.gate(self.norm * self.linear(scatter_sum(messages, src, h.shape[0])) + self.skip(h))
 
 
@@ -220,10 +229,11 @@ class SurrogateModel(nn.Module):
         radial = self.radial(r)
         onehot = nn.functional.one_hot(species, len(self.settings.elements)).to(vectors.dtype)
         pair = self.pair_energy(torch.cat([radial, onehot[src], onehot[dst]], dim=1)).squeeze(-1)
+        smooth = envelope(r / self.settings.cutoff)
         h = self.embed(onehot)
         for layer in self.layers:
-            h = layer(h, sh, radial, src, dst)
-        return h, 0.5 * pair * envelope(r / self.settings.cutoff)
+            h = layer(h, sh, radial, src, dst, smooth if self.settings.message_envelope else None)
+        return h, 0.5 * pair * smooth
 
     def energy(self, species, h, pair, periodic: bool) -> torch.Tensor:
         """Total energy (Hartree): atomic and pair energies plus the route's reference energies."""
