@@ -173,7 +173,7 @@ class Validator:
 
     def __post_init__(self):
         self._rng = np.random.default_rng(self.settings.seed)
-        self._busy = False
+        self._md_threads: int | None = None  # while a comparison runs: the MD's threads before it ceded some
         context = get_context("spawn")  # the worker starts now and builds its engines while the MD begins
         self._connection, child = context.Pipe()
         candidate = EngineSpec(**{**asdict(self.candidate), "threads": self.settings.validate_threads})
@@ -181,7 +181,11 @@ class Validator:
                                         args=(child, candidate, self.settings, os.getpid()))
         self._process.start()
         child.close()
-        self._md_threads: int | None = None  # the MD's threads while a comparison runs (it cedes some)
+
+    @property
+    def _busy(self) -> bool:
+        """Whether a comparison runs (the MD has ceded the worker's threads)."""
+        return self._md_threads is not None
 
     def offer(self, step: int, structure: Structure) -> bool:
         """Start a comparison of ``structure`` (MD step ``step``) if one is due and none runs; whether it started."""
@@ -194,11 +198,10 @@ class Validator:
 
     def _set_busy(self, busy: bool) -> None:
         """Mark a comparison running (the MD cedes the worker's threads, keeping one) or over (it takes them back)."""
-        self._busy = busy
         if busy:
             self._md_threads = compute_threads()
             set_threads(max(1, self._md_threads - self.settings.validate_threads))
-        elif self._md_threads is not None:
+        elif self._busy:
             set_threads(self._md_threads)
             self._md_threads = None
 

@@ -142,7 +142,9 @@ class Interaction(nn.Module):
 
     def forward(self, h, sh, radial, src, dst, smooth=None):
         """``smooth`` (E,): a factor of each pair's radial weights (the cutoff envelope), or None."""
-        weights = self.radial(radial) if smooth is None else self.radial(radial) * smooth[:, None]
+        weights = self.radial(radial)
+        if smooth is not None:
+            weights = weights * smooth[:, None]
         messages = self.product(h[dst], sh, weights)
         return self.gate(self.norm * self.linear(scatter_sum(messages, src, h.shape[0])) + self.skip(h))
 

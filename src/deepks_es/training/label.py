@@ -203,13 +203,16 @@ def _lock(path: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` (> 0) exists on this host (signal 0 checks, sends nothing)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, under another user
         return True
-    return pid > 0
+    return True
 
 
 def _claim(path: Path) -> bool:
