@@ -2,8 +2,9 @@
 # The shipped surrogate (--model surrogate), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
 # boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
 # q-SPC/Fw (round 0), two active-learning rounds (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
-# fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), and the
-# evaluation on held-out 16-, 32- and 64-water boxes and 5-water clusters from independent MDs.
+# fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), round 3 (the
+# smooth network, warm-started from round 2: the shipped one), and the evaluation on held-out 16-, 32- and
+# 64-water boxes and 5-water clusters from independent MDs.
 # Resumable: rerun after an interruption. Run from the repository root.
 set -euo pipefail
 out=runs/surrogate
@@ -56,7 +57,17 @@ for name in al2c al2c2 al2b al2b2 anchor8 anchorhot8 testclusters; do
 done
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al2.toml --member $k & done; wait
 deepks-es train inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
-model=$out/al2/surrogate.pt
+# round 3, the shipped one: round 2's weights warm-start the smooth network (message_envelope: no energy jump
+# where a pair crosses the cutoff), refitted on round 2's data plus fresh q-SPC/Fw boxes and clusters
+sample anchor8b    --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 51
+sample anchorhot8b --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 52 --temperature 450
+sample clusters2   --clusters 24 --sizes 2-8 --md-molecules 64 --seed 53
+for name in anchor8b anchorhot8b clusters2; do
+  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
+done
+for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_smooth.toml --member $k & done; wait
+deepks-es train inputs/training/surrogate_smooth.toml  # writes $out/smooth/surrogate.pt
+model=$out/smooth/surrogate.pt
 for name in test16 test32 test64 testclusters; do deepks-es evaluate "$model" "$out/$name.h5" -o "$out/eval_$name"; done
 # against HSE06 on the test clusters of the DeePKS-ES model (9-15 waters, inputs/training/valid.xyz)
 [ -s "$out/valid_hse.h5" ] || deepks-es label inputs/training/valid.xyz -o "$out/valid_hse.h5"

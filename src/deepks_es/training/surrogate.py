@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +55,10 @@ class SurrogateTrainConfig:
         network: the :class:`SurrogateSettings` fields to change (the ``[surrogate.network]`` table).
         init_model: fine-tune instead of starting afresh: member k starts from member k (modulo its size) of
             this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
-            on-site means included (not refitted); its network settings must equal ``network``. For an
-            active-learning round: the old data plus frames from the model's own MD, a lower learning rate.
+            on-site means included (not refitted); its network settings must equal ``network``, except
+            ``message_envelope``, which changes no weight (a model trained without it is a warm start for a
+            smooth one). For an active-learning round: the old data plus frames from the model's own MD, a
+            lower learning rate.
     """
 
     data: tuple[Path, ...]
@@ -378,7 +380,7 @@ def initial_members(config: SurrogateTrainConfig) -> list[dict]:
     if model_file is None:
         raise SettingsError("init_model must be a surrogate model file or 'surrogate', not 'none'")
     committee = Committee.from_file(model_file)
-    if committee.settings != config.network:
+    if replace(committee.settings, message_envelope=config.network.message_envelope) != config.network:
         raise ModelError(f"init_model {model_file.path} has other network settings than [surrogate.network]: "
                          f"{committee.settings} (copy them into the config to fine-tune it)")
     return [member.state_dict() for member in committee.members]
