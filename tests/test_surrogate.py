@@ -470,7 +470,6 @@ def test_client_logs_levels_every_kth_step_and_skips_the_hamiltonian_between(dis
     assert abs(steps[1]["energy_hartree"] - steps[0]["energy_hartree"]) < 1e-5  # the shorter graph: same pairs
 
 
-
 @pytest.mark.slow
 def test_shipped_surrogate_conserves_energy_in_nve():
     """NVE of 8 liquid waters (an MD snapshot, 300 K velocities, 0.5 fs, 0.2 ps) with the shipped surrogate in
@@ -486,6 +485,7 @@ def test_shipped_surrogate_conserves_energy_in_nve():
 
     atoms = read_structures(STRUCTURES / "water_md_8.xyz")[0].to_ase()
     atoms.calc = DeePKSCalculator("surrogate", precision="float64", committee_every=10**6)
+    assert atoms.calc.engine.committee.settings.message_envelope
     MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     times, energies = [], []
     md = VelocityVerlet(atoms, timestep=0.5 * units.fs)

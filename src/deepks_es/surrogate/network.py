@@ -44,9 +44,9 @@ class SurrogateSettings:
             q-SPC/Fw water on the graph within ``cutoff`` (:mod:`.baseline`), or ``"none"``.
         message_envelope: the messages' radial weights carry :func:`envelope` of r / ``cutoff``, so the
             energy is smooth where a pair crosses the cutoff. Without it (model files written before this
-            setting: the shipped surrogate) the radial MLP's biases give each pair a finite message at the
-            cutoff, and the energy jumps (~2 meV for one O-O pair of the shipped model) as pairs cross it:
-            an MD's conserved energy drifts.
+            setting: surrogate rounds 0-2) the radial MLP's biases give each pair a finite message at the
+            cutoff, and the energy jumps (~2 meV for one O-O pair of round 2) as pairs cross it: an MD's
+            conserved energy drifts.
     """
 
     elements: tuple[str, ...] = ("H", "O")

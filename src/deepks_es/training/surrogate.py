@@ -56,8 +56,8 @@ class SurrogateTrainConfig:
         init_model: fine-tune instead of starting afresh: member k starts from member k (modulo its size) of
             this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
             on-site means included (not refitted); its network settings must equal ``network``, except
-            ``message_envelope``, which changes no weight (a model trained without it is a warm start for a
-            smooth one). For an active-learning round: the old data plus frames from the model's own MD, a
+            ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
+            it, and the other way round). For an active-learning round: the old data plus frames from the model's own MD, a
             lower learning rate.
     """
 
