@@ -105,7 +105,7 @@ def test_replica_same_energy_per_atom_and_spectrum(model, box):
 @pytest.mark.parametrize("smooth", [True, False])
 def test_energy_is_continuous_where_a_pair_crosses_the_cutoff(dimer, smooth):
     """With the message envelope a random float64 network's energy is continuous where the O-O pair crosses the
-    message cutoff; without it (the shipped surrogate's setting) each message is finite there and E jumps."""
+    message cutoff; without it (surrogate rounds 0-2's setting) each message is finite there and E jumps."""
     torch.manual_seed(3)
     net = SurrogateModel(SurrogateSettings(message_envelope=smooth)).to_precision(torch.float64)
     positions = np.array(dimer.positions)

@@ -113,10 +113,11 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         raise DeePKSError(f"{parts} holds frames of other configurations or settings: remove it or "
                           "choose another output")
     names = [f"{i:06d}" for i in range(len(structures))]
+    lock = parts / "run.lock"
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
         try:
-            _lock(parts / "run.lock")
+            _lock(lock)
         except DeePKSError as exc:
             _stop_all_ranks(exc, rank, size)
             raise
@@ -130,7 +131,7 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
             _gather(output, parts, names, settings, configs)
     finally:
         if rank == 0:
-            (parts / "run.lock").unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
     return output
 
 

@@ -57,8 +57,8 @@ class SurrogateTrainConfig:
             this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
             on-site means included (not refitted); its network settings must equal ``network``, except
             ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
-            it, and the other way round). For an active-learning round: the old data plus frames from the model's own MD, a
-            lower learning rate.
+            it, and the other way round). For an active-learning round: the old data plus frames from the
+            model's own MD, a lower learning rate.
     """
 
     data: tuple[Path, ...]
