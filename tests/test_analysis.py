@@ -78,6 +78,31 @@ def test_analyze_cli(pimd_run, tmp_path):
     assert len(empty.stderr.strip().splitlines()) == 1
 
 
+def test_density_of_a_constant_pressure_run(tmp_path):
+    """The density section: the atoms' mass over i-PI's logged volume, from step ``skip`` on."""
+    from deepks_es.analysis import RunFiles, _density_summary, _properties
+    from deepks_es.ipi.outputs import OutputNames
+
+    volumes = np.array([1000.0, 1100.0, 1200.0, 1300.0, 1400.0])  # Angstrom^3
+    header = ["# column   1     --> step : The current simulation time step.",
+              "# column   2     --> time{picosecond} : The elapsed simulation time.",
+              "# column   3     --> volume{angstrom3} : The volume of the cell box."]
+    rows = [f"{i:8d} {i * 5e-4:12.6e} {v:12.6e}" for i, v in enumerate(volumes)]
+    (tmp_path / "simulation.out").write_text("\n".join(header + rows) + "\n")
+    frame = ["6", "# CELL(abcABC):  18.89726  18.89726  18.89726  90.00000  90.00000  90.00000  Step:           0  "
+             "Bead:       0 positions{angstrom}  cell{atomic_unit}"]
+    frame += [f"{s:>8s} {0.1 * i:15.8e} {0.0:15.8e} {0.0:15.8e}" for i, s in enumerate("OHHOHH")]
+    (tmp_path / "simulation.pos_0.xyz").write_text("\n".join(frame) + "\n")
+    files = RunFiles(tmp_path, OutputNames(positions="pos"))
+    density = _density_summary(_properties(files), files, skip=2)
+    grams = 2 * 18.015 / 6.02214076e23
+    expected = grams / (volumes[2:] * 1e-24)
+    assert density["steps"] == 3
+    np.testing.assert_allclose(density["g_per_cm3"], expected, rtol=1e-4)
+    assert density["mean_g_per_cm3"] == pytest.approx(expected.mean(), rel=1e-4)
+    assert _density_summary(({"time": [0.0]}, {"time": ("picosecond",)}), files, 0) is None  # no volume logged
+
+
 def test_analyze_rejects_too_much_skipping(nvt_cluster_run, tmp_path):
     with pytest.raises(AnalysisError, match="nothing left"):
         analyze(nvt_cluster_run, tmp_path, skip=10)

@@ -385,6 +385,9 @@ def test_npt_template_moves_the_cell_with_the_surrogate_virial(distilled, tmp_pa
     assert rows.shape == (31, 8) and np.all(np.isfinite(rows))
     volume = rows[:, 7]
     assert np.ptp(volume) > 1e-6 * volume[0]  # the barostat moved the cell: the virial reached i-PI
+    density = json.loads((tmp_path / "analysis" / "summary.json").read_text())["density"]
+    assert density["steps"] == 31 and 0.3 < density["mean_g_per_cm3"] < 2.0  # the 2-water box starts at 0.66
+    assert "density" in run.stdout
 
 
 def test_precision_option_casts_the_shipped_committee(box):
@@ -476,7 +479,7 @@ def test_shipped_surrogate_conserves_energy_in_nve():
     float64 through ASE's velocity Verlet: the conserved energy's fitted drift stays below 1 meV/atom/ps
     (round 2, whose energy jumped where pairs crossed the cutoff, drifted +42 meV/atom/ps at 64 waters)."""
     from ase import units
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.md.verlet import VelocityVerlet
 
     from conftest import STRUCTURES
@@ -486,7 +489,7 @@ def test_shipped_surrogate_conserves_energy_in_nve():
     atoms = read_structures(STRUCTURES / "water_md_8.xyz")[0].to_ase()
     atoms.calc = DeePKSCalculator("surrogate", precision="float64", committee_every=10**6)
     assert atoms.calc.engine.committee.settings.message_envelope
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, 300, rng=np.random.default_rng(0))
     times, energies = [], []
     md = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     md.attach(lambda: (times.append(md.get_time() / (1000 * units.fs)), energies.append(atoms.get_total_energy())))

@@ -152,6 +152,42 @@ def test_evaluate_table(pipeline):
     assert run.returncode in (0, 3) and json.loads(run.stdout)["frames"] == 1
 
 
+def test_train_on_several_datasets(pipeline, tmp_path):
+    """``train = [a, b]``: frames of both files, named by file stem, in one split that evaluate --subset reads back;
+    files labelled with other settings, or two files of one stem, are refused."""
+    import shutil
+
+    import h5py
+
+    from deepks_es.training.dataset import read_datasets
+
+    shutil.copy(pipeline / "data.h5", tmp_path / "clusters.h5")
+    shutil.copy(pipeline / "data.h5", tmp_path / "more.h5")
+    (tmp_path / "train.toml").write_text('train = ["clusters.h5", "more.h5"]\nworkdir = "w"\nhidden = [8]\n'
+                                         'iterations = 1\nepochs = 2\nvalidation_fraction = 0.34\n')
+    run = cli("train", "train.toml", cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    model = CorrectionModel.load(tmp_path / "w" / "model.pt")
+    held_out = model.provenance["validation_frames"]
+    assert len(held_out) == 2 and all(name.split("/")[0] in ("clusters", "more") for name in held_out)
+    assert len(model.provenance["train_data"]) == 2
+    in_more = sum(name.startswith("more/") for name in held_out)
+    if in_more:
+        run = cli("evaluate", "w/model.pt", "more.h5", "--subset", "validation", "--json", "--quiet", cwd=tmp_path)
+        assert run.returncode in (0, 3) and json.loads(run.stdout)["frames"] == in_more, run.stderr
+    with h5py.File(tmp_path / "more.h5", "r+") as h5:
+        h5.attrs["settings"] = h5.attrs["settings"].replace('"HSE06"', '"PBE0"')
+    with pytest.raises(DeePKSError, match="other settings"):
+        read_datasets([tmp_path / "clusters.h5", tmp_path / "more.h5"])
+    (tmp_path / "sub").mkdir()
+    shutil.copy(pipeline / "data.h5", tmp_path / "sub" / "clusters.h5")
+    with pytest.raises(DeePKSError, match="same file name"):
+        read_datasets([tmp_path / "clusters.h5", tmp_path / "sub" / "clusters.h5"])
+    (tmp_path / "list.toml").write_text('train = []\nworkdir = "w"\n')
+    with pytest.raises(SettingsError, match="train must be a file or a list"):
+        TrainConfig.from_toml(tmp_path / "list.toml")
+
+
 def test_bad_training_inputs(tmp_path):
     (tmp_path / "bad.toml").write_text('train = "x.h5"\nworkdir = "w"\nepochz = 3\n')
     with pytest.raises(SettingsError, match="unknown setting"):

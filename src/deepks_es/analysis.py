@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .constants import AVOGADRO, BOHR_ANGSTROM
 from .errors import DeePKSError
 from .fileio import DOS_GRID_FILE, RUN_INPUT, atomic_path, write_json
 from .ipi.outputs import OutputNames, output_names
@@ -190,6 +191,10 @@ def analyze(run: str | Path, out_dir: str | Path | None = None, skip: int = 0,
     if conservation is not None:
         summary["conserved"] = conservation
         plots["conserved"] = _plot_conserved(out / "conserved.png", conservation)
+    density = _density_summary(properties, files, skip)
+    if density is not None:
+        summary["density"] = density
+        plots["density"] = _plot_density(out / "density.png", density)
     rdf = _rdf_summary(files, skip)
     if rdf is not None:
         write_csv(out / "rdf_OO.csv", ["r_angstrom", "g_OO"], [rdf.r, rdf.g])
@@ -242,6 +247,43 @@ def _conservation_summary(properties: tuple[dict, dict], natoms: int | None, ski
         summary["drift_mev_per_atom_per_ps"] = slope / natoms * 1e3
         summary["std_mev_per_atom"] = float(conserved.std()) / natoms * 1e3
     return summary
+
+
+def _density_summary(properties: tuple[dict, dict], files: RunFiles, skip: int) -> dict | None:
+    """Mass density (g/cm³) of a constant-pressure run from step ``skip`` on: mean with its block error,
+    std and series; None without ``volume`` and ``time{picosecond}`` properties or a positions trajectory (the
+    atoms' masses)."""
+    from ase.data import atomic_masses, atomic_numbers
+    from ipi.utils.units import unit_to_internal
+
+    values, info = properties
+    if not {"volume", "time"} <= set(values) or info["time"][0] != "picosecond":
+        return None
+    frames = files.position_frames()
+    if not frames:
+        return None
+    grams = sum(atomic_masses[atomic_numbers[s]] for s in frames[0].get_chemical_symbols()) / AVOGADRO
+    step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
+    kept = step >= skip
+    if kept.sum() < 2:
+        return None
+    cubic_bohr = unit_to_internal("volume", info["volume"][0] or "atomic_unit", 1.0)
+    volume_cm3 = np.asarray(values["volume"], dtype=float)[kept] * cubic_bohr * (BOHR_ANGSTROM * 1e-8) ** 3
+    density = grams / volume_cm3
+    return {"mean_g_per_cm3": float(density.mean()), "block_error_g_per_cm3": block_standard_error(density),
+            "std_g_per_cm3": float(density.std()), "steps": int(kept.sum()),
+            "time_ps": np.asarray(values["time"], dtype=float)[kept].tolist(), "g_per_cm3": density.tolist()}
+
+
+def _plot_density(path: Path, density: dict) -> Path:
+    fig, ax = figure()
+    ax.plot(density["time_ps"], density["g_per_cm3"], color="tab:blue", lw=1)
+    ax.axhline(density["mean_g_per_cm3"], color="k", ls="--", lw=0.8)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel("density (g/cm³)")
+    ax.set_title(f"{density['mean_g_per_cm3']:.3f} ± {density['block_error_g_per_cm3']:.3f} g/cm³ "
+                 "(mean, block error)", fontsize=9)
+    return save_figure(fig, path)
 
 
 def _plot_conserved(path: Path, conservation: dict) -> Path:

@@ -183,11 +183,16 @@ def _report_analysis(run: Path | str, skip: int = 0) -> None:
         print(f"O-O RDF over {rdf['frames']} frames: first peak at {rdf['first_peak_angstrom']:.2f} Å, height "
               f"{rdf['first_peak_height']:.2f} (experiment: {rdf['experiment']['first_peak_angstrom']:.2f} Å, "
               f"{rdf['experiment']['first_peak_height']:.2f})")
-    _report_validation(summary)
+    _report_sections(summary)
 
 
-def _report_validation(summary: dict) -> None:
-    """One line on the on-the-fly validation of an analysed run (nothing if it had none)."""
+def _report_sections(summary: dict) -> None:
+    """One line each on the density (constant-pressure runs) and the on-the-fly validation of an analysed run,
+    where it has them."""
+    if "density" in summary:
+        density = summary["density"]
+        print(f"density {density['mean_g_per_cm3']:.4f} ± {density['block_error_g_per_cm3']:.4f} g/cm³ over "
+              f"{density['steps']} steps (block error; std {density['std_g_per_cm3']:.4f})")
     if "validation" in summary:
         validation = summary["validation"]
         print(f"validation: {validation['comparisons']} comparison(s) with the reference; "
@@ -220,7 +225,7 @@ def cmd_analyze(args) -> int:
                   f"range {level['min']:.3f} .. {level['max']:.3f})")
         print(f"{summary['steps_logged']} steps x {summary['beads']} bead(s), skipped {summary['steps_skipped']}; "
               f"files in {Path(summary['files']['summary']).parent}")
-        _report_validation(summary)
+        _report_sections(summary)
     return 0
 
 

@@ -18,3 +18,6 @@ FORCE_EV_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
 
 HARTREE_KCAL_MOL = 627.5094740631
 """One Hartree in kcal/mol (CODATA 2018, thermochemical calorie)."""
+
+AVOGADRO = 6.02214076e23
+"""Avogadro's number, per mol (exact, SI 2019)."""

@@ -21,9 +21,17 @@ def mpi_rank_size() -> tuple[int, int]:
     return MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what a batch system's allocation or ``taskset``
+    leaves it) where the platform tells, else the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cores_per_process(processes: int) -> int:
-    """The machine's cores divided among ``processes`` (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // max(1, processes))
+    """The cores this process may use (:func:`available_cores`) divided among ``processes`` (at least 1)."""
+    return max(1, available_cores() // max(1, processes))
 
 
 def set_threads(nthreads: int) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from ..constants import FORCE_EV_ANGSTROM
 from ..errors import SettingsError, first_line
 from ..fileio import write_json
-from ..parallel import die_with_parent
+from ..parallel import available_cores, die_with_parent
 from ..scf.extrapolation import DEFAULT_PREDICTOR
 from ..scf.systems import PERIODIC_KE_CUTOFF
 from ..structure import Structure, read_structure
@@ -187,7 +187,7 @@ def measure_md(plan: BenchPlan, task: dict) -> dict:
     and a fully converged one (forces)."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     from ..ase import DeePKSCalculator
 
@@ -196,7 +196,7 @@ def measure_md(plan: BenchPlan, task: dict) -> dict:
     rng = np.random.default_rng(plan.seed)
     atoms.calc = DeePKSCalculator(plan.model, extrapolation=plan.extrapolation, conv_tol=plan.conv_tol,
                                  conv_tol_grad=plan.conv_tol_grad)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=MD_TEMPERATURE, rng=rng)
+    thermalize_momenta(atoms, MD_TEMPERATURE, rng=rng)
     md = Langevin(atoms, MD_TIMESTEP_FS * units.fs, temperature_K=MD_TEMPERATURE, friction=0.01 / units.fs,
                   fixcm=False, rng=rng)
     atoms.get_forces()  # the cold first step, not counted
@@ -264,7 +264,7 @@ def machine() -> dict:
     import torch
     from pyscf import lib
 
-    return {"cpus": os.cpu_count(), "pyscf_threads": lib.num_threads(), "torch_threads": torch.get_num_threads(),
+    return {"cpus": available_cores(), "pyscf_threads": lib.num_threads(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "pyscf": pyscf.__version__, "torch": torch.__version__,
             "processor": platform.processor() or platform.machine()}
 

@@ -28,7 +28,8 @@ class TrainConfig:
     """What to train on, the network, the loss weights and the schedule.
 
     Attributes:
-        train: labelled HDF5 file (``deepks-es label``).
+        train: labelled HDF5 files (``deepks-es label``), one or more labelled alike: e.g. clusters and periodic
+            boxes (``train = "a.h5"`` or ``train = ["clusters.h5", "boxes.h5"]`` in the TOML).
         workdir: checkpoints, loss curves, per-iteration SCF results and the final ``model.pt``.
         validation_fraction: frames of ``train`` held out to monitor the loss (seeded split).
         hidden: hidden-layer widths of the per-element network.
@@ -45,7 +46,7 @@ class TrainConfig:
         seed: split, initialisation and batch order.
     """
 
-    train: Path
+    train: tuple[Path, ...]
     workdir: Path
     validation_fraction: float = 0.15
     hidden: tuple[int, ...] = (64, 64, 64)
@@ -75,7 +76,11 @@ class TrainConfig:
         for key in ("train", "workdir"):
             if key not in raw:
                 raise SettingsError(f"{path}: '{key}' is required")
-            raw[key] = (path.parent / raw[key]).resolve()
+        train = [raw["train"]] if isinstance(raw["train"], str) else raw["train"]
+        if not (isinstance(train, list) and train and all(isinstance(t, str) for t in train)):
+            raise SettingsError(f"{path}: train must be a file or a list of files, e.g. train = [\"a.h5\", \"b.h5\"]")
+        raw["train"] = tuple((path.parent / t).resolve() for t in train)
+        raw["workdir"] = (path.parent / raw["workdir"]).resolve()
         if "hidden" in raw:
             if not isinstance(raw["hidden"], list):
                 raise SettingsError(f"{path}: hidden must be a list of layer widths, e.g. [64, 64, 64]")

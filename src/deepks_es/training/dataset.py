@@ -87,6 +87,35 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[Frame], dict]:
     return frames, attrs
 
 
+def read_datasets(paths) -> tuple[list[Frame], dict]:
+    """Frames of several datasets labelled alike (one list) and the first file's attributes. With more than one
+    file each frame is named ``<file stem>/<frame>``, as :func:`qualified_name` gives; datasets labelled with
+    other settings (functionals, basis, cutoffs), or two files of one stem, are a DeePKSError."""
+    paths = [Path(p) for p in paths]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) < len(stems):
+        raise DeePKSError(f"datasets with the same file name ({', '.join(sorted(map(str, paths)))}): frames are "
+                          "told apart by the file's stem; rename one")
+    frames, first = [], None
+    for path in paths:
+        these, attrs = read_dataset(path)
+        if first is None:
+            first = attrs
+        elif json.loads(attrs["settings"]) != json.loads(first["settings"]):
+            raise DeePKSError(f"{path} was labelled with other settings than {paths[0]} "
+                              "(functionals, basis or cutoff): one training needs one kind of labels")
+        for frame in these:
+            frame.name = qualified_name(path, frame.name, several=len(paths) > 1)
+        frames += these
+    return frames, first
+
+
+def qualified_name(path: str | os.PathLike, name: str, several: bool) -> str:
+    """Frame ``name`` of the file at ``path`` in a training on one file (``name``) or on several
+    (``<file stem>/<name>``)."""
+    return f"{Path(path).stem}/{name}" if several else name
+
+
 def _read_frame(name: str, group) -> Frame:
     cell = group["cell"][()] if "cell" in group else None
     structure = Structure(tuple(group.attrs["symbols"].split()), group["positions"][()], cell)

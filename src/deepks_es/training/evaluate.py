@@ -17,7 +17,7 @@ from ..constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from ..errors import DeePKSError
 from ..linalg import lowdin
 from ..model.network import CorrectionModel
-from .dataset import Frame, read_dataset
+from .dataset import Frame, qualified_name, read_dataset
 from .label import LabelSettings, energies_comparable
 from .records import record_levels_ev, scf_record
 
@@ -73,7 +73,8 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
     if subset != "all":
         if not held_out:
             raise DeePKSError("the model records no validation split; use --subset all")
-        frames = [f for f in frames if (f.name in held_out) == (subset == "validation")]
+        frames = [f for f in frames if (f.name in held_out or qualified_name(data, f.name, several=True) in held_out)
+                  == (subset == "validation")]
     if not frames:
         raise DeePKSError(f"no frames to evaluate in {data} (subset {subset})")
     baselines = baselines or model.provenance.get("baselines")

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from ..constants import AVOGADRO
 from ..errors import SettingsError
 from ..structure import Structure
 
 WATER_DENSITY = 0.997  # g/cm^3
 WATER_MASS_AMU = 18.015
-AVOGADRO = 6.02214076e23
 R_OH, ANGLE_HOH = 0.9572, np.radians(104.52)  # gas-phase water geometry, Angstrom / rad
 
 
@@ -193,13 +193,13 @@ def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tu
     (rows, Angstrom)."""
     from ase import Atoms, units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     nmol = plan.md_molecules
     positions, length = random_water_box(nmol, rng, min_oo=2.6)
     atoms = Atoms("OH2" * nmol, positions=positions, cell=[length] * 3, pbc=True)
     atoms.calc = FlexibleSPC(cutoff=min(9.0, length / 2 - 0.01))
-    MaxwellBoltzmannDistribution(atoms, temperature_K=plan.temperature, rng=rng)
+    thermalize_momenta(atoms, plan.temperature, rng=rng)
     md = Langevin(atoms, 0.5 * units.fs, temperature_K=plan.temperature, friction=0.01 / units.fs, fixcm=False,
                   rng=rng)  # 100 fs thermostat time
     md.run(plan.equilibration)

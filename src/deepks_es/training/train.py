@@ -25,7 +25,7 @@ from ..fileio import atomic_path, write_json
 from ..model.network import CorrectionModel
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, read_toml
-from .dataset import Frame, read_dataset
+from .dataset import Frame, read_datasets
 from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame
 from .label import LabelSettings, energies_comparable
 from .records import base_part, record_levels_ev, scf_record
@@ -75,20 +75,23 @@ class Trainer:
         self.log = log
         self.workdir = Path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.frames, attrs = read_dataset(config.train)
+        self.frames, attrs = read_datasets(config.train)
         self.settings = LabelSettings.from_attrs(attrs)
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(self.frames))
         nval = int(round(config.validation_fraction * len(self.frames)))
         if len(self.frames) - nval < 1:
-            raise DeePKSError(f"{config.train}: no frames left to train on")
+            raise DeePKSError(f"{', '.join(map(str, config.train))}: no frames left to train on")
         self.validation_names = {self.frames[i].name for i in order[:nval]}
         elements = sorted({s for f in self.frames for s in f.structure.symbols})
         torch.manual_seed(config.seed)  # the initial weights
         self.model = CorrectionModel(elements, hidden=config.hidden, base_xc=self.settings.base.xc,
                                      basis=self.settings.base.basis, pseudo=self.settings.base.pseudo)
         self.history: list[dict] = []
-        self.fingerprint = {"train": str(config.train), "train_bytes": Path(config.train).stat().st_size,
+        single = len(config.train) == 1  # a one-file training keeps the fingerprint it always had
+        self.fingerprint = {"train": str(config.train[0]) if single else [str(p) for p in config.train],
+                            "train_bytes": (Path(config.train[0]).stat().st_size if single
+                                            else [Path(p).stat().st_size for p in config.train]),
                             "hidden": list(config.hidden), "inputs": self.model.inputs, "seed": config.seed,
                             "validation_fraction": config.validation_fraction}
 
@@ -192,7 +195,7 @@ class Trainer:
                 net[-1].weight.mul_(0.01)
                 net[-1].bias.zero_()
         self.model.provenance = {"kind": "deepks-es train", "baselines": baselines,
-                                 "train_data": str(self.config.train),
+                                 "train_data": [str(p) for p in self.config.train],
                                  "validation_frames": sorted(self.validation_names),
                                  "weights": self.config.weights, "iterations": self.config.iterations,
                                  "seed": self.config.seed}
