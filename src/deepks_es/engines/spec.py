@@ -110,7 +110,8 @@ ENGINE_OPTIONS = (  # (field, type, help); flags are --field-name
     ("extrapolation", str, "density-matrix predictor across MD steps: geometry[:N] (fit of the new geometry by "
                            "the last N steps), aspc[:K] (Kolafa) or previous (default: geometry:8)"),
     ("ke_cutoff", float, "periodic multigrid cutoff in Hartree (default: chosen by PySCF from the basis)"),
-    ("threads", int, "compute threads per process (default: the machine's cores divided among processes)"),
+    ("threads", int, "compute threads per process (default: the cores this process may run on, its CPU "
+                      "affinity, divided among processes)"),
     ("precision", str, "a surrogate's floating-point type, float32 or float64 (default: the model file's; "
                        "float64 for long NVE runs); the SCF engines run in float64"),
     ("committee_every", int, "a surrogate's member 0 alone drives the MD and the whole committee runs every "

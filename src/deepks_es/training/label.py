@@ -4,9 +4,11 @@ With ``distill`` (a DeePKS-ES model name: ``default`` or a path) each frame gets
 the self-consistent DeePKS-ES solution as ``target/`` (energy, forces, Kohn-Sham matrix
 H_base[rho] + V_delta, overlap, orbitals): the labels a surrogate is distilled from.
 
-Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (written
-atomically), so a crashed or killed run resumes where it stopped and never
-recomputes a finished frame; when every frame is done the parts are gathered
+Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (compressed,
+written atomically), so a crashed or killed run resumes where it stopped and never
+recomputes a finished frame, and labelling too long for one sitting can be carried
+on elsewhere by copying the parts directory (the repository keeps the periodic HSE06
+labels this way, ``inputs/training/periodic/``); when every frame is done the parts are gathered
 into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
 first come, first served (an exclusive ``.claim`` file per frame), and the
 cores are divided between their PySCF threads. Claims left by a killed run are
@@ -150,7 +152,7 @@ def _label_parts(structures, names, parts: Path, settings, rank: int, size: int,
             arrays = label_structure(structures[i], settings, engine)
             arrays["source_index"] = np.int64(i)
             with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, **arrays)
+                np.savez_compressed(handle, **arrays)
             (parts / f"{name}.claim").unlink()
             if bar is not None:
                 bar.update(done() - bar.n)
