@@ -6,10 +6,10 @@ H_base[rho] + V_delta, overlap, orbitals): the labels a surrogate is distilled f
 
 Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (compressed,
 written atomically), so a crashed or killed run resumes where it stopped and never
-recomputes a finished frame, and labelling too long for one sitting can be carried
-on elsewhere by copying the parts directory (the repository keeps the periodic HSE06
-labels this way, ``inputs/training/periodic/``); when every frame is done the parts are gathered
-into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
+recomputes a finished frame, and labelling too long for one sitting is carried on
+elsewhere with a copy of the parts directory (the repository keeps its periodic
+HSE06 labels so: ``inputs/training/periodic/``); when every frame is done the parts
+are gathered into ``DATA.h5`` (atomically). Under ``mpiexec -n K`` the ranks take frames
 first come, first served (an exclusive ``.claim`` file per frame), and the
 cores are divided between their PySCF threads. Claims left by a killed run are
 cleared at start, so one ``label`` run writes an output at a time: a second one
