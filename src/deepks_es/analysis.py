@@ -59,15 +59,25 @@ class RunFiles:
     directory: Path
     names: OutputNames
 
-    def atom_count(self) -> int | None:
-        """Atoms per bead, from the first line of bead 0's positions trajectory (xyz); None if not logged."""
+    def symbols(self) -> tuple[str, ...] | None:
+        """The elements of one bead, from the first frame of bead 0's positions trajectory (xyz); None if not
+        logged or unreadable."""
         if self.names.positions is None:
             return None
         for path in sorted(self.directory.glob(f"{self.names.prefix}.{self.names.positions}_0*.xyz")):
             with path.open() as handle:
                 first = handle.readline().split()
-            return int(first[0]) if first and first[0].isdigit() else None
+                if not (first and first[0].isdigit()):
+                    return None
+                handle.readline()  # the comment (cell, step)
+                rows = [handle.readline().split() for _ in range(int(first[0]))]
+            return tuple(row[0] for row in rows) if all(rows) else None
         return None
+
+    def atom_count(self) -> int | None:
+        """Atoms per bead (:meth:`symbols`); None if the positions were not logged."""
+        symbols = self.symbols()
+        return None if symbols is None else len(symbols)
 
     def position_frames(self, skip: int = 0) -> list:
         """ASE frames of every bead's positions trajectory (xyz) from MD step ``skip`` on; [] if not logged."""
@@ -223,16 +233,25 @@ def _properties(files: RunFiles) -> tuple[dict, dict]:
     return ipi.read_output(str(path)) if path.is_file() else ({}, {})
 
 
+def _steps_from(properties: tuple[dict, dict], name: str, skip: int) -> np.ndarray | None:
+    """Mask of the property rows from MD step ``skip`` on; None unless property ``name`` and
+    ``time{picosecond}`` were logged."""
+    values, info = properties
+    if not {name, "time"} <= set(values) or info["time"][0] != "picosecond":
+        return None
+    step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
+    return step >= skip
+
+
 def _conservation_summary(properties: tuple[dict, dict], natoms: int | None, skip: int) -> dict | None:
     """Drift (least-squares slope) and fluctuation of i-PI's conserved quantity after ``skip`` steps, per atom
     where ``natoms`` is known; None without ``conserved`` and ``time{picosecond}`` properties."""
     from ipi.utils.units import unit_to_internal
 
     values, info = properties
-    if not {"conserved", "time"} <= set(values) or info["time"][0] != "picosecond":
+    kept = _steps_from(properties, "conserved", skip)
+    if kept is None:
         return None
-    step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
-    kept = step >= skip
     time_ps = np.asarray(values["time"], dtype=float)[kept]
     ev = unit_to_internal("energy", info["conserved"][0] or "atomic_unit", 1.0) / unit_to_internal(
         "energy", "electronvolt", 1.0)
@@ -252,21 +271,15 @@ def _conservation_summary(properties: tuple[dict, dict], natoms: int | None, ski
 def _density_summary(properties: tuple[dict, dict], files: RunFiles, skip: int) -> dict | None:
     """Mass density (g/cm³) of a constant-pressure run from step ``skip`` on: mean with its block error,
     std and series; None without ``volume`` and ``time{picosecond}`` properties or a positions trajectory (the
-    atoms' masses)."""
+    atoms' masses, from its first frame)."""
     from ase.data import atomic_masses, atomic_numbers
     from ipi.utils.units import unit_to_internal
 
     values, info = properties
-    if not {"volume", "time"} <= set(values) or info["time"][0] != "picosecond":
+    kept, symbols = _steps_from(properties, "volume", skip), files.symbols()
+    if kept is None or kept.sum() < 2 or symbols is None:
         return None
-    frames = files.position_frames()
-    if not frames:
-        return None
-    grams = sum(atomic_masses[atomic_numbers[s]] for s in frames[0].get_chemical_symbols()) / AVOGADRO
-    step = np.asarray(values["step"], dtype=float) if "step" in values else np.arange(len(values["time"]))
-    kept = step >= skip
-    if kept.sum() < 2:
-        return None
+    grams = sum(atomic_masses[atomic_numbers[s]] for s in symbols) / AVOGADRO
     cubic_bohr = unit_to_internal("volume", info["volume"][0] or "atomic_unit", 1.0)
     volume_cm3 = np.asarray(values["volume"], dtype=float)[kept] * cubic_bohr * (BOHR_ANGSTROM * 1e-8) ** 3
     density = grams / volume_cm3
