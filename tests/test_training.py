@@ -98,6 +98,25 @@ def test_label_resumes_without_recomputing(pipeline):
     assert len(read_dataset(pipeline / "data.h5")[0]) == 3
 
 
+def test_label_gathers_the_finished_frames_only(pipeline):
+    """--finished-only writes the frames labelled so far (a campaign under way) and labels nothing more."""
+    import shutil
+
+    parts = pipeline / "partial.h5.parts"
+    shutil.copytree(pipeline / "data.h5.parts", parts, ignore=shutil.ignore_patterns("run.lock"))
+    (parts / "000001.npz").unlink()
+    run = cli("label", "configs.xyz", "-o", "partial.h5", "--finished-only", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "holds the 2 of 3 frames" in run.stderr
+    frames, attrs = read_dataset(pipeline / "partial.h5")
+    assert [f.name for f in frames] == ["000000", "000002"] and attrs["configurations"] == 3
+    assert not (parts / "000001.npz").exists()
+    shutil.rmtree(parts)
+    (pipeline / "partial.h5").unlink()
+    run = cli("label", "configs.xyz", "-o", "partial.h5", "--finished-only", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 1 and "no finished frames" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_label_refuses_an_output_another_live_run_writes(pipeline):
     """A second label run on one output stops with one line while the first lives; a dead run's lock is taken."""
     lock = pipeline / "data.h5.parts" / "run.lock"

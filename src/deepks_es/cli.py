@@ -260,7 +260,7 @@ def cmd_label(args) -> int:
     settings = LabelSettings(target=replace(defaults.target, xc=args.target_xc, **common),
                              base=replace(defaults.base, xc=args.base_xc, **common),
                              nvirt=args.nvirt, periodic_ke_cutoff=args.ke_cutoff, distill=args.distill)
-    label(args.configs, args.output, settings, progress=not args.quiet)
+    label(args.configs, args.output, settings, progress=not args.quiet, finished_only=args.finished_only)
     return 0
 
 
@@ -506,6 +506,9 @@ def _add_label(verbs) -> None:
     label.add_argument("--distill", metavar="MODEL", default=None,
                        help="label with this DeePKS-ES model instead ('default': the shipped one): one "
                             "self-consistent record per frame, the data of a surrogate (deepks-es train [surrogate])")
+    label.add_argument("--finished-only", action="store_true",
+                       help="label nothing: gather the frames finished so far into the output (e.g. to train "
+                            "on a labelling still under way)")
     label.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

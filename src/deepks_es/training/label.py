@@ -14,7 +14,9 @@ first come, first served (an exclusive ``.claim`` file per frame), and the
 cores are divided between their PySCF threads. Claims left by a killed run are
 cleared at start, so one ``label`` run writes an output at a time: a second one
 started on it while the first lives stops with an error (``<DATA>.parts/run.lock``
-holds the first's process id).
+holds the first's process id). ``finished_only`` gathers the frames finished so far
+into ``DATA.h5`` without labelling (e.g. to train on a campaign still under way,
+beside a live run); the file records how many of the configurations it holds.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def _fingerprint(configs: Path, settings: LabelSettings) -> dict:
 
 
 def label(configs: str | os.PathLike, output: str | os.PathLike, settings: LabelSettings = LabelSettings(),
-          progress: bool = True) -> Path:
-    """Label every frame of ``configs`` into ``output`` (HDF5); resumable, MPI-parallel over frames."""
+          progress: bool = True, finished_only: bool = False) -> Path:
+    """Label every frame of ``configs`` into ``output`` (HDF5); resumable, MPI-parallel over frames.
+    With ``finished_only``, only gather the frames already finished (no labelling, no lock taken)."""
     configs, output = Path(configs), Path(output)
     structures = read_structures(configs)
     rank, size = mpi_rank_size()
@@ -115,6 +118,13 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         raise DeePKSError(f"{parts} holds frames of other configurations or settings: remove it or "
                           "choose another output")
     names = [f"{i:06d}" for i in range(len(structures))]
+    if finished_only:
+        finished = [name for name in names if (parts / f"{name}.npz").is_file()]
+        if not stamp.is_file() or not finished:
+            raise DeePKSError(f"no finished frames in {parts}: label some first")
+        if rank == 0:
+            _gather(output, parts, finished, settings, configs, len(names))
+        return output
     lock = parts / "run.lock"
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
@@ -130,7 +140,7 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
     try:
         _label_parts(structures, names, parts, settings, rank, size, progress)
         if rank == 0:
-            _gather(output, parts, names, settings, configs)
+            _gather(output, parts, names, settings, configs, len(names))
     finally:
         if rank == 0:
             lock.unlink(missing_ok=True)
@@ -172,8 +182,9 @@ def _stop_all_ranks(exc: Exception, rank: int, size: int) -> None:
         abort_all(1)
 
 
-def _gather(output: Path, parts: Path, names, settings, configs: Path) -> None:
-    """Write every frame's part into ``output`` (HDF5, atomically); a missing part is a DeePKSError."""
+def _gather(output: Path, parts: Path, names, settings, configs: Path, total: int) -> None:
+    """Write the parts of frames ``names`` (of ``total`` configurations) into ``output`` (HDF5, atomically);
+    a missing part is a DeePKSError."""
     missing = [name for name in names if not (parts / f"{name}.npz").is_file()]
     if missing:
         raise DeePKSError(f"frames {', '.join(missing)} were not labelled (another label run on the same "
@@ -182,7 +193,10 @@ def _gather(output: Path, parts: Path, names, settings, configs: Path) -> None:
     for name in names:
         with np.load(parts / f"{name}.npz") as data:
             frames[name] = {key: data[key] for key in data.files}
-    write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs)})
+    write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs), "configurations": total})
+    if len(names) < total:
+        print(f"deepks-es label: {output} holds the {len(names)} of {total} frames finished so far",
+              file=sys.stderr)
     unconverged = [n for n, f in frames.items() if not all(f[k] for k in ("target/converged", "base/converged")
                                                               if k in f)]
     if unconverged:
