@@ -6,7 +6,7 @@
 # `deepks-es evaluate MODEL` against HSE06.
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
 # The labels are kept in the repository (inputs/training/periodic/test_boxes8.h5.parts/, 1.5 MB a box), so
-# labelling resumes from them (and costs nothing once all 4 are there; ~11-35 min a box at 1 thread);
+# labelling resumes from them (and costs nothing once all 4 are there; 32-37 min a box at 1 thread, measured in stop 33);
 # the evaluation goes to runs/periodic-test/ (~2 min).
 set -euo pipefail
 model=${1:-default}

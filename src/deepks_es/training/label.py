@@ -119,7 +119,7 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
                           "choose another output")
     names = [f"{i:06d}" for i in range(len(structures))]
     if finished_only:
-        finished = [name for name in names if (parts / f"{name}.npz").is_file()]
+        finished = _finished(parts, names)
         if not stamp.is_file() or not finished:
             raise DeePKSError(f"no finished frames in {parts}: label some first")
         if rank == 0:
@@ -151,7 +151,7 @@ def _label_parts(structures, names, parts: Path, settings, rank: int, size: int,
     """This rank's share of the frames, each saved as ``parts/<name>.npz``; returns after every rank is done."""
 
     def done() -> int:
-        return sum(1 for name in names if (parts / f"{name}.npz").is_file())
+        return len(_finished(parts, names))
 
     bar = _progress_bar(len(structures), done()) if progress and rank == 0 else None
     engine = settings.distill_engine() if settings.distill else None
@@ -174,6 +174,11 @@ def _label_parts(structures, names, parts: Path, settings, rank: int, size: int,
         bar.close()
 
 
+def _finished(parts: Path, names) -> list[str]:
+    """The frames of ``names`` whose part is saved in ``parts``."""
+    return [name for name in names if (parts / f"{name}.npz").is_file()]
+
+
 def _stop_all_ranks(exc: Exception, rank: int, size: int) -> None:
     """Under MPI, report ``exc`` and end every rank (the others would wait at a barrier forever)."""
     if size > 1:
@@ -185,7 +190,7 @@ def _stop_all_ranks(exc: Exception, rank: int, size: int) -> None:
 def _gather(output: Path, parts: Path, names, settings, configs: Path, total: int) -> None:
     """Write the parts of frames ``names`` (of ``total`` configurations) into ``output`` (HDF5, atomically);
     a missing part is a DeePKSError."""
-    missing = [name for name in names if not (parts / f"{name}.npz").is_file()]
+    missing = sorted(set(names) - set(_finished(parts, names)))
     if missing:
         raise DeePKSError(f"frames {', '.join(missing)} were not labelled (another label run on the same "
                           "output still working?): rerun to finish them")
