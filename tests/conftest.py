@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import e3nn
 import numpy as np
 import pytest
 
@@ -23,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 STRUCTURES = REPO / "inputs" / "structures"
 INPUTS = REPO / "inputs" / "ipi"
 CLI = [sys.executable, "-m", "deepks_es.cli"]
+# e3nn's einsum-order search costs ~10 s per surrogate committee built in this process and changes no result
+# beyond ~1e-10 relative (the order of a contraction); the production default keeps it (faster steps)
+e3nn.set_optimization_defaults(optimize_einsums=False)
 TEST_KE_CUTOFF = 60.0  # Hartree: a coarse periodic mesh keeps the box tests fast; FD consistency holds at any cutoff
 
 

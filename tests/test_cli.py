@@ -75,13 +75,26 @@ def _bad_inputs(tmp_path):
     ]
 
 
-def test_bad_input_one_line_error(tmp_path):
-    for args, message in _bad_inputs(tmp_path):
-        run = deepks_es(*args)
-        assert run.returncode == 1, (args, run.stderr)
-        lines = run.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("deepks-es: error:") and message in lines[0], run.stderr
-        assert run.stdout == ""
+def _assert_one_line_error(status, stdout, stderr, message):
+    assert status == 1, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deepks-es: error:") and message in lines[0], stderr
+    assert stdout == ""
+
+
+def test_bad_input_one_line_error(tmp_path, capsys, monkeypatch):
+    """Every bad input through ``main`` (in this process); the first also as the real command, whose stderr
+    must hold nothing else (no traceback, no library chatter)."""
+    from deepks_es.cli import main
+
+    monkeypatch.chdir(REPO)
+    cases = _bad_inputs(tmp_path)
+    for args, message in cases:
+        status = main(list(map(str, args)))
+        _assert_one_line_error(status, *capsys.readouterr(), message)
+    args, message = cases[0]
+    run = deepks_es(*args)
+    _assert_one_line_error(run.returncode, run.stdout, run.stderr, message)
     assert not (REPO / "dos_grid.json").exists()  # a client that never connected writes nothing
 
 
@@ -108,13 +121,13 @@ def test_readme_single_point_as_written():
     assert "converged" in run.stdout and "gap" in run.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.mainjob
 def test_readme_main_job_as_written(tmp_path):
-    """The README's first set-up command ends in the main job: run it as a new user (~10 min): 1 ps of 64 waters
+    """The README's first set-up command ends in the main job: run it as a new user (~25 min): 1 ps of 64 waters
     with the surrogate, levels every 10th step, four validations against DeePKS-ES, the analysis with the RDF."""
     command = readme_command("deepks-es run")
     assert command == ["deepks-es", "run"]
-    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=3600)
     assert run.returncode == 0, run.stderr
     analysis = tmp_path / "runs" / "liquid-water" / "analysis"
     summary = json.loads((analysis / "summary.json").read_text())
@@ -148,10 +161,18 @@ def test_main_job_follows_the_model_kind_and_keeps_given_options():
     assert SCF_MAIN_JOB.monitor_settings(MonitorSettings()) == MonitorSettings()
 
 
-def test_help_for_every_verb():
-    for args in (["--help"], ["compute", "--help"]):
-        run = deepks_es(*args)
-        assert run.returncode == 0 and "usage: deepks-es" in run.stdout
+def test_help_for_every_verb(capsys):
+    """``deepks-es --help`` as a command; each verb's help through ``main``."""
+    from deepks_es.cli import VERBS, build_parser, main
+
+    run = deepks_es("--help")
+    assert run.returncode == 0 and "usage: deepks-es" in run.stdout
+    verbs = build_parser()._subparsers._group_actions[0].choices
+    assert len(verbs) == len(VERBS)
+    for verb in verbs:
+        with pytest.raises(SystemExit) as stop:
+            main([verb, "--help"])
+        assert stop.value.code == 0 and f"usage: deepks-es {verb}" in capsys.readouterr().out
 
 
 def test_compare_functionals_example():
@@ -165,10 +186,11 @@ def test_compare_functionals_example():
 
 
 def test_dos_comparison_example(tmp_path, random_model):
-    """PBE, HSE06 and DeePKS-ES (a random model here) on the small periodic box (~1 min)."""
+    """PBE, HSE06 and DeePKS-ES (a random model here) on the water dimer; periodic HSE06 is the slow
+    ``test_periodic_hybrid_is_energy_only``."""
     random_model.save(tmp_path / "model.pt")
     run = subprocess.run([sys.executable, str(REPO / "examples" / "dos_comparison.py"), "--structure",
-                          str(STRUCTURES / "water_box_2.xyz"), "--ke-cutoff", "60", "--model",
+                          str(STRUCTURES / "water_dimer.xyz"), "--model",
                           str(tmp_path / "model.pt"), "--out", str(tmp_path / "dos.png")],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr

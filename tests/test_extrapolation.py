@@ -96,6 +96,7 @@ def _run(engine, trajectory):
     return [engine.compute(structure) for structure in trajectory]
 
 
+@pytest.mark.slow
 def test_extrapolation_saves_cycles_and_changes_no_result(dimer, random_model):
     trajectory = _trajectory(dimer, 8)
     previous, aspc, geometry = (_run(pyscf_engine(random_model, extrapolation=spec), trajectory)
@@ -179,6 +180,7 @@ def test_profile_adds_the_correction_set_up_to_its_scf_evaluations(dimer, random
     assert part_times(stats)["correction"] == pytest.approx(cumulative["__init__"] + cumulative["energy_potential"])
 
 
+@pytest.mark.slow
 def test_bench_cli_tiny_run_and_resume(tmp_path, random_model):
     model = tmp_path / "model.pt"
     random_model.save(model)

@@ -339,7 +339,7 @@ def test_evaluate_cli_on_distilled_data(distilled):
 
 @pytest.mark.slow
 def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
-    """The surrogate template through the real i-PI (3 steps of the 2-water box): the virial gives a finite
+    """The surrogate template through the real i-PI (100 steps of the 2-water box): the virial gives a finite
     pressure, the committee spread is logged beside the levels and DOS, and the analysis reads the run."""
     import re
 
@@ -348,16 +348,16 @@ def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
 
     _, path, _ = distilled
     text = (INPUTS / "nvt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 200 </total_steps>", text)
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 100 </total_steps>", text)
     (tmp_path / "box.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
     # levels every 3rd step; a PBE water cut from the box every 25th step (a validation outlasts a few steps)
     run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path, "--observables-every", "3",
                         "--validate-every", "25", "--validate-model", "none", "--validate-cluster", "1")
     assert run.returncode == 0, run.stderr
     rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)
-    assert rows.shape == (201, 7) and np.all(np.isfinite(rows))
+    assert rows.shape == (101, 7) and np.all(np.isfinite(rows))
     summary = analyze(str(tmp_path))
-    assert summary["steps_logged"] == 201
+    assert summary["steps_logged"] == 101
     import ipi
 
     gaps = ipi.read_trajectory(str(tmp_path / "simulation.gap_0"), format="extras")["gap_ev"]

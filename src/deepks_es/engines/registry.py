@@ -13,7 +13,7 @@ value: the factory), so client processes started by ``deepks-es run``/``drive`` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import metadata, resources
+from importlib import import_module, metadata, resources
 from pathlib import Path
 
 from ..errors import ModelError, SettingsError
@@ -24,6 +24,8 @@ from .spec import NO_MODEL, SHIPPED_MODEL, SHIPPED_SURROGATE, EngineSpec
 
 ENTRY_POINT_GROUP = "deepks_es.engines"
 REFERENCE_KIND = "reference"
+BUILTIN_ENGINES = {REFERENCE_KIND: ".reference:ReferenceEngine", "deepks": ".deepks:DeePKSEngine",
+                   "surrogate": ".surrogate:SurrogateEngine"}  # kind -> engine class, imported on first use
 SHIPPED_FILES = {SHIPPED_MODEL: "default_model.pt", SHIPPED_SURROGATE: "surrogate_model.pt"}
 
 EngineFactory = Callable[[EngineSpec, ModelFile | None], Engine]
@@ -32,12 +34,19 @@ _FACTORIES: dict[str, EngineFactory] = {}
 
 def register_engine(kind: str, factory: EngineFactory, replace: bool = False) -> None:
     """Serve model files of ``kind`` with ``factory(spec, model_file)``."""
-    if kind in _FACTORIES and not replace:
+    if (kind in _FACTORIES or kind in BUILTIN_ENGINES) and not replace:
         raise SettingsError(f"an engine of kind {kind!r} is registered already")
     _FACTORIES[kind] = factory
 
 
+def _builtin_factory(kind: str) -> EngineFactory:
+    module, name = BUILTIN_ENGINES[kind].split(":")
+    return getattr(import_module(module, __package__), name).from_spec
+
+
 def _factory(kind: str) -> EngineFactory:
+    if kind not in _FACTORIES and kind in BUILTIN_ENGINES:
+        _FACTORIES[kind] = _builtin_factory(kind)
     if kind not in _FACTORIES:
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name == kind:
@@ -56,7 +65,7 @@ def _factory(kind: str) -> EngineFactory:
 
 def engine_kinds() -> list[str]:
     """Kinds registered in this process or installed as entry points."""
-    return sorted(set(_FACTORIES) | {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted(set(_FACTORIES) | set(BUILTIN_ENGINES) | {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def shipped_model_path(name: str = SHIPPED_MODEL) -> Path:

