@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,17 @@ def central_difference(energy, structure, atom, axis, step=1e-3):
         positions[atom, axis] += sign * step
         values.append(energy(structure.with_positions(positions)))
     return -(values[0] - values[1]) / (2 * step)
+
+
+def ipi_input(template: str, steps: int, replacements: dict[str, str] | None = None) -> str:
+    """The i-PI template ``inputs/ipi/<template>`` set to ``steps`` steps, with the structure paths absolute and
+    each ``old: new`` text replacement made."""
+    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", f"<total_steps> {steps} </total_steps>",
+                  (INPUTS / template).read_text()).replace("../structures/", f"{STRUCTURES}/")
+    for old, new in (replacements or {}).items():
+        assert old in text, f"{template} has no {old!r}"
+        text = text.replace(old, new)
+    return text
 
 
 def deepks_es_run(xml, run_dir, *options, timeout=600):

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from deepks_es.analysis import AnalysisError, analyze, block_standard_error
 
-from conftest import CLI, INPUTS, STRUCTURES, deepks_es_run
+from conftest import CLI, deepks_es_run, ipi_input
 
 
 def test_block_standard_error_iid_and_correlated():
@@ -109,9 +109,7 @@ def test_analyze_rejects_too_much_skipping(nvt_cluster_run, tmp_path):
 
 
 def test_run_without_gap_extras_is_not_analysed(tmp_path):
-    text = (INPUTS / "nvt_cluster.xml").read_text().replace("../structures/", f"{STRUCTURES}/")
-    text = re.sub(r"\s*<trajectory [^>]*> extras </trajectory>", "", text)
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1 </total_steps>", text)
+    text = re.sub(r"\s*<trajectory [^>]*> extras </trajectory>", "", ipi_input("nvt_cluster.xml", 1))
     (tmp_path / "plain.xml").write_text(text)
     run = deepks_es_run(tmp_path / "plain.xml", tmp_path)
     assert run.returncode == 0, run.stderr

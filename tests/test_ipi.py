@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -23,8 +22,8 @@ from deepks_es.ipi.launcher import find_tool, prepare_input
 from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
-from conftest import (CLI, INPUTS, REPO, STRUCTURES, assert_seamless, deepks_es_run, init_message, kill_and_resume,
-                      posdata_message, private_socket_dirs)
+from conftest import (CLI, REPO, STRUCTURES, assert_seamless, deepks_es_run, init_message, ipi_input,
+                      kill_and_resume, posdata_message, private_socket_dirs)
 
 
 def data_rows(path: Path) -> np.ndarray:
@@ -66,11 +65,9 @@ def test_pimd_four_beads_two_clients_warm_start(pimd_run, dimer):
 
 def test_periodic_box_run_reports_nan_pressure(tmp_path):
     """Γ-point multigrid forces through i-PI; the unavailable virial makes i-PI's pressure NaN, not 0."""
-    text = (INPUTS / "nvt_liquid.xml").read_text().replace("water_liquid_8.xyz", "water_box_2.xyz")
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 2 </total_steps>", text)
-    text = text.replace("potential{electronvolt} ]", "potential{electronvolt}, pressure_md{megapascal} ]")
-    text = text.replace("../structures/", f"{STRUCTURES}/")
-    (tmp_path / "box.xml").write_text(text)
+    (tmp_path / "box.xml").write_text(ipi_input("nvt_liquid.xml", 2, {
+        "water_liquid_8.xyz": "water_box_2.xyz",
+        "potential{electronvolt} ]": "potential{electronvolt}, pressure_md{megapascal} ]"}))
     run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--ke-cutoff", 60)
     assert run.returncode == 0, run.stderr
     rows = data_rows(tmp_path / "simulation.out")
@@ -82,9 +79,7 @@ def test_periodic_box_run_reports_nan_pressure(tmp_path):
 def test_stop_signal_stops_everything_and_leaves_no_sockets(tmp_path, signum, group):
     """Ctrl-C in a terminal signals the whole process group; a batch system may SIGTERM the launcher alone."""
     before = private_socket_dirs()
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 1000 </total_steps>",
-                  (INPUTS / "nvt_cluster.xml").read_text()).replace("../structures/", f"{STRUCTURES}/")
-    (tmp_path / "long.xml").write_text(text)
+    (tmp_path / "long.xml").write_text(ipi_input("nvt_cluster.xml", 1000))
     run = subprocess.Popen([*CLI, "run", str(tmp_path / "long.xml"), "--run-dir", str(tmp_path)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -105,13 +100,10 @@ def test_stop_signal_stops_everything_and_leaves_no_sockets(tmp_path, signum, gr
 class Simulation:
     """i-PI on a rewritten template in ``run_dir`` plus hand-started clients."""
 
-    def __init__(self, template: Path, run_dir: Path, steps: int):
+    def __init__(self, template: str, run_dir: Path, steps: int):
         self.run_dir = run_dir
         self.prefix = f"/tmp/dkst{os.getpid()}_"
-        text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", f"<total_steps> {steps} </total_steps>",
-                      template.read_text())
-        text = text.replace("../structures/", f"{STRUCTURES}/")
-        (run_dir / "template.xml").write_text(text)
+        (run_dir / "template.xml").write_text(ipi_input(template, steps))
         prepared = prepare_input(run_dir / "template.xml", self.prefix, 600)
         (run_dir / "input.xml").write_text(prepared.xml_text)
         self.socket = prepared.address.unix
@@ -150,7 +142,7 @@ def simulation(tmp_path):
     sims = []
 
     def start(template, steps):
-        sims.append(Simulation(INPUTS / template, tmp_path, steps))
+        sims.append(Simulation(template, tmp_path, steps))
         return sims[-1]
 
     yield start
@@ -250,9 +242,7 @@ def test_malformed_traffic_gives_clear_error(client, traffic):
 def test_nve_energy_conservation(tmp_path):
     """100 NVE steps of 0.5 fs for the water dimer (the template's first 50 fs, ~5 OH-stretch periods; ~4 min):
     conserved energy within 3 meV, drift < 5 meV/ps."""
-    xml = (INPUTS / "nve_cluster.xml").read_text().replace("<total_steps> 200 </total_steps>",
-                                                           "<total_steps> 100 </total_steps>")
-    (tmp_path / "nve.xml").write_text(xml.replace("../structures/", f"{STRUCTURES}/"))
+    (tmp_path / "nve.xml").write_text(ipi_input("nve_cluster.xml", 100))
     run = deepks_es_run(tmp_path / "nve.xml", tmp_path, timeout=1800)
     assert run.returncode == 0, run.stderr
     rows = data_rows(tmp_path / "simulation.out")
@@ -266,11 +256,8 @@ def test_nve_energy_conservation(tmp_path):
 def test_killed_deepks_run_resumes(tmp_path):
     """30 NVE steps of the water dimer with PBE through the real engine and clients, checkpoint every 5 steps,
     SIGKILLed after 12 steps, resumed: every step once, no jump in the conserved energy (~2 min)."""
-    xml = (INPUTS / "nve_cluster.xml").read_text().replace("<total_steps> 200 </total_steps>",
-                                                           "<total_steps> 30 </total_steps>")
-    xml = xml.replace("<checkpoint stride='10'/>", "<checkpoint stride='5'/>")
-    xml = xml.replace("../structures/water_dimer.xyz", str(STRUCTURES / "water_dimer.xyz"))
-    (tmp_path / "nve.xml").write_text(xml)
+    (tmp_path / "nve.xml").write_text(ipi_input("nve_cluster.xml", 30, {"<checkpoint stride='10'/>":
+                                                                        "<checkpoint stride='5'/>"}))
     killed_at, steps, conserved, _ = kill_and_resume(tmp_path / "nve.xml", tmp_path / "run", ["--model", "none"],
                                                      dict(os.environ), kill_after_steps=12)
     assert 12 <= killed_at < 30

@@ -341,15 +341,12 @@ def test_evaluate_cli_on_distilled_data(distilled):
 def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
     """The surrogate template through the real i-PI (100 steps of the 2-water box): the virial gives a finite
     pressure, the committee spread is logged beside the levels and DOS, and the analysis reads the run."""
-    import re
-
-    from conftest import INPUTS, STRUCTURES, deepks_es_run
+    from conftest import deepks_es_run, ipi_input
     from deepks_es.analysis import analyze
 
     _, path, _ = distilled
-    text = (INPUTS / "nvt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 100 </total_steps>", text)
-    (tmp_path / "box.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
+    (tmp_path / "box.xml").write_text(ipi_input("nvt_liquid_surrogate.xml", 100,
+                                                {"water_liquid_64.xyz": "water_box_2.xyz"}))
     # levels every 3rd step; a PBE water cut from the box every 25th step (a validation outlasts a few steps)
     run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path, "--observables-every", "3",
                         "--validate-every", "25", "--validate-model", "none", "--validate-cluster", "1")
@@ -371,14 +368,11 @@ def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
 
 @pytest.mark.slow
 def test_npt_template_moves_the_cell_with_the_surrogate_virial(distilled, tmp_path):
-    import re
-
-    from conftest import INPUTS, STRUCTURES, deepks_es_run
+    from conftest import deepks_es_run, ipi_input
 
     _, path, _ = distilled
-    text = (INPUTS / "npt_liquid_surrogate.xml").read_text().replace("water_liquid_64.xyz", "water_box_2.xyz")
-    text = re.sub(r"<total_steps>\s*\d+\s*</total_steps>", "<total_steps> 30 </total_steps>", text)
-    (tmp_path / "npt.xml").write_text(text.replace("../structures/", f"{STRUCTURES}/"))
+    (tmp_path / "npt.xml").write_text(ipi_input("npt_liquid_surrogate.xml", 30,
+                                                {"water_liquid_64.xyz": "water_box_2.xyz"}))
     run = deepks_es_run(tmp_path / "npt.xml", tmp_path, "--model", path, "--observables-every", "10")
     assert run.returncode == 0, run.stderr
     rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)

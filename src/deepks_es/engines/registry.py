@@ -39,14 +39,15 @@ def register_engine(kind: str, factory: EngineFactory, replace: bool = False) ->
     _FACTORIES[kind] = factory
 
 
-def _builtin_factory(kind: str) -> EngineFactory:
+def builtin_engine_class(kind: str) -> type:
+    """The built-in engine class of ``kind`` (a key of :data:`BUILTIN_ENGINES`), imported now."""
     module, name = BUILTIN_ENGINES[kind].split(":")
-    return getattr(import_module(module, __package__), name).from_spec
+    return getattr(import_module(module, __package__), name)
 
 
 def _factory(kind: str) -> EngineFactory:
     if kind not in _FACTORIES and kind in BUILTIN_ENGINES:
-        _FACTORIES[kind] = _builtin_factory(kind)
+        _FACTORIES[kind] = builtin_engine_class(kind).from_spec
     if kind not in _FACTORIES:
         for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
             if entry.name == kind:
@@ -65,7 +66,8 @@ def _factory(kind: str) -> EngineFactory:
 
 def engine_kinds() -> list[str]:
     """Kinds registered in this process or installed as entry points."""
-    return sorted(set(_FACTORIES) | set(BUILTIN_ENGINES) | {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    installed = {entry.name for entry in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(set(_FACTORIES) | set(BUILTIN_ENGINES) | installed)
 
 
 def shipped_model_path(name: str = SHIPPED_MODEL) -> Path:

@@ -21,6 +21,7 @@ from .baseline import BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
 
+
 @contextmanager
 def fx_codegen():
     """Build e3nn modules with plain torch.fx code (no TorchScript), restoring e3nn's defaults after: measured on
