@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from e3nn import o3
 from scipy.spatial.transform import Rotation
 
 from conftest import central_difference
@@ -20,6 +21,7 @@ from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
 from deepks_es.surrogate.committee import Committee
 from deepks_es.surrogate.graph import build_graph
 from deepks_es.surrogate.network import SurrogateModel, SurrogateSettings
+from deepks_es.surrogate.products import DepthwiseTensorProduct, e3nn_tensor_product
 
 SETTINGS = SurrogateSettings()
 
@@ -63,6 +65,29 @@ def test_block_transforms_are_orthogonal():
         for b in "OH":
             t = block_irreps(element_shells(a, "gth-dzvp", "gth-pbe"), element_shells(b, "gth-dzvp", "gth-pbe"))
             assert np.abs(t.transform @ t.transform.T - np.eye(len(t.transform))).max() < 1e-12
+
+
+@pytest.mark.parametrize("irreps_in, wanted", [
+    ("32x0e+8x0o+16x1o+8x1e+8x2e+4x2o", "0e+0o+1o+1e+2e+2o"),  # the shipped layers'
+    ("3x1o+2x0e+4x2e+1x1e", "0e+1o+2e")])  # unsorted input, outputs of one parity only
+def test_depthwise_product_is_e3nns_tensor_product(irreps_in, wanted):
+    """The batched product gives e3nn's channel-wise TensorProduct, same weights layout, same output layout."""
+    irreps_in, edge, wanted = o3.Irreps(irreps_in), o3.Irreps.spherical_harmonics(2), o3.Irreps(wanted)
+    product = DepthwiseTensorProduct(irreps_in, edge, wanted).double()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn makes its Wigner 3j symbols in the default type
+    try:
+        reference = e3nn_tensor_product(irreps_in, edge, wanted)
+    finally:
+        torch.set_default_dtype(default)
+    assert product.irreps_out == reference.irreps_out and product.weight_numel == reference.weight_numel
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(50, irreps_in.dim, generator=generator, dtype=torch.float64)
+    y = o3.spherical_harmonics(edge, torch.randn(50, 3, generator=generator, dtype=torch.float64), True,
+                               normalization="component")
+    weight = torch.randn(50, product.weight_numel, generator=generator, dtype=torch.float64)
+    expected = reference(x, y, weight)
+    assert torch.abs(product.to_irreps_out(product(x, y, weight)) - expected).max() < 1e-12 * expected.abs().max()
 
 
 def test_rotation_translation_permutation(model, tetramer):

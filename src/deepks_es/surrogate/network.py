@@ -20,6 +20,7 @@ from torch import nn
 from .baseline import BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
+from .products import DepthwiseTensorProduct
 
 
 @contextmanager
@@ -122,24 +123,6 @@ def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.T
     return values.new_zeros((size, values.shape[1])).index_add_(0, index, values)
 
 
-def depthwise_product(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, wanted: o3.Irreps) -> o3.TensorProduct:
-    """Channel-wise ('uvu') tensor product of node and edge irreps keeping the outputs of ``wanted``'s kinds,
-    with per-edge weights."""
-    kinds = {ir for _, ir in wanted}
-    outputs, instructions = [], []
-    for i, (mul, ir_in) in enumerate(irreps_in):
-        for j, (_, ir_edge) in enumerate(irreps_edge):
-            for ir_out in ir_in * ir_edge:
-                if ir_out in kinds:
-                    instructions.append((i, j, len(outputs), "uvu", True))
-                    outputs.append((mul, ir_out))
-    outputs = o3.Irreps(outputs)
-    ordered, permutation, _ = outputs.sort()
-    instructions = [(i, j, permutation[k], mode, train) for i, j, k, mode, train in instructions]
-    return o3.TensorProduct(irreps_in, irreps_edge, ordered, instructions, shared_weights=False,
-                            internal_weights=False)
-
-
 class Interaction(nn.Module):
     """One message-passing layer: h_i <- gate(W sum_j TP(h_j, Y(r_ij); R(r_ij)) / n + W' h_i)."""
 
@@ -150,7 +133,7 @@ class Interaction(nn.Module):
         gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
         self.gate = Gate(scalars, [torch.nn.functional.silu if ir.p == 1 else torch.tanh for _, ir in scalars],
                          o3.Irreps(f"{gated.num_irreps}x0e"), [torch.sigmoid], gated)
-        self.product = depthwise_product(irreps_in, irreps_sh, self.gate.irreps_in)
+        self.product = DepthwiseTensorProduct(irreps_in, irreps_sh, self.gate.irreps_in)
         self.radial = radial_mlp(n_radial, self.product.weight_numel)
         self.linear = o3.Linear(self.product.irreps_out, self.gate.irreps_in)
         self.skip = o3.Linear(irreps_in, self.gate.irreps_in)
@@ -161,8 +144,8 @@ class Interaction(nn.Module):
         weights = self.radial(radial)
         if smooth is not None:
             weights = weights * smooth[:, None]
-        messages = self.product(h[dst], sh, weights)
-        return self.gate(self.norm * self.linear(scatter_sum(messages, src, h.shape[0])) + self.skip(h))
+        messages = self.product.to_irreps_out(scatter_sum(self.product(h[dst], sh, weights), src, h.shape[0]))
+        return self.gate(self.norm * self.linear(messages) + self.skip(h))
 
 
 class SurrogateModel(nn.Module):
