@@ -10,12 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 
 import e3nn
 import numpy as np
 import pytest
 
 from deepks_es.engines import DeePKSEngine, ReferenceEngine
+from deepks_es.fileio import RUN_INPUT
 from deepks_es.model import CorrectionModel
 from deepks_es.scf.extrapolation import DEFAULT_PREDICTOR
 from deepks_es.scf.systems import SCFSettings
@@ -78,16 +80,16 @@ def deepks_es_run(xml, run_dir, *options, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def private_socket_dirs() -> set:
-    """The socket directories ``deepks-es run`` makes (and must remove)."""
-    return set(Path("/tmp").glob("dks*"))
+def private_socket_dir(run_dir) -> Path:
+    """The socket directory the ``deepks-es run`` in ``run_dir`` made (and must remove): the sockets_prefix of
+    the i-PI input it wrote there (other runs, e.g. of a parallel test session, have their own)."""
+    return Path(ET.parse(Path(run_dir) / RUN_INPUT).getroot().get("sockets_prefix"))
 
 
 def _finished_run(run_dir, template, *options):
-    before = private_socket_dirs()
     run = deepks_es_run(INPUTS / template, run_dir, *options)
     assert run.returncode == 0, run.stderr + (run_dir / "i-pi.log").read_text()
-    assert private_socket_dirs() <= before, "deepks-es run left its socket directory behind"
+    assert not private_socket_dir(run_dir).exists(), "deepks-es run left its socket directory behind"
     return run_dir
 
 

@@ -1,5 +1,6 @@
 """``deepks-es compute`` as a user runs it: a real subprocess, JSON out, one-line errors."""
 
+import argparse
 import json
 import re
 import shlex
@@ -163,13 +164,15 @@ def test_main_job_follows_the_model_kind_and_keeps_given_options():
 
 def test_help_for_every_verb(capsys):
     """``deepks-es --help`` as a command; each verb's help through ``main``."""
-    from deepks_es.cli import VERBS, build_parser, main
+    from deepks_es.cli import VERBS, main
 
     run = deepks_es("--help")
     assert run.returncode == 0 and "usage: deepks-es" in run.stdout
-    verbs = build_parser()._subparsers._group_actions[0].choices
-    assert len(verbs) == len(VERBS)
-    for verb in verbs:
+    verbs = argparse.ArgumentParser().add_subparsers()  # the verbs' names, through argparse's public API
+    for add_verb in VERBS:
+        add_verb(verbs)
+    assert len(verbs.choices) == len(VERBS)
+    for verb in verbs.choices:
         with pytest.raises(SystemExit) as stop:
             main([verb, "--help"])
         assert stop.value.code == 0 and f"usage: deepks-es {verb}" in capsys.readouterr().out

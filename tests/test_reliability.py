@@ -22,7 +22,7 @@ from deepks_es.model import CorrectionModel
 from deepks_es.observables import DOSGrid
 from deepks_es.structure import Structure, check_geometry, read_structure, write_structures
 
-from conftest import (CLI, INPUTS, REPO, STRUCTURES, assert_seamless, init_message, kill_and_resume,
+from conftest import (CLI, INPUTS, REPO, STRUCTURES, assert_seamless, init_message, ipi_input, kill_and_resume,
                       posdata_message)
 
 sys.path.insert(0, str(REPO / "tests" / "plugins"))
@@ -291,12 +291,9 @@ def test_killed_run_resumes_without_a_lost_or_repeated_step(tmp_path):
     """A 400-step toy-engine NVT run, checkpoint every 20 steps, SIGKILLed mid-run, resumed."""
     model = tmp_path / "toy.pt"
     toy_water_engine.write_toy_model(model)
-    xml = (INPUTS / "nvt_cluster.xml").read_text()
-    xml = xml.replace("<trajectory filename='scf' stride='1' extra_type='scf_cycles'> extras </trajectory>", "")
-    xml = xml.replace("<total_steps> 4 </total_steps>", "<total_steps> 400 </total_steps>")
-    xml = xml.replace("<checkpoint stride='10'/>", "<checkpoint stride='20'/>")
-    xml = xml.replace("../structures/water_dimer.xyz", str(DIMER))
-    (tmp_path / "toy.xml").write_text(xml)
+    (tmp_path / "toy.xml").write_text(ipi_input("nvt_cluster.xml", 400, {
+        "<trajectory filename='scf' stride='1' extra_type='scf_cycles'> extras </trajectory>": "",
+        "<checkpoint stride='10'/>": "<checkpoint stride='20'/>"}))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "plugins"),
                                                         os.environ.get("PYTHONPATH", "")])}
     killed_at, steps, conserved, _ = kill_and_resume(tmp_path / "toy.xml", tmp_path / "run", ["--model", model], env,

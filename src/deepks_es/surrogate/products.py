@@ -25,11 +25,18 @@ def depthwise_paths(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, wanted: o3.Irr
             for ir_out in ir_in * ir_edge if ir_out in kinds]
 
 
+def sorted_outputs(irreps_in: o3.Irreps, paths: list[tuple]) -> tuple[o3.Irreps, tuple[int, ...]]:
+    """The output irreps of ``paths`` (one output per path, the input's channels) sorted by irrep, and each
+    path's position in them."""
+    irreps_out, slot_of_path, _ = o3.Irreps([(irreps_in[i].mul, ir) for i, _, ir in paths]).sort()
+    return irreps_out, slot_of_path
+
+
 def e3nn_tensor_product(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, wanted: o3.Irreps) -> o3.TensorProduct:
     """The e3nn ``TensorProduct`` that :class:`DepthwiseTensorProduct` computes (made in the default dtype, like
     its Wigner 3j symbols), for tests and benchmarks: the surrogate used it before stop 35."""
     paths = depthwise_paths(irreps_in, irreps_edge, wanted)
-    irreps_out, slot_of_path, _ = o3.Irreps([(irreps_in[i].mul, ir) for i, _, ir in paths]).sort()
+    irreps_out, slot_of_path = sorted_outputs(irreps_in, paths)
     return o3.TensorProduct(irreps_in, irreps_edge, irreps_out,
                             [(i, j, slot_of_path[n], "uvu", True) for n, (i, j, _) in enumerate(paths)],
                             shared_weights=False, internal_weights=False)
@@ -53,7 +60,7 @@ class DepthwiseTensorProduct(nn.Module):
             raise ValueError(f"edge irreps must have one channel each, not {irreps_edge}")
         paths = depthwise_paths(irreps_in, irreps_edge, wanted)
         self.irreps_in, self.irreps_edge = o3.Irreps(irreps_in), o3.Irreps(irreps_edge)
-        self.irreps_out, slot_of_path, _ = o3.Irreps([(irreps_in[i].mul, ir) for i, _, ir in paths]).sort()
+        self.irreps_out, slot_of_path = sorted_outputs(irreps_in, paths)
         self.weight_numel = sum(irreps_in[i].mul for i, _, _ in paths)
         first_weight = torch.cumsum(torch.tensor([0] + [irreps_in[i].mul for i, _, _ in paths]), 0).tolist()
 
