@@ -65,6 +65,7 @@ class DepthwiseTensorProduct(nn.Module):
         first_weight = torch.cumsum(torch.tensor([0] + [irreps_in[i].mul for i, _, _ in paths]), 0).tolist()
 
         self.groups = []  # (input irrep, its channels, its dimension)
+        self.weight_dims = []  # per group: its weights per edge, channels x paths
         weight_order, column_of = [], {}  # column_of: (output slot, index in it) -> column of forward's output
         first_column = 0
         for i, (mul, ir_in) in enumerate(irreps_in):
@@ -73,7 +74,7 @@ class DepthwiseTensorProduct(nn.Module):
                 continue
             width = sum(paths[n][2].dim for n in mine)  # outputs per channel: (path, component)
             coupling = torch.zeros(ir_in.dim, irreps_edge.dim, width, dtype=torch.float64)
-            spread = torch.zeros(len(mine), width, dtype=torch.float64)  # a (channel, path) weight over its path's components
+            spread = torch.zeros(len(mine), width, dtype=torch.float64)  # (channel, path) weight -> its components
             column = 0
             for p, n in enumerate(mine):
                 _, j, ir_out = paths[n]
@@ -88,11 +89,10 @@ class DepthwiseTensorProduct(nn.Module):
             self.register_buffer(f"coupling_{g}", coupling.reshape(-1, width), persistent=False)
             self.register_buffer(f"spread_{g}", spread, persistent=False)
             self.groups.append((i, mul, ir_in.dim))
+            self.weight_dims.append(mul * len(mine))
             weight_order += [first_weight[n] + u for u in range(mul) for n in mine]
             first_column += mul * width
         self.input_dims = [mul * ir.dim for mul, ir in irreps_in]
-        self.weight_dims = [mul * len([n for n, path in enumerate(paths) if path[0] == i])
-                            for i, mul, _ in self.groups]
         self.register_buffer("weight_order", torch.tensor(weight_order), persistent=False)
         self.register_buffer("output_order", torch.tensor(
             [column_of[slot, k] for slot, (mul, ir) in enumerate(self.irreps_out) for k in range(mul * ir.dim)]),
