@@ -14,5 +14,6 @@ cd "$(dirname "$0")/.."
 store=inputs/training/periodic/test_boxes8
 out=runs/periodic-test
 mkdir -p "$out"
-deepks-es label "$store.xyz" -o "$store.h5"    # resumes from the stored parts; only gathers once all are done
+# resumes from the stored parts (made at a 100-Ha multigrid cutoff for the PBE base); only gathers once all are done
+deepks-es label "$store.xyz" -o "$store.h5" --ke-cutoff 100
 deepks-es evaluate "$model" "$store.h5" -o "$out/eval_$(basename "$model" .pt)"

@@ -5,7 +5,8 @@
 # fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), round 3 (the
 # smooth network, warm-started from round 2: the shipped one), and the evaluation on held-out 16-, 32- and
 # 64-water boxes and 5-water clusters from independent MDs.
-# Resumable: rerun after an interruption. Run from the repository root.
+# Resumable: rerun after an interruption. Run from the repository root. The labels of boxes are made at the
+# 100-Ha multigrid cutoff the shipped surrogate was trained with (the default is now 500 Ha: README "Periodic cutoff").
 set -euo pipefail
 out=runs/surrogate
 mkdir -p "$out"
@@ -17,7 +18,7 @@ sample hot8     --clusters 0 --liquid-boxes 24 --md-molecules 8  --seed 14 --tem
 sample test32   --clusters 0 --liquid-boxes 2  --md-molecules 32 --seed 101
 sample test64   --clusters 0 --liquid-boxes 1  --md-molecules 64 --seed 102
 for name in boxes8 clusters hot8 test16 test32 test64; do  # 23 s, 21 s, ... a frame on 2 cores (README)
-  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
+  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
 # one member per core side by side; the last to finish writes the model file
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate.toml --member $k & done; wait
@@ -28,7 +29,7 @@ explore() {  # explore NAME TEMPLATE SKIP FRAMES SEED
   [ -s "$out/$1-md/simulation.out" ] || deepks-es run "inputs/ipi/$2" --model "$round0" --committee-every 100 \
       --observables-every 100 --run-dir "$out/$1-md"
   sample "$1" --from-run "$out/$1-md" --skip "$3" --clusters 0 --liquid-boxes "$4" --distortion 0 --seed "$5"
-  [ -s "$out/$1.h5" ] || deepks-es label "$out/$1.xyz" -o "$out/$1.h5" --distill default
+  [ -s "$out/$1.h5" ] || deepks-es label "$out/$1.xyz" -o "$out/$1.h5" --distill default --ke-cutoff 100
 }
 explore al8 explore_liquid8_surrogate.xml 100 24 22
 explore al64 explore_liquid64_surrogate.xml 200 2 23
@@ -53,7 +54,7 @@ sample anchor8     --clusters 0 --liquid-boxes 12 --md-molecules 8 --seed 41
 sample anchorhot8  --clusters 0 --liquid-boxes 12 --md-molecules 8 --seed 42 --temperature 450
 sample testclusters --clusters 6 --sizes 5-5 --md-molecules 64 --seed 103   # held out: 5-water cuts of q-SPC/Fw MD
 for name in al2c al2c2 al2b al2b2 anchor8 anchorhot8 testclusters; do
-  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
+  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al2.toml --member $k & done; wait
 deepks-es train inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
@@ -63,7 +64,7 @@ sample anchor8b    --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 51
 sample anchorhot8b --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 52 --temperature 450
 sample clusters2   --clusters 24 --sizes 2-8 --md-molecules 64 --seed 53
 for name in anchor8b anchorhot8b clusters2; do
-  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default
+  [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
 for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_smooth.toml --member $k & done; wait
 deepks-es train inputs/training/surrogate_smooth.toml  # writes $out/smooth/surrogate.pt

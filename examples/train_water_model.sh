@@ -17,7 +17,9 @@ variant=${2:-clusters}
 cd "$(dirname "$0")/.."
 out=runs/water-model
 mkdir -p "$out"
-label() { if [ "$ranks" -gt 1 ]; then mpiexec -n "$ranks" deepks-es label "$@"; else deepks-es label "$@"; fi; }
+# the shipped model's labels were made at a 100-Ha multigrid cutoff for periodic frames (the default is now 500)
+label() { if [ "$ranks" -gt 1 ]; then mpiexec -n "$ranks" deepks-es label "$@" --ke-cutoff 100
+          else deepks-es label "$@" --ke-cutoff 100; fi; }
 
 # The configurations of the trained model are in inputs/training/ (MD is chaotic: resampling on another
 # machine gives other frames). They were made with

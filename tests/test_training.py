@@ -130,11 +130,15 @@ def test_label_refuses_an_output_another_live_run_writes(pipeline):
     assert not lock.exists()
 
 
-def test_label_refuses_parts_of_other_configurations(pipeline):
+def test_label_refuses_parts_of_other_configurations_or_settings(pipeline):
+    """Resuming names what differs, e.g. the multigrid cutoff of frames labelled before the default changed."""
     other = pipeline / "other.xyz"
     other.write_text((pipeline / "configs.xyz").read_text().replace("O ", "O  ", 1))
     run = cli("label", "other.xyz", "-o", "data.h5", "--quiet", cwd=pipeline, timeout=60)
     assert run.returncode == 1 and "other configurations" in run.stderr
+    run = cli("label", "configs.xyz", "-o", "data.h5", "--ke-cutoff", "100", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 1 and "periodic_ke_cutoff 500.0 (here 100.0)" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
 
 
 def test_train_outputs_and_resume(pipeline):

@@ -162,12 +162,12 @@ class SurrogateEngine:
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
         hamiltonian = self.driving(prediction.hamiltonians)
-        mo_energy, mo_coeff, orthogonal = lowdin_eigh(hamiltonian, overlap)
+        mo_energy, orthogonal, inverse_root = lowdin_eigh(hamiltonian, overlap)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
         gaps = []  # each member's gap to first order in its H - mean H (the mean H's HOMO and LUMO): no eigh each
         if len(mo_energy) > nocc:
-            edges = mo_coeff[:, nocc - 1:nocc + 1]
+            edges = inverse_root @ orthogonal[:, nocc - 1:nocc + 1]  # HOMO and LUMO orbitals C
             gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
         result = self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
                                 mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,

@@ -103,6 +103,15 @@ def _fingerprint(configs: Path, settings: LabelSettings) -> dict:
     return {"configs_sha256": hashlib.sha256(configs.read_bytes()).hexdigest(), "settings": asdict(settings)}
 
 
+def _difference(stored: dict, requested: dict) -> str:
+    """What differs between a parts folder's fingerprint and this run's, as text for an error line."""
+    if stored.get("configs_sha256") != requested["configs_sha256"]:
+        return "other configurations"
+    theirs, ours = stored.get("settings", {}), requested["settings"]
+    changed = [f"{key} {theirs.get(key)!r} (here {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+    return "other settings: " + ", ".join(changed)
+
+
 def label(configs: str | os.PathLike, output: str | os.PathLike, settings: LabelSettings = LabelSettings(),
           progress: bool = True, finished_only: bool = False) -> Path:
     """Label every frame of ``configs`` into ``output`` (HDF5); resumable, MPI-parallel over frames.
@@ -114,9 +123,10 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
     parts = output.with_name(output.name + ".parts")
     fingerprint = _fingerprint(configs, settings)
     stamp = parts / "fingerprint.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) != fingerprint:
-        raise DeePKSError(f"{parts} holds frames of other configurations or settings: remove it or "
-                          "choose another output")
+    stored = json.loads(stamp.read_text()) if stamp.is_file() else fingerprint
+    if stored != fingerprint:
+        raise DeePKSError(f"{parts} holds frames of {_difference(stored, fingerprint)}: label with those settings, "
+                          "remove it or choose another output")
     names = [f"{i:06d}" for i in range(len(structures))]
     if finished_only:
         finished = _finished(parts, names)
