@@ -295,7 +295,8 @@ def cmd_evaluate(args) -> int:
         baselines = fit_baselines(frames, model.elements)
     if len(args.data) > 1:
         raise SettingsError("a DeePKS-ES model is evaluated on one dataset at a time")
-    summary = evaluate(model, args.data[0], subset=args.subset, baselines=baselines, progress=not args.quiet)
+    summary = evaluate(model, args.data[0], subset=args.subset, baselines=baselines, progress=not args.quiet,
+                       ke_cutoff=args.ke_cutoff)
     table = markdown_table(summary)
     if args.output:
         write_json(f"{args.output}.json", summary)
@@ -309,8 +310,8 @@ def _evaluate_surrogate(args, model_file) -> int:
     from .engines import SurrogateEngine
     from .training.evaluate_surrogate import evaluate_surrogate, markdown_table, spread_plot, write_summary
 
-    if args.baselines or args.subset != "all":
-        raise SettingsError("--baselines and --subset are for DeePKS-ES models, not surrogates")
+    if args.baselines or args.subset != "all" or args.ke_cutoff is not None:
+        raise SettingsError("--baselines, --subset and --ke-cutoff are for DeePKS-ES models, not surrogates")
     engine = SurrogateEngine.from_spec(EngineSpec(model=str(model_file.path)), model_file)
     summaries = [evaluate_surrogate(engine, data, progress=not args.quiet) for data in args.data]
     if args.output:
@@ -530,6 +531,9 @@ def _add_evaluate(verbs) -> None:
     evaluate.add_argument("--baselines", metavar="TRAIN.h5", default=None,
                           help="fit the energy offsets and scissor shifts on this dataset instead of using "
                                "those recorded in the model")
+    evaluate.add_argument("--ke-cutoff", type=float, default=None,
+                          help="run the model's SCF on periodic frames at this multigrid cutoff, Hartree (default: "
+                               "the labels'; HSE06 targets do not depend on it)")
     evaluate.add_argument("-o", "--output", metavar="PREFIX", default=None, help="write PREFIX.md and PREFIX.json")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
