@@ -37,7 +37,6 @@ args = parser.parse_args()
 
 box = read_structures(args.structure)[args.frame]
 shifted = box.with_positions(box.positions + SHIFT)
-natoms = len(box.symbols)
 for cutoff in (float(value) for value in args.cutoffs.split(",")):
     engine = make_engine(args.model, ke_cutoff=cutoff, conv_tol=1e-9, threads=args.threads)
     start = time.perf_counter()
@@ -47,7 +46,7 @@ for cutoff in (float(value) for value in args.cutoffs.split(",")):
     change = forces[1] - forces[0]
     net = max(np.linalg.norm(f.sum(axis=0)) for f in forces)
     line = (f"{cutoff:6.0f} Ha  {seconds:6.1f} s/SCF  converged {all(r.converged for r in results)}  "
-            f"dE {(results[1].energy - results[0].energy) * HARTREE_EV * 1000 / natoms:+7.3f} meV/atom  "
+            f"dE {(results[1].energy - results[0].energy) * HARTREE_EV * 1000 / box.natoms:+7.3f} meV/atom  "
             f"dF RMS {np.sqrt((change ** 2).mean()):6.1f} max {np.abs(change).max():6.1f} meV/Å  "
             f"net F {net:6.1f} meV/Å  gap {results[0].gap * HARTREE_EV:.4f} {results[1].gap * HARTREE_EV:.4f} eV")
     if args.hse06:

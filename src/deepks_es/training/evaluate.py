@@ -73,6 +73,8 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
 
     frames, attrs = read_dataset(data)
     settings = LabelSettings.from_attrs(attrs)
+    if ke_cutoff is not None:
+        settings = replace(settings, periodic_ke_cutoff=ke_cutoff)
     held_out = set(model.provenance.get("validation_frames", []))
     if subset != "all":
         if not held_out:
@@ -99,8 +101,6 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
             skipped.append(frame.name)
             continue
         _, base_settings = settings.for_structure(frame.structure)
-        if ke_cutoff is not None and frame.structure.is_periodic:
-            base_settings = replace(base_settings, ke_cutoff=ke_cutoff)
         record = scf_record(DeePKSEngine(model, base_settings), frame.structure, dm0=frame.base["dm"])
         converged += bool(record["converged"])
         cycles.append(int(record["scf_cycles"]))
@@ -114,8 +114,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
     sizes = sorted({f.structure.natoms // 3 for f in frames})
     return {"data": str(data), "subset": subset, "frames": len(frames), "molecules": sizes,
             "base_xc": settings.base.xc, "target_xc": settings.target.xc,
-            "model_ke_cutoff": (ke_cutoff or settings.periodic_ke_cutoff)
-            if any(f.structure.is_periodic for f in frames) else None,
+            "model_ke_cutoff": settings.periodic_ke_cutoff if any(f.structure.is_periodic for f in frames) else None,
             "scf_converged": converged, "scf_attempted": len(frames) - len(skipped), "mean_scf_cycles":
             float(np.mean(cycles)) if cycles else None, "skipped_unconverged_labels": skipped,
             "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics}

@@ -108,7 +108,8 @@ def _difference(stored: dict, requested: dict) -> str:
     if stored.get("configs_sha256") != requested["configs_sha256"]:
         return "other configurations"
     theirs, ours = stored.get("settings", {}), requested["settings"]
-    changed = [f"{key} {theirs.get(key)!r} (here {ours[key]!r})" for key in ours if theirs.get(key) != ours[key]]
+    changed = [f"{key} {theirs.get(key)!r} (here {ours.get(key)!r})" for key in sorted(set(theirs) | set(ours))
+               if theirs.get(key) != ours.get(key)]
     return "other settings: " + ", ".join(changed)
 
 
