@@ -4,8 +4,9 @@
 # Usage: bash examples/train_water_model.sh [RANKS] [clusters|periodic]
 #   RANKS: MPI ranks for labelling (default 2).
 #   clusters (default): inputs/training/water.toml, the shipped model's training.
-#   periodic: inputs/training/water_periodic.toml, the same plus the periodic HSE06 labels of the 16 liquid
-#     8-water boxes in inputs/training/periodic/ (labels the missing ones first, ~35 min a box at 1 thread),
+#   periodic: inputs/training/water_periodic.toml, the same plus 8 clusters of 8-12 waters
+#     (inputs/training/clusters_8-12.xyz, 70 min of labels at 1 thread) and the periodic HSE06 labels of the 16
+#     liquid 8-water boxes in inputs/training/periodic/ (labels the missing ones first, ~35 min a box at 1 thread),
 #     then also the periodic test set (examples/periodic_test_set.sh).
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes; the 8 test clusters of 9-15 waters
@@ -33,7 +34,8 @@ for set in train valid; do [ -f "$out/$set.xyz" ] || cp "inputs/training/$set.xy
 
 case $variant in
     clusters) config=inputs/training/water.toml; model=$out/train/model.pt ;;
-    periodic) config=inputs/training/water_periodic.toml; model=$out/train_periodic/model.pt
+    periodic) config=inputs/training/water_periodic.toml; model=$out/train_periodic500/model.pt
+              [ -f "$out/clusters_8-12.h5" ] || label inputs/training/clusters_8-12.xyz -o "$out/clusters_8-12.h5"
               label inputs/training/periodic/boxes8.xyz -o inputs/training/periodic/boxes8.h5 ;;
     *) echo "usage: $0 [RANKS] [clusters|periodic]" >&2; exit 2 ;;
 esac

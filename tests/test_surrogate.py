@@ -516,3 +516,27 @@ def test_shipped_surrogate_conserves_energy_in_nve():
     md.run(400)
     drift = np.polyfit(times, energies, 1)[0] / len(atoms) * 1e3
     assert abs(drift) < 1.0, f"drift {drift:.3g} meV/atom/ps"
+
+
+def test_force_breakdown_separates_rigid_body_and_internal_errors():
+    """examples/surrogate_force_breakdown.py: a water's rigid translation + rotation error has no internal part,
+    an antisymmetric O-H stretch error no rigid-body part, and the stretch part reads it back."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("breakdown", REPO / "examples" / "surrogate_force_breakdown.py")
+    breakdown = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(breakdown)
+    cell = np.eye(3) * 10.0
+    water = np.array([[9.9, 0.0, 0.0], [1.7, 0.3, 0.0], [9.5, 1.7, 0.2]])  # H across the boundary from its O
+    whole = breakdown.whole_waters(water, cell)[0]
+    assert np.linalg.norm(whole[1] - whole[0]) < 2.0 and np.linalg.norm(whole[2] - whole[0]) < 2.0
+    omega, shift = np.array([0.02, -0.03, 0.05]), np.array([0.1, 0.2, -0.1])
+    rigid_error = shift + np.cross(omega, whole - whole.mean(0))
+    rigid, internal, _ = breakdown.split(rigid_error[None], whole[None])
+    assert np.abs(internal).max() < 1e-12 and rigid[0] == pytest.approx(rigid_error.reshape(-1))
+    bond = (whole[1] - whole[0]) / np.linalg.norm(whole[1] - whole[0])
+    stretch_error = np.array([-0.3 * bond, 0.3 * bond, np.zeros(3)])  # equal and opposite along O-H 1
+    rigid, internal, stretch = breakdown.split(stretch_error[None], whole[None])
+    assert np.abs(rigid).max() < 1e-12 and stretch[0] == pytest.approx(0.3)

@@ -175,8 +175,17 @@ def test_evaluate_table(pipeline):
     assert run.returncode in (0, 3) and json.loads(run.stdout)["frames"] == 1
 
 
+@pytest.fixture(scope="module")
+def labelled_box(tmp_path_factory):
+    """The 2-water box labelled (HSE06 and PBE) at a 60-Ha multigrid cutoff: box.h5 in the returned folder."""
+    work = tmp_path_factory.mktemp("box")
+    run = cli("label", STRUCTURES / "water_box_2.xyz", "-o", "box.h5", "--ke-cutoff", "60", "--quiet", cwd=work)
+    assert run.returncode == 0, run.stderr
+    return work
+
+
 @pytest.mark.slow
-def test_evaluate_runs_the_model_at_another_periodic_cutoff(tmp_path):
+def test_evaluate_runs_the_model_at_another_periodic_cutoff(labelled_box):
     """evaluate --ke-cutoff: the model's SCF on a periodic frame at that multigrid cutoff, against HSE06 labels made at
     another (Gaussian density fitting, the HSE06 route, does not use the mesh: README, "The periodic cutoff")."""
     from deepks_es.constants import HARTREE_EV
@@ -184,18 +193,44 @@ def test_evaluate_runs_the_model_at_another_periodic_cutoff(tmp_path):
     from deepks_es.structure import read_structure
     from deepks_es.training.records import record_levels_ev
 
-    box = STRUCTURES / "water_box_2.xyz"
-    run = cli("label", box, "-o", "box.h5", "--ke-cutoff", "60", "--quiet", cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    run = cli("evaluate", "default", "box.h5", "--ke-cutoff", "120", "--json", "--quiet", cwd=tmp_path)
+    run = cli("evaluate", "default", "box.h5", "--ke-cutoff", "120", "--json", "--quiet", cwd=labelled_box)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["model_ke_cutoff"] == 120.0
-    hse06_gap = record_levels_ev(read_dataset(tmp_path / "box.h5")[0][0].target)["gap"]
-    gaps = {cutoff: make_engine("default", ke_cutoff=cutoff).compute(read_structure(box)).gap * HARTREE_EV - hse06_gap
+    hse06_gap = record_levels_ev(read_dataset(labelled_box / "box.h5")[0][0].target)["gap"]
+    box = read_structure(STRUCTURES / "water_box_2.xyz")
+    gaps = {cutoff: make_engine("default", ke_cutoff=cutoff).compute(box).gap * HARTREE_EV - hse06_gap
             for cutoff in (60.0, 120.0)}
     assert abs(gaps[120.0] - gaps[60.0]) > 1e-3  # the cutoff matters for the model, so the check below can fail
     assert summary["metrics"]["model"]["gap"]["mae"] == pytest.approx(abs(gaps[120.0]), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_train_runs_the_scf_phases_at_its_periodic_cutoff(labelled_box):
+    """periodic_ke_cutoff in the training TOML: the SCF with the model after the first phase runs on periodic frames
+    at that cutoff, not the labels'; the recorded base energy (PBE at the model's density) is that engine's."""
+    from deepks_es.engines import make_engine
+    from deepks_es.structure import read_structure
+
+    (labelled_box / "train.toml").write_text('train = "box.h5"\nworkdir = "w"\nhidden = [8]\niterations = 2\n'
+                                             'epochs = 3\nrefine_epochs = 1\nvalidation_fraction = 0\n'
+                                             'periodic_ke_cutoff = 120\n')
+    run = cli("train", "train.toml", cwd=labelled_box)
+    assert run.returncode == 0, run.stderr
+    (record,) = (labelled_box / "w" / "phase1" / "scf").glob("*.npz")
+    with np.load(record) as data:
+        assert bool(data["converged"])
+        base_energy = float(data["energy"])
+    box = read_structure(STRUCTURES / "water_box_2.xyz")
+    label_dm = read_dataset(labelled_box / "box.h5")[0][0].base["dm"]  # where the training's SCF starts
+    energies = {}
+    for cutoff in (60.0, 120.0):
+        engine = make_engine(str(labelled_box / "w" / "phase0" / "model.pt"), ke_cutoff=cutoff)
+        result = engine.compute(box, dm0=label_dm)
+        energies[cutoff] = result.energy - result.scalars["e_delta_hartree"]
+    assert abs(energies[120.0] - energies[60.0]) > 1e-4  # the cutoff shows in the energy
+    assert base_energy == pytest.approx(energies[120.0], abs=2e-6)
+    assert CorrectionModel.load(labelled_box / "w" / "model.pt").provenance["periodic_ke_cutoff"] == 120.0
 
 
 def test_train_on_several_datasets(pipeline, tmp_path):
@@ -243,7 +278,8 @@ def test_bad_training_inputs(tmp_path):
         TrainConfig.from_toml(tmp_path / "weights.toml")
     for bad, message in (("batch_frames = 0", "batch_frames >= 1"), ("hidden = 64", "hidden must be a list"),
                          ("learning_rate = -1.0", "learning rates > 0"), ('epochs = "many"', "wrong type"),
-                         ("scf_max_cycle = 0", "scf_max_cycle >= 1")):
+                         ("scf_max_cycle = 0", "scf_max_cycle >= 1"),
+                         ("periodic_ke_cutoff = -5.0", "periodic_ke_cutoff > 0")):
         (tmp_path / "values.toml").write_text(f'train = "x.h5"\nworkdir = "w"\n{bad}\n')
         with pytest.raises(SettingsError, match=message):
             TrainConfig.from_toml(tmp_path / "values.toml")

@@ -43,6 +43,9 @@ class TrainConfig:
         scf_max_cycle: SCF iterations per solver stage (DIIS, level shift; no second-order stage) in the
             SCF with the model; frames still unconverged are left out of that phase, so one hard frame
             cannot stall it.
+        periodic_ke_cutoff: multigrid cutoff (Hartree) of the SCF with the model on periodic frames in the
+            phases after the first; None: the labels' (``label --ke-cutoff``). The HSE06 targets (Gaussian density
+            fitting) do not depend on it, so labels made at a lower cutoff can train a model for the converged one.
         seed: split, initialisation and batch order.
     """
 
@@ -60,6 +63,7 @@ class TrainConfig:
     final_learning_rate: float = 5e-5
     checkpoint_every: int = 20
     scf_max_cycle: int = 30
+    periodic_ke_cutoff: float | None = None
     seed: int = 0
 
     @classmethod
@@ -100,6 +104,7 @@ class TrainConfig:
                       "batch_frames >= 1": config.batch_frames >= 1,
                       "checkpoint_every >= 1": config.checkpoint_every >= 1,
                       "scf_max_cycle >= 1": config.scf_max_cycle >= 1,
+                      "periodic_ke_cutoff > 0": config.periodic_ke_cutoff is None or config.periodic_ke_cutoff > 0,
                       "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                       "hidden widths >= 1": all(h >= 1 for h in config.hidden),
                       "weights >= 0": all(w >= 0 for w in config.weights.values())}

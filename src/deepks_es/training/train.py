@@ -77,6 +77,8 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.frames, attrs = read_datasets(config.train)
         self.settings = LabelSettings.from_attrs(attrs)
+        if config.periodic_ke_cutoff is not None:
+            self.settings = replace(self.settings, periodic_ke_cutoff=float(config.periodic_ke_cutoff))
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(self.frames))
         nval = int(round(config.validation_fraction * len(self.frames)))
@@ -94,6 +96,8 @@ class Trainer:
                                             else [Path(p).stat().st_size for p in config.train]),
                             "hidden": list(config.hidden), "inputs": self.model.inputs, "seed": config.seed,
                             "validation_fraction": config.validation_fraction}
+        if config.periodic_ke_cutoff is not None:  # the SCF phases' cutoff (absent: the labels', as before)
+            self.fingerprint["periodic_ke_cutoff"] = float(config.periodic_ke_cutoff)
 
     # -- the scheme -------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -198,7 +202,7 @@ class Trainer:
                                  "train_data": [str(p) for p in self.config.train],
                                  "validation_frames": sorted(self.validation_names),
                                  "weights": self.config.weights, "iterations": self.config.iterations,
-                                 "seed": self.config.seed}
+                                 "periodic_ke_cutoff": self.settings.periodic_ke_cutoff, "seed": self.config.seed}
 
     def _train(self, phase, first_epoch, epochs, train, validation, optimizer_state) -> None:
         config = self.config
