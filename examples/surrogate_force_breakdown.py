@@ -16,21 +16,12 @@ import torch
 
 from deepks_es.constants import BOHR_ANGSTROM, HARTREE_EV
 from deepks_es.engines.registry import resolve_model
+from deepks_es.errors import StructureError
+from deepks_es.structure import Structure
 from deepks_es.surrogate.committee import Committee
-from deepks_es.training.dataset import read_dataset
 from deepks_es.training.surrogate import baseline_labels, load_frames
 
 EV_PER_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
-
-
-def whole_waters(positions: np.ndarray, cell: np.ndarray | None) -> np.ndarray:
-    """(nmol, 3, 3) positions with each H at the minimum image of its own O."""
-    water = positions.reshape(-1, 3, 3)
-    bonds = water - water[:, :1]
-    if cell is not None:
-        fractional = bonds @ np.linalg.inv(cell)
-        bonds = (fractional - np.round(fractional)) @ cell
-    return water[:, :1] + bonds
 
 
 def rigid_basis(water: np.ndarray) -> np.ndarray:
@@ -68,19 +59,18 @@ def main() -> None:
     committee = Committee.from_file(resolve_model(args.model))
     member = committee.members[0]
     parts = {"surrogate": [], "baseline": []}
-    for path in args.data:
-        raw, _ = read_dataset(path)
-        for frame, record in zip(load_frames([path], member, torch.float64), raw):
-            structure = record.structure
-            if structure.symbols != ("O", "H", "H") * (structure.natoms // 3):
-                raise SystemExit(f"{path}: {frame.name} is not consecutive O, H, H waters")
-            waters = whole_waters(np.asarray(structure.positions),
-                                  None if structure.cell is None else np.asarray(structure.cell))
-            reference = frame.forces.double().numpy()
-            predicted = {"surrogate": committee.predict(structure, hamiltonian=False).forces[0],
-                         "baseline": baseline_labels(member, frame)[1].numpy()}
-            for name, forces in predicted.items():
-                parts[name].append(split(((forces - reference) * EV_PER_ANGSTROM).reshape(-1, 3, 3), waters))
+    for frame in load_frames(args.data, member, torch.float64):
+        structure = Structure(tuple(member.settings.elements[i] for i in frame.species.tolist()),
+                              frame.positions.numpy(), None if frame.cell is None else frame.cell.numpy())
+        try:
+            waters = structure.whole_waters()
+        except StructureError as exc:
+            raise SystemExit(f"{frame.name}: {exc}") from None
+        reference = frame.forces.double().numpy()
+        predicted = {"surrogate": committee.predict(structure, hamiltonian=False).forces[0],
+                     "baseline": baseline_labels(member, frame)[1].numpy()}
+        for name, forces in predicted.items():
+            parts[name].append(split(((forces - reference) * EV_PER_ANGSTROM).reshape(-1, 3, 3), waters))
     print(f"{len(parts['surrogate'])} frames; force error RMS per component (eV/A):")
     for name, frames in parts.items():
         rigid, internal, stretch = (np.concatenate([f[k] for f in frames]) for k in range(3))

@@ -519,7 +519,8 @@ def test_shipped_surrogate_conserves_energy_in_nve():
 
 
 def test_force_breakdown_separates_rigid_body_and_internal_errors():
-    """examples/surrogate_force_breakdown.py: a water's rigid translation + rotation error has no internal part,
+    """examples/surrogate_force_breakdown.py: Structure.whole_waters joins a water across the boundary; a water's
+    rigid translation + rotation error has no internal part,
     an antisymmetric O-H stretch error no rigid-body part, and the stretch part reads it back."""
     import importlib.util
 
@@ -528,9 +529,9 @@ def test_force_breakdown_separates_rigid_body_and_internal_errors():
     spec = importlib.util.spec_from_file_location("breakdown", REPO / "examples" / "surrogate_force_breakdown.py")
     breakdown = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(breakdown)
-    cell = np.eye(3) * 10.0
-    water = np.array([[9.9, 0.0, 0.0], [1.7, 0.3, 0.0], [9.5, 1.7, 0.2]])  # H across the boundary from its O
-    whole = breakdown.whole_waters(water, cell)[0]
+    water = Structure(("O", "H", "H"), np.array([[9.9, 0.0, 0.0], [1.7, 0.3, 0.0], [9.5, 1.7, 0.2]]),
+                      np.eye(3) * 10.0)  # H 1 across the boundary from its O
+    whole = water.whole_waters()[0]
     assert np.linalg.norm(whole[1] - whole[0]) < 2.0 and np.linalg.norm(whole[2] - whole[0]) < 2.0
     omega, shift = np.array([0.02, -0.03, 0.05]), np.array([0.1, 0.2, -0.1])
     rigid_error = shift + np.cross(omega, whole - whole.mean(0))

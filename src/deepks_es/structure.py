@@ -76,6 +76,21 @@ class Structure:
         """Same atoms at new positions (Bohr); the cell is kept unless given."""
         return Structure(self.symbols, positions, self.cell if cell is None else cell)
 
+    def minimum_image(self, vectors: np.ndarray) -> np.ndarray:
+        """Difference ``vectors`` (..., 3), Bohr, as their shortest periodic images (unchanged without a cell)."""
+        if self.cell is None:
+            return vectors
+        fractional = vectors @ np.linalg.inv(self.cell)
+        return (fractional - np.round(fractional)) @ self.cell
+
+    def whole_waters(self) -> np.ndarray:
+        """(nmol, 3, 3) positions, Bohr, of the waters with each H at the minimum image of its own O; the atoms must
+        be waters as consecutive O, H, H."""
+        if self.symbols != ("O", "H", "H") * (self.natoms // 3) or self.natoms % 3:
+            raise StructureError("the atoms must be consecutive O, H, H waters")
+        water = self.positions.reshape(-1, 3, 3)
+        return water[:, :1] + self.minimum_image(water - water[:, :1])
+
     def water_cluster(self, centre: int, molecules: int) -> Structure:
         """The ``molecules`` waters nearest to water ``centre`` (O-O distance, minimum image), each made whole,
         centred on that O, as a cluster (no cell); the atoms must be waters as consecutive O, H, H."""
@@ -84,16 +99,8 @@ class Structure:
             raise StructureError("cutting a water cluster needs the atoms as consecutive O, H, H waters")
         if not (0 <= centre < nmol and 1 <= molecules <= nmol):
             raise StructureError(f"a cluster of {molecules} around water {centre} from {nmol} waters")
-        water = self.positions.reshape(nmol, 3, 3)
-
-        def minimum_image(vectors: np.ndarray) -> np.ndarray:
-            if self.cell is None:
-                return vectors
-            fractional = vectors @ np.linalg.inv(self.cell)
-            return (fractional - np.round(fractional)) @ self.cell
-
-        whole = water[:, :1] + minimum_image(water - water[:, :1])  # each H next to its own O
-        oxygens = minimum_image(whole[:, 0] - whole[centre, 0])
+        whole = self.whole_waters()
+        oxygens = self.minimum_image(whole[:, 0] - whole[centre, 0])
         nearest = np.argsort(np.linalg.norm(oxygens, axis=1), kind="stable")[:molecules]
         positions = whole[nearest] - whole[nearest, :1] + oxygens[nearest, None, :]
         return Structure(("O", "H", "H") * molecules, positions.reshape(-1, 3))

@@ -100,17 +100,13 @@ class DensityHistory:
     def __len__(self) -> int:
         return len(self._steps)
 
-    def _from_last(self, positions: np.ndarray, cell: np.ndarray | None) -> np.ndarray:
-        """Displacement (Bohr) of ``positions`` from the newest stored step, minimum image for a cell."""
-        delta = positions - self._steps[-1][0]
-        if cell is not None:
-            fractional = delta @ np.linalg.inv(cell)
-            delta = (fractional - np.round(fractional)) @ cell
-        return delta
+    def _from_last(self, positions: np.ndarray, structure) -> np.ndarray:
+        """Displacement (Bohr) of ``positions`` from the newest stored step, minimum image in ``structure``'s cell."""
+        return structure.minimum_image(positions - self._steps[-1][0])
 
     def _step_length(self, structure) -> float:
         """Largest Cartesian component (Bohr) of any atom's displacement from the newest stored step."""
-        return float(np.abs(self._from_last(structure.positions, structure.cell)).max())
+        return float(np.abs(self._from_last(structure.positions, structure)).max())
 
     def _continues(self, structure) -> bool:
         return bool(self._steps) and self._steps[-1][0].shape == structure.positions.shape \
@@ -123,9 +119,9 @@ class DensityHistory:
             return np.ones(1)
         if self.method == "aspc":
             return aspc_coefficients(depth - 2)
-        history = np.array([self._from_last(positions, structure.cell).ravel()
+        history = np.array([self._from_last(positions, structure).ravel()
                             for positions, _ in reversed(self._steps)])
-        return geometry_coefficients(history, self._from_last(structure.positions, structure.cell).ravel())
+        return geometry_coefficients(history, self._from_last(structure.positions, structure).ravel())
 
     def predict(self, structure, overlap: np.ndarray, nocc: int) -> np.ndarray | None:
         """Initial density matrix for ``structure`` (overlap ``overlap``), or None without a usable history."""

@@ -11,8 +11,6 @@ elements).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from ..constants import FORCE_EV_ANGSTROM, HARTREE_EV
@@ -72,9 +70,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
     from ..engines import DeePKSEngine
 
     frames, attrs = read_dataset(data)
-    settings = LabelSettings.from_attrs(attrs)
-    if ke_cutoff is not None:
-        settings = replace(settings, periodic_ke_cutoff=ke_cutoff)
+    settings = LabelSettings.from_attrs(attrs).at_periodic_cutoff(ke_cutoff)
     held_out = set(model.provenance.get("validation_frames", []))
     if subset != "all":
         if not held_out:

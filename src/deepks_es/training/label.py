@@ -57,6 +57,11 @@ class LabelSettings:
         return (replace(self.target, ke_cutoff=self.periodic_ke_cutoff),
                 replace(self.base, ke_cutoff=self.periodic_ke_cutoff))
 
+    def at_periodic_cutoff(self, ke_cutoff: float | None) -> LabelSettings:
+        """These settings with periodic frames at the multigrid cutoff ``ke_cutoff`` (Hartree); None keeps this one.
+        Runs of a model on labelled boxes take it: the HSE06 targets (Gaussian density fitting) do not use the mesh."""
+        return self if ke_cutoff is None else replace(self, periodic_ke_cutoff=float(ke_cutoff))
+
     @classmethod
     def from_attrs(cls, attrs: dict) -> LabelSettings:
         """The settings a dataset was labelled with (its file attributes)."""

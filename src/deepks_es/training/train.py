@@ -76,9 +76,7 @@ class Trainer:
         self.workdir = Path(config.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.frames, attrs = read_datasets(config.train)
-        self.settings = LabelSettings.from_attrs(attrs)
-        if config.periodic_ke_cutoff is not None:
-            self.settings = replace(self.settings, periodic_ke_cutoff=float(config.periodic_ke_cutoff))
+        self.settings = LabelSettings.from_attrs(attrs).at_periodic_cutoff(config.periodic_ke_cutoff)
         rng = np.random.default_rng(config.seed)
         order = rng.permutation(len(self.frames))
         nval = int(round(config.validation_fraction * len(self.frames)))
@@ -97,7 +95,7 @@ class Trainer:
                             "hidden": list(config.hidden), "inputs": self.model.inputs, "seed": config.seed,
                             "validation_fraction": config.validation_fraction}
         if config.periodic_ke_cutoff is not None:  # the SCF phases' cutoff (absent: the labels', as before)
-            self.fingerprint["periodic_ke_cutoff"] = float(config.periodic_ke_cutoff)
+            self.fingerprint["periodic_ke_cutoff"] = self.settings.periodic_ke_cutoff
 
     # -- the scheme -------------------------------------------------------------------------------
     def run(self) -> Path:
