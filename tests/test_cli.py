@@ -178,6 +178,7 @@ def test_help_for_every_verb(capsys):
         assert stop.value.code == 0 and f"usage: deepks-es {verb}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an example script end to end (~30 s): the slow suite
 def test_compare_functionals_example():
     run = subprocess.run([sys.executable, "examples/compare_functionals.py"], cwd=REPO, capture_output=True,
                          text=True, timeout=600)
@@ -188,6 +189,7 @@ def test_compare_functionals_example():
     assert gap["HSE06"] > gap["PBE"] + 1.0 and abs(gap["DeePKS-ES"] - gap["HSE06"]) < 0.2
 
 
+@pytest.mark.slow  # an example script end to end (~30 s): the slow suite
 def test_dos_comparison_example(tmp_path, random_model):
     """PBE, HSE06 and DeePKS-ES (a random model here) on the water dimer; periodic HSE06 is the slow
     ``test_periodic_hybrid_is_energy_only``."""

@@ -156,7 +156,7 @@ def test_lammps_logs_levels_every_kth_step_and_validates(tmp_path):
     assert (tmp_path / "deepks.validation_energy_mev_per_atom_0").is_file()
 
 
-@pytest.mark.parametrize("model", ["none", "default"])
+@pytest.mark.parametrize("model", [pytest.param("none", marks=pytest.mark.slow), "default"])
 def test_lammps_verb_runs_nvt_and_is_analysed(tmp_path, model):
     script = tmp_path / "nvt.lmp"
     script.write_text((LAMMPS_INPUTS / "nvt_cluster.lmp").read_text().replace("run             20", "run 3")

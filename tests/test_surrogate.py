@@ -21,7 +21,7 @@ from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
 from deepks_es.surrogate.committee import Committee
 from deepks_es.surrogate.graph import build_graph
 from deepks_es.surrogate.network import SurrogateModel, SurrogateSettings
-from deepks_es.surrogate.products import DepthwiseTensorProduct, e3nn_tensor_product
+from deepks_es.surrogate.products import ChannelwiseProduct, DepthwiseTensorProduct, e3nn_tensor_product
 
 SETTINGS = SurrogateSettings()
 
@@ -88,6 +88,28 @@ def test_depthwise_product_is_e3nns_tensor_product(irreps_in, wanted):
     weight = torch.randn(50, product.weight_numel, generator=generator, dtype=torch.float64)
     expected = reference(x, y, weight)
     assert torch.abs(product.to_irreps_out(product(x, y, weight)) - expected).max() < 1e-12 * expected.abs().max()
+
+
+def test_channelwise_product_is_equivariant_under_rotations_and_inversion():
+    """Every channel of the product basis's product transforms by the Wigner-D matrices of its irreps, for a
+    proper and an improper rotation, and couples different irreps (not only l = 0)."""
+    irreps = o3.Irreps("0e+0o+1o+1e+2e+2o")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # e3nn's D matrices from Euler angles in float64
+    try:
+        torch.manual_seed(5)
+        product = ChannelwiseProduct(irreps, 4)
+        x, y = torch.randn(6, 4, irreps.dim), torch.randn(6, 4, irreps.dim)
+        rotation = o3.rand_matrix()
+        for d in (irreps.D_from_matrix(rotation), irreps.D_from_matrix(-rotation)):
+            assert torch.abs(product(x @ d.T, y @ d.T) - product(x, y) @ d.T).max() < 1e-12
+        vectors = torch.arange(2, 5)  # the 1o of irreps: 1o x 1o has 0e, 1e (the cross product) and 2e
+        out = product(torch.zeros_like(x).index_copy(2, vectors, x[..., vectors]),
+                      torch.zeros_like(y).index_copy(2, vectors, y[..., vectors]))
+        for k in (0, 3, 4):
+            assert out[..., irreps.slices()[k]].abs().max() > 1e-3
+    finally:
+        torch.set_default_dtype(default)
 
 
 def test_rotation_translation_permutation(model, tetramer):
@@ -214,7 +236,7 @@ def distilled(tmp_path_factory, dimer, box):
     (work / "surrogate.toml").write_text(
         '[surrogate]\ndata = "data.h5"\nworkdir = "train"\nmembers = 2\nepochs = 2\nvalidation_fraction = 0.0\n'
         'level_warmup_epochs = 1\nbatch_frames = 2\n[surrogate.network]\nhidden = "8x0e+2x0o+4x1o+2x1e+2x2e"\n'
-        'baseline = "qspcfw"\n')
+        'baseline = "qspcfw"\nproduct_channels = 4\n')
     logs = []
     path = train(work / "surrogate.toml", log=logs.append)
     return work, path, logs

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import CLI, STRUCTURES
+from conftest import CLI, REPO, STRUCTURES
 from deepks_es.errors import DeePKSError, SettingsError
 from deepks_es.ipi.launcher import find_tool
 from deepks_es.model import CorrectionModel
@@ -317,3 +317,18 @@ def test_sample_from_a_run_takes_its_frames_and_cuts_clusters(tmp_path):
         sample(SamplingPlan(clusters=0, liquid_boxes=3, source=str(tmp_path), skip=40))
     with pytest.raises(SettingsError, match="at most 4"):
         sample(SamplingPlan(cluster_sizes=(2, 6), clusters=1, source=str(tmp_path)))
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "inputs" / "training").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_training_recipe_is_a_valid_config(recipe):
+    """The TOML recipes the README and the example scripts run parse into their configs (a surrogate recipe's
+    network settings build), so a renamed or removed setting cannot break them unnoticed."""
+    from deepks_es.training.config import read_toml
+    from deepks_es.training.surrogate import SurrogateTrainConfig
+
+    raw = read_toml(recipe)
+    if "surrogate" in raw:
+        config = SurrogateTrainConfig.from_table(raw["surrogate"], recipe.parent, str(recipe))
+        assert config.members >= 1 and config.network.cutoff > 0
+    else:
+        assert TrainConfig.from_raw(raw, recipe).iterations >= 1

@@ -20,7 +20,7 @@ from torch import nn
 from .baseline import BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
-from .products import DepthwiseTensorProduct
+from .products import ChannelwiseProduct, DepthwiseTensorProduct
 
 
 @contextmanager
@@ -64,6 +64,10 @@ class SurrogateSettings:
             setting: surrogate rounds 0-2) the radial MLP's biases give each pair a finite message at the
             cutoff, and the energy jumps (~2 meV for one O-O pair of round 2) as pairs cross it: an MD's
             conserved energy drifts.
+        correlation: body order of each layer's node update: 1 keeps the summed messages m_i (two-body in
+            the neighbours), ν > 1 adds the symmetric products of m_i with itself up to ν factors (MACE's
+            product basis in ``product_channels`` channels), so one layer sees (ν + 1)-body terms. Model files
+            written before this setting (surrogate rounds 0-3) have 1.
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -80,8 +84,12 @@ class SurrogateSettings:
     num_neighbors: float = 40.0
     baseline: str = "none"
     message_envelope: bool = True
+    correlation: int = 3
+    product_channels: int = 8
 
     def __post_init__(self):
+        if self.correlation < 1:
+            raise ValueError(f"surrogate correlation must be >= 1, not {self.correlation}")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
         if self.baseline == "qspcfw" and set(self.elements) != {"H", "O"}:
@@ -92,8 +100,9 @@ class SurrogateSettings:
 
     @classmethod
     def from_dict(cls, raw: dict) -> SurrogateSettings:
-        """From :meth:`as_dict`; a model file written before ``message_envelope`` existed has none."""
-        return cls(**{"message_envelope": False, **raw, "elements": tuple(raw["elements"])})
+        """From :meth:`as_dict`; a model file written before ``message_envelope`` or ``correlation`` existed has
+        neither (no envelope, correlation 1)."""
+        return cls(**{"message_envelope": False, "correlation": 1, **raw, "elements": tuple(raw["elements"])})
 
 
 def envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
@@ -123,11 +132,41 @@ def scatter_sum(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.T
     return values.new_zeros((size, values.shape[1])).index_add_(0, index, values)
 
 
+PRODUCT_IRREPS = o3.Irreps("0e+0o+1o+1e+2e+2o")
+"""The irreps of each channel of the product basis."""
+
+
+class ProductBasis(nn.Module):
+    """Symmetric powers of node irreps, MACE's product basis: m -> W sum_{k=2..ν} A_k with c = W' m in
+    ``channels`` channels of :data:`PRODUCT_IRREPS`, A_1 = c and A_k = :class:`ChannelwiseProduct` (A_{k-1}, c)."""
+
+    def __init__(self, irreps: o3.Irreps, channels: int, correlation: int):
+        super().__init__()
+        self.channels = channels
+        compact = o3.Irreps([(channels, ir) for _, ir in PRODUCT_IRREPS])
+        self.down = o3.Linear(irreps, compact)
+        self.products = nn.ModuleList(ChannelwiseProduct(PRODUCT_IRREPS, channels) for _ in range(correlation - 1))
+        self.up = o3.Linear(compact, irreps)
+        self.dims = [ir.dim for _, ir in PRODUCT_IRREPS]
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        n = m.shape[0]
+        blocks = torch.split(self.down(m), [self.channels * d for d in self.dims], dim=1)
+        c = torch.cat([block.view(n, self.channels, d) for block, d in zip(blocks, self.dims)], dim=2)
+        power, total = c, torch.zeros_like(c)
+        for product in self.products:
+            power = product(power, c)
+            total = total + power
+        blocks = torch.split(total, self.dims, dim=2)
+        return self.up(torch.cat([block.reshape(n, -1) for block in blocks], dim=1))
+
+
 class Interaction(nn.Module):
-    """One message-passing layer: h_i <- gate(W sum_j TP(h_j, Y(r_ij); R(r_ij)) / n + W' h_i)."""
+    """One message-passing layer: m_i = W sum_j TP(h_j, Y(r_ij); R(r_ij)) / n, then
+    h_i <- gate(m_i + P(m_i) + W' h_i) with P the :class:`ProductBasis` of ``correlation`` > 1."""
 
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_radial: int,
-                 num_neighbors: float):
+                 num_neighbors: float, product_channels: int, correlation: int):
         super().__init__()
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
         gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
@@ -137,6 +176,7 @@ class Interaction(nn.Module):
         self.radial = radial_mlp(n_radial, self.product.weight_numel)
         self.linear = o3.Linear(self.product.irreps_out, self.gate.irreps_in)
         self.skip = o3.Linear(irreps_in, self.gate.irreps_in)
+        self.basis = ProductBasis(self.gate.irreps_in, product_channels, correlation) if correlation > 1 else None
         self.norm = 1.0 / math.sqrt(num_neighbors)
 
     def forward(self, h, sh, radial, src, dst, smooth=None):
@@ -145,7 +185,10 @@ class Interaction(nn.Module):
         if smooth is not None:
             weights = weights * smooth[:, None]
         messages = self.product.to_irreps_out(scatter_sum(self.product(h[dst], sh, weights), src, h.shape[0]))
-        return self.gate(self.norm * self.linear(messages) + self.skip(h))
+        m = self.norm * self.linear(messages)
+        if self.basis is not None:
+            m = m + self.basis(m)
+        return self.gate(m + self.skip(h))
 
 
 class SurrogateModel(nn.Module):
@@ -174,8 +217,8 @@ class SurrogateModel(nn.Module):
         self.sh_pairs = o3.Irreps.spherical_harmonics(4)
         self.embed = o3.Linear(o3.Irreps(f"{n_el}x0e"), hidden)
         self.radial = RadialBasis(s.cutoff, s.radial)
-        self.layers = nn.ModuleList(Interaction(hidden, hidden, self.sh_nodes, s.radial, s.num_neighbors)
-                                    for _ in range(s.layers))
+        self.layers = nn.ModuleList(Interaction(hidden, hidden, self.sh_nodes, s.radial, s.num_neighbors,
+                                                s.product_channels, s.correlation) for _ in range(s.layers))
         self.energy_head = nn.Sequential(o3.Linear(hidden, o3.Irreps("16x0e")), nn.SiLU(), nn.Linear(16, 1))
         self.pair_energy = nn.Sequential(nn.Linear(s.radial + 2 * n_el, 32), nn.SiLU(), nn.Linear(32, 1))
         # Hamiltonian head: per-atom irreps up to l = 4 of both parities, per-pair scalars from the radial

@@ -122,3 +122,45 @@ class DepthwiseTensorProduct(nn.Module):
     def to_irreps_out(self, out: torch.Tensor) -> torch.Tensor:
         """:meth:`forward`'s columns (..., irreps_out.dim) in e3nn's ``irreps_out`` layout."""
         return out.index_select(-1, self.output_order)
+
+
+class ChannelwiseProduct(nn.Module):
+    """The channel-wise ('uuu') product of two sets of node features that hold every irrep of ``irreps`` (one
+    copy each) in each of ``channels`` channels: (N, channels, irreps.dim) x (N, channels, irreps.dim) ->
+    (N, channels, irreps.dim), channel u of the output the sum over Clebsch-Gordan paths p (ir_1 x ir_2 -> ir_3,
+    all three in ``irreps``) of w[u, p] CG_p(x_u, y_u), with learned weights w (MACE's product basis, without
+    its element dependence). One outer product and two matrix products, whatever the number of paths.
+    """
+
+    def __init__(self, irreps: o3.Irreps, channels: int):
+        super().__init__()
+        self.irreps = o3.Irreps(irreps)
+        if any(mul != 1 for mul, _ in self.irreps):
+            raise ValueError(f"channel-wise product irreps must have one copy each, not {irreps}")
+        slices, dim = self.irreps.slices(), self.irreps.dim
+        paths = [(i, j, k) for i, (_, a) in enumerate(self.irreps) for j, (_, b) in enumerate(self.irreps)
+                 for k, (_, c) in enumerate(self.irreps) if c in a * b]
+        width = sum(self.irreps[k].ir.dim for _, _, k in paths)
+        coupling = torch.zeros(dim, dim, width, dtype=torch.float64)
+        spread = torch.zeros(len(paths), width, dtype=torch.float64)  # a path's weight -> its components
+        gather = torch.zeros(width, dim, dtype=torch.float64)  # the components -> their output irrep
+        column = 0
+        for p, (i, j, k) in enumerate(paths):
+            a, b, c = (self.irreps[n].ir for n in (i, j, k))
+            w3j = o3.wigner_3j(a.l, b.l, c.l, dtype=torch.float64)
+            coupling[slices[i], slices[j], column:column + c.dim] = math.sqrt(c.dim) * w3j
+            spread[p, column:column + c.dim] = 1
+            gather[column:column + c.dim, slices[k]] = torch.eye(c.dim, dtype=torch.float64)
+            column += c.dim
+        self.register_buffer("coupling", coupling.reshape(dim * dim, width), persistent=False)
+        self.register_buffer("spread", spread, persistent=False)
+        self.register_buffer("gather", gather, persistent=False)
+        paths_into = torch.bincount(torch.tensor([k for _, _, k in paths]), minlength=len(self.irreps))
+        scale = paths_into[torch.tensor([k for _, _, k in paths])].double().rsqrt()
+        self.weight = nn.Parameter(torch.randn(channels, len(paths)) * scale.float())
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n, channels, dim = x.shape
+        pairs = (x[..., :, None] * y[..., None, :]).reshape(n * channels, dim * dim)
+        coupled = (pairs @ self.coupling.to(x.dtype)).view(n, channels, -1)
+        return (coupled * (self.weight.to(x.dtype) @ self.spread.to(x.dtype))) @ self.gather.to(x.dtype)
