@@ -10,7 +10,7 @@
 set -euo pipefail
 out=runs/surrogate
 mkdir -p "$out"
-sample() { [ -s "$out/$1.xyz" ] || deepks-es sample -o "$out/$1.xyz" "${@:2}"; }
+source examples/surrogate_steps.sh
 sample boxes8   --clusters 0 --liquid-boxes 48 --md-molecules 8  --seed 11
 sample test16   --clusters 0 --liquid-boxes 4  --md-molecules 16 --seed 12
 sample clusters --clusters 24 --sizes 2-8 --md-molecules 64 --seed 13
@@ -21,8 +21,7 @@ for name in boxes8 clusters hot8 test16 test32 test64; do  # 23 s, 21 s, ... a f
   [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
 # one member per core side by side; the last to finish writes the model file
-for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate.toml --member $k & done; wait
-deepks-es train inputs/training/surrogate.toml    # all members done: writes $out/train/surrogate.pt
+train_committee inputs/training/surrogate.toml  # writes $out/train/surrogate.pt
 round0=$out/train/surrogate.pt
 # round 1: exploration MD with the round-0 committee (member 0 drives), its frames labelled, fine-tuning
 explore() {  # explore NAME TEMPLATE SKIP FRAMES SEED
@@ -33,8 +32,7 @@ explore() {  # explore NAME TEMPLATE SKIP FRAMES SEED
 }
 explore al8 explore_liquid8_surrogate.xml 100 24 22
 explore al64 explore_liquid64_surrogate.xml 200 2 23
-for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al.toml --member $k & done; wait
-deepks-es train inputs/training/surrogate_al.toml   # writes $out/al1/surrogate.pt
+train_committee inputs/training/surrogate_al.toml  # writes $out/al1/surrogate.pt
 round1=$out/al1/surrogate.pt
 # round 2: the round-1 committee's own 64-water MD; clusters of 3-7 waters cut from it (what the main job's
 # on-the-fly validation computes: round 1 had seen no cluster), four of its frames, fresh 8-water anchor boxes
@@ -56,8 +54,7 @@ sample testclusters --clusters 6 --sizes 5-5 --md-molecules 64 --seed 103   # he
 for name in al2c al2c2 al2b al2b2 anchor8 anchorhot8 testclusters; do
   [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
-for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_al2.toml --member $k & done; wait
-deepks-es train inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
+train_committee inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
 # round 3, the shipped one: round 2's weights warm-start the smooth network (message_envelope: no energy jump
 # where a pair crosses the cutoff), refitted on round 2's data plus fresh q-SPC/Fw boxes and clusters
 sample anchor8b    --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 51
@@ -66,8 +63,7 @@ sample clusters2   --clusters 24 --sizes 2-8 --md-molecules 64 --seed 53
 for name in anchor8b anchorhot8b clusters2; do
   [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
-for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_smooth.toml --member $k & done; wait
-deepks-es train inputs/training/surrogate_smooth.toml  # writes $out/smooth/surrogate.pt
+train_committee inputs/training/surrogate_smooth.toml  # writes $out/smooth/surrogate.pt
 model=$out/smooth/surrogate.pt
 for name in test16 test32 test64 testclusters; do deepks-es evaluate "$model" "$out/$name.h5" -o "$out/eval_$name"; done
 # against HSE06 on the test clusters of the DeePKS-ES model (9-15 waters, inputs/training/valid.xyz)

@@ -8,10 +8,11 @@
 # 'label' stops after the labels (they cost ~2 min a frame for 8 waters at 1 thread), 'train' needs them.
 set -euo pipefail
 stage=${1:-all}
+case "$stage" in label|train|all) ;; *) echo "usage: $0 [label|train|all]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 out=runs/surrogate500
 mkdir -p "$out"
-sample() { [ -s "$out/$1.xyz" ] || deepks-es sample -o "$out/$1.xyz" "${@:2}"; }
+source examples/surrogate_steps.sh
 sample boxes8       --clusters 0 --liquid-boxes 48 --md-molecules 8  --seed 61
 sample clusters     --clusters 24 --sizes 2-8 --md-molecules 64 --seed 63
 sample hot8         --clusters 0 --liquid-boxes 24 --md-molecules 8  --seed 62 --temperature 450
@@ -25,9 +26,7 @@ if [ "$stage" != train ]; then
   done
 fi
 [ "$stage" = label ] && exit 0
-# one member per core side by side; the last to finish writes the model file
-for k in 0 1 2; do OMP_NUM_THREADS=1 deepks-es train inputs/training/surrogate_500.toml --member $k & done; wait
-deepks-es train inputs/training/surrogate_500.toml    # all members done: writes $out/train/surrogate.pt
+train_committee inputs/training/surrogate_500.toml  # writes $out/train/surrogate.pt
 for name in test16 testclusters test32; do
   deepks-es evaluate "$out/train/surrogate.pt" "$out/$name.h5" -o "$out/eval_$name"
 done

@@ -20,7 +20,7 @@ from deepks_es.surrogate.baseline import BASELINES, lennard_jones, qspcfw_energy
 from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
 from deepks_es.surrogate.committee import Committee
 from deepks_es.surrogate.graph import build_graph
-from deepks_es.surrogate.network import SurrogateModel, SurrogateSettings
+from deepks_es.surrogate.network import PRODUCT_IRREPS, SurrogateModel, SurrogateSettings
 from deepks_es.surrogate.products import ChannelwiseProduct, DepthwiseTensorProduct, e3nn_tensor_product
 
 SETTINGS = SurrogateSettings()
@@ -93,7 +93,7 @@ def test_depthwise_product_is_e3nns_tensor_product(irreps_in, wanted):
 def test_channelwise_product_is_equivariant_under_rotations_and_inversion():
     """Every channel of the product basis's product transforms by the Wigner-D matrices of its irreps, for a
     proper and an improper rotation, and couples different irreps (not only l = 0)."""
-    irreps = o3.Irreps("0e+0o+1o+1e+2e+2o")
+    irreps = PRODUCT_IRREPS
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # e3nn's D matrices from Euler angles in float64
     try:
@@ -110,6 +110,17 @@ def test_channelwise_product_is_equivariant_under_rotations_and_inversion():
             assert out[..., irreps.slices()[k]].abs().max() > 1e-3
     finally:
         torch.set_default_dtype(default)
+
+
+def test_warm_start_ignores_only_settings_without_parameters():
+    """A committee warm-starts a network of other settings only where they add no parameter: the envelope, and
+    the product-basis width of a network without the product basis."""
+    old = SurrogateSettings(correlation=1, message_envelope=False)  # the shipped surrogate's kind
+    assert SurrogateSettings(correlation=1, product_channels=2).holds_weights_of(old)
+    assert not SurrogateSettings(correlation=3).holds_weights_of(old)
+    assert not SurrogateSettings(product_channels=4).holds_weights_of(SurrogateSettings())
+    with pytest.raises(ValueError, match="product_channels"):
+        SurrogateSettings(product_channels=0)
 
 
 def test_rotation_translation_permutation(model, tetramer):

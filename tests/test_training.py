@@ -13,7 +13,7 @@ from conftest import CLI, REPO, STRUCTURES
 from deepks_es.errors import DeePKSError, SettingsError
 from deepks_es.ipi.launcher import find_tool
 from deepks_es.model import CorrectionModel
-from deepks_es.training.config import TrainConfig
+from deepks_es.training.config import TrainConfig, read_toml
 from deepks_es.training.dataset import read_dataset
 from deepks_es.training.sample import FlexibleSPC, SamplingPlan, random_water_box, sample
 
@@ -322,13 +322,13 @@ def test_sample_from_a_run_takes_its_frames_and_cuts_clusters(tmp_path):
 @pytest.mark.parametrize("recipe", sorted((REPO / "inputs" / "training").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_training_recipe_is_a_valid_config(recipe):
     """The TOML recipes the README and the example scripts run parse into their configs (a surrogate recipe's
-    network settings build), so a renamed or removed setting cannot break them unnoticed."""
-    from deepks_es.training.config import read_toml
+    network builds), so a renamed or removed setting cannot break them unnoticed."""
+    from deepks_es.surrogate.network import SurrogateModel
     from deepks_es.training.surrogate import SurrogateTrainConfig
 
     raw = read_toml(recipe)
     if "surrogate" in raw:
         config = SurrogateTrainConfig.from_table(raw["surrogate"], recipe.parent, str(recipe))
-        assert config.members >= 1 and config.network.cutoff > 0
+        assert sum(p.numel() for p in SurrogateModel(config.network).parameters()) > 0
     else:
         assert TrainConfig.from_raw(raw, recipe).iterations >= 1

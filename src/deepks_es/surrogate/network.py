@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import e3nn
 import torch
@@ -65,9 +65,10 @@ class SurrogateSettings:
             cutoff, and the energy jumps (~2 meV for one O-O pair of round 2) as pairs cross it: an MD's
             conserved energy drifts.
         correlation: body order of each layer's node update: 1 keeps the summed messages m_i (two-body in
-            the neighbours), ν > 1 adds the symmetric products of m_i with itself up to ν factors (MACE's
-            product basis in ``product_channels`` channels), so one layer sees (ν + 1)-body terms. Model files
-            written before this setting (surrogate rounds 0-3) have 1.
+            the neighbours), ν > 1 adds the products of m_i with itself up to ν factors (a MACE-like recursive
+            product basis, :class:`ProductBasis`), so one layer sees (ν + 1)-body terms. Model files written
+            before this setting (surrogate rounds 0-3) have 1.
+        product_channels: channels of the product basis (unused with ``correlation`` 1).
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -88,20 +89,30 @@ class SurrogateSettings:
     product_channels: int = 8
 
     def __post_init__(self):
-        if self.correlation < 1:
-            raise ValueError(f"surrogate correlation must be >= 1, not {self.correlation}")
+        if self.correlation < 1 or self.product_channels < 1:
+            raise ValueError(f"surrogate correlation and product_channels must be >= 1, not {self.correlation} "
+                             f"and {self.product_channels}")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
         if self.baseline == "qspcfw" and set(self.elements) != {"H", "O"}:
             raise ValueError("the q-SPC/Fw baseline is for water: elements must be H and O")
+
+    def holds_weights_of(self, other: SurrogateSettings) -> bool:
+        """Whether a network of these settings has the parameters of one of ``other``'s (a warm start): the
+        same settings but ``message_envelope`` (no parameter) and, without a product basis,
+        ``product_channels``."""
+        unused = {"message_envelope": self.message_envelope}
+        if self.correlation == 1:
+            unused["product_channels"] = self.product_channels
+        return replace(other, **unused) == self
 
     def as_dict(self) -> dict:
         return {**asdict(self), "elements": list(self.elements)}
 
     @classmethod
     def from_dict(cls, raw: dict) -> SurrogateSettings:
-        """From :meth:`as_dict`; a model file written before ``message_envelope`` or ``correlation`` existed has
-        neither (no envelope, correlation 1)."""
+        """From :meth:`as_dict`. A model file written before ``message_envelope`` existed has no envelope, one
+        written before ``correlation`` existed has correlation 1."""
         return cls(**{"message_envelope": False, "correlation": 1, **raw, "elements": tuple(raw["elements"])})
 
 
@@ -137,8 +148,9 @@ PRODUCT_IRREPS = o3.Irreps("0e+0o+1o+1e+2e+2o")
 
 
 class ProductBasis(nn.Module):
-    """Symmetric powers of node irreps, MACE's product basis: m -> W sum_{k=2..ν} A_k with c = W' m in
-    ``channels`` channels of :data:`PRODUCT_IRREPS`, A_1 = c and A_k = :class:`ChannelwiseProduct` (A_{k-1}, c)."""
+    """Powers of node irreps, a MACE-like recursive product basis: m -> W sum_{k=2..ν} A_k with c = W' m in
+    ``channels`` channels of :data:`PRODUCT_IRREPS`, A_1 = c and A_k = :class:`ChannelwiseProduct` (A_{k-1}, c),
+    each A_k cut to :data:`PRODUCT_IRREPS` (l <= 2)."""
 
     def __init__(self, irreps: o3.Irreps, channels: int, correlation: int):
         super().__init__()
@@ -162,7 +174,7 @@ class ProductBasis(nn.Module):
 
 
 class Interaction(nn.Module):
-    """One message-passing layer: m_i = W sum_j TP(h_j, Y(r_ij); R(r_ij)) / n, then
+    """One message-passing layer: m_i = W sum_j TP(h_j, Y(r_ij); R(r_ij)) / sqrt(n), then
     h_i <- gate(m_i + P(m_i) + W' h_i) with P the :class:`ProductBasis` of ``correlation`` > 1."""
 
     def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, irreps_sh: o3.Irreps, n_radial: int,

@@ -1,4 +1,6 @@
-"""The channel-wise tensor product of the message-passing layers, as a few dense matrix products.
+"""The equivariant products of the message-passing layers, as a few dense matrix products: the channel-wise
+product of node and edge irreps (:class:`DepthwiseTensorProduct`) and the channel-wise product of two node
+features of the product basis (:class:`ChannelwiseProduct`).
 
 e3nn's ``TensorProduct`` evaluates one einsum per path on slices of its inputs, and its backward pass fills
 and adds a zero tensor per slice: on the CPU that is most of a surrogate step. The same product, with e3nn's
@@ -15,6 +17,12 @@ import math
 import torch
 from e3nn import o3
 from torch import nn
+
+
+def coupling(l_1: int, l_2: int, l_out: int) -> torch.Tensor:
+    """The (2 l_1 + 1, 2 l_2 + 1, 2 l_out + 1) Clebsch-Gordan coupling of e3nn's component normalisation
+    (float64): e3nn's Wigner 3j symbols times sqrt(2 l_out + 1)."""
+    return math.sqrt(2 * l_out + 1) * o3.wigner_3j(l_1, l_2, l_out, dtype=torch.float64)
 
 
 def depthwise_paths(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, wanted: o3.Irreps) -> list[tuple]:
@@ -73,20 +81,20 @@ class DepthwiseTensorProduct(nn.Module):
             if not mine:
                 continue
             width = sum(paths[n][2].dim for n in mine)  # outputs per channel: (path, component)
-            coupling = torch.zeros(ir_in.dim, irreps_edge.dim, width, dtype=torch.float64)
+            couplings = torch.zeros(ir_in.dim, irreps_edge.dim, width, dtype=torch.float64)
             spread = torch.zeros(len(mine), width, dtype=torch.float64)  # (channel, path) weight -> its components
             column = 0
             for p, n in enumerate(mine):
                 _, j, ir_out = paths[n]
-                w3j = o3.wigner_3j(ir_in.l, irreps_edge[j].ir.l, ir_out.l, dtype=torch.float64)
-                coupling[:, irreps_edge.slices()[j], column:column + ir_out.dim] = math.sqrt(ir_out.dim) * w3j
+                couplings[:, irreps_edge.slices()[j], column:column + ir_out.dim] = coupling(
+                    ir_in.l, irreps_edge[j].ir.l, ir_out.l)
                 spread[p, column:column + ir_out.dim] = 1
                 for u in range(mul):
                     for m in range(ir_out.dim):
                         column_of[slot_of_path[n], u * ir_out.dim + m] = first_column + u * width + column + m
                 column += ir_out.dim
             g = len(self.groups)
-            self.register_buffer(f"coupling_{g}", coupling.reshape(-1, width), persistent=False)
+            self.register_buffer(f"coupling_{g}", couplings.reshape(-1, width), persistent=False)
             self.register_buffer(f"spread_{g}", spread, persistent=False)
             self.groups.append((i, mul, ir_in.dim))
             self.weight_dims.append(mul * len(mine))
@@ -128,8 +136,10 @@ class ChannelwiseProduct(nn.Module):
     """The channel-wise ('uuu') product of two sets of node features that hold every irrep of ``irreps`` (one
     copy each) in each of ``channels`` channels: (N, channels, irreps.dim) x (N, channels, irreps.dim) ->
     (N, channels, irreps.dim), channel u of the output the sum over Clebsch-Gordan paths p (ir_1 x ir_2 -> ir_3,
-    all three in ``irreps``) of w[u, p] CG_p(x_u, y_u), with learned weights w (MACE's product basis, without
-    its element dependence). One outer product and two matrix products, whatever the number of paths.
+    all three in ``irreps``; component normalisation) of w[u, p] CG_p(x_u, y_u), with learned weights w
+    initialised as N(0, 1) / sqrt(paths into ir_3). The step of a MACE-like product basis (no element
+    dependence). The weights are folded into one (irreps.dim^2, irreps.dim) matrix per channel, so the data
+    see one outer product and one batched matrix product, whatever the number of paths.
     """
 
     def __init__(self, irreps: o3.Irreps, channels: int):
@@ -141,26 +151,26 @@ class ChannelwiseProduct(nn.Module):
         paths = [(i, j, k) for i, (_, a) in enumerate(self.irreps) for j, (_, b) in enumerate(self.irreps)
                  for k, (_, c) in enumerate(self.irreps) if c in a * b]
         width = sum(self.irreps[k].ir.dim for _, _, k in paths)
-        coupling = torch.zeros(dim, dim, width, dtype=torch.float64)
+        couplings = torch.zeros(dim, dim, width, dtype=torch.float64)
         spread = torch.zeros(len(paths), width, dtype=torch.float64)  # a path's weight -> its components
         gather = torch.zeros(width, dim, dtype=torch.float64)  # the components -> their output irrep
         column = 0
         for p, (i, j, k) in enumerate(paths):
             a, b, c = (self.irreps[n].ir for n in (i, j, k))
-            w3j = o3.wigner_3j(a.l, b.l, c.l, dtype=torch.float64)
-            coupling[slices[i], slices[j], column:column + c.dim] = math.sqrt(c.dim) * w3j
+            couplings[slices[i], slices[j], column:column + c.dim] = coupling(a.l, b.l, c.l)
             spread[p, column:column + c.dim] = 1
             gather[column:column + c.dim, slices[k]] = torch.eye(c.dim, dtype=torch.float64)
             column += c.dim
-        self.register_buffer("coupling", coupling.reshape(dim * dim, width), persistent=False)
+        self.register_buffer("couplings", couplings.reshape(dim * dim, width), persistent=False)
         self.register_buffer("spread", spread, persistent=False)
         self.register_buffer("gather", gather, persistent=False)
-        paths_into = torch.bincount(torch.tensor([k for _, _, k in paths]), minlength=len(self.irreps))
-        scale = paths_into[torch.tensor([k for _, _, k in paths])].double().rsqrt()
-        self.weight = nn.Parameter(torch.randn(channels, len(paths)) * scale.float())
+        outputs = torch.tensor([k for _, _, k in paths])
+        paths_into = torch.bincount(outputs, minlength=len(self.irreps))[outputs]
+        self.weight = nn.Parameter(torch.randn(channels, len(paths)) / paths_into.sqrt())
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         n, channels, dim = x.shape
-        pairs = (x[..., :, None] * y[..., None, :]).reshape(n * channels, dim * dim)
-        coupled = (pairs @ self.coupling.to(x.dtype)).view(n, channels, -1)
-        return (coupled * (self.weight.to(x.dtype) @ self.spread.to(x.dtype))) @ self.gather.to(x.dtype)
+        scales = self.weight.to(x.dtype) @ self.spread.to(x.dtype)  # (channels, width)
+        folded = torch.einsum("pw,uw,wq->upq", self.couplings.to(x.dtype), scales, self.gather.to(x.dtype))
+        pairs = (x[..., :, None] * y[..., None, :]).reshape(n, channels, dim * dim)
+        return torch.einsum("nup,upq->nuq", pairs, folded)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,8 @@ class SurrogateTrainConfig:
             this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
             on-site means included (not refitted); its network settings must equal ``network``, except
             ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
-            it, and the other way round). For an active-learning round: the old data plus frames from the
+            it, and the other way round), and ``product_channels`` where ``correlation`` is 1 (the shipped
+            surrogate and rounds 0-3 have ``correlation = 1``). For an active-learning round: the old data plus frames from the
             model's own MD, a lower learning rate.
     """
 
@@ -380,7 +381,7 @@ def initial_members(config: SurrogateTrainConfig) -> list[dict]:
     if model_file is None:
         raise SettingsError("init_model must be a surrogate model file or 'surrogate', not 'none'")
     committee = Committee.from_file(model_file)
-    if replace(committee.settings, message_envelope=config.network.message_envelope) != config.network:
+    if not config.network.holds_weights_of(committee.settings):
         raise ModelError(f"init_model {model_file.path} has other network settings than [surrogate.network]: "
                          f"{committee.settings} (copy them into the config to fine-tune it)")
     return [member.state_dict() for member in committee.members]
