@@ -159,18 +159,21 @@ class ProductBasis(nn.Module):
         self.down = o3.Linear(irreps, compact)
         self.products = nn.ModuleList(ChannelwiseProduct(PRODUCT_IRREPS, channels) for _ in range(correlation - 1))
         self.up = o3.Linear(compact, irreps)
-        self.dims = [ir.dim for _, ir in PRODUCT_IRREPS]
+        # e3nn's layout of ``compact`` (irrep by irrep, channel by channel) -> (channel, irrep component)
+        starts = [channels * sl.start for sl in PRODUCT_IRREPS.slices()]
+        order = [start + u * ir.dim + k for u in range(channels)
+                 for start, (_, ir) in zip(starts, PRODUCT_IRREPS) for k in range(ir.dim)]
+        self.register_buffer("to_channels", torch.tensor(order), persistent=False)
+        self.register_buffer("from_channels", torch.argsort(self.to_channels), persistent=False)
 
     def forward(self, m: torch.Tensor) -> torch.Tensor:
         n = m.shape[0]
-        blocks = torch.split(self.down(m), [self.channels * d for d in self.dims], dim=1)
-        c = torch.cat([block.view(n, self.channels, d) for block, d in zip(blocks, self.dims)], dim=2)
+        c = self.down(m).index_select(1, self.to_channels).view(n, self.channels, PRODUCT_IRREPS.dim)
         power, total = c, torch.zeros_like(c)
         for product in self.products:
             power = product(power, c)
             total = total + power
-        blocks = torch.split(total, self.dims, dim=2)
-        return self.up(torch.cat([block.reshape(n, -1) for block in blocks], dim=1))
+        return self.up(total.reshape(n, -1).index_select(1, self.from_channels))
 
 
 class Interaction(nn.Module):
