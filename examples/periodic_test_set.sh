@@ -8,7 +8,8 @@
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
 # The 8-water labels are kept in the repository (inputs/training/periodic/test_boxes8.h5.parts/, 1.5 MB a box), so
 # labelling resumes from them (and costs nothing once all 4 are there; 32-37 min a box at 1 thread, measured in stop 33);
-# the 16-water ones (~6 MB a box) are not: the first run labels them (resumable; ~75 min a box at 1 thread, stop 38);
+# the 16-water ones (~6 MB a box) are not: the first run labels them (resumable per box; over 2 h a box at 1 thread,
+# most of it PySCF's density-fitting build for HSE06, stop 38);
 # the evaluation goes to runs/periodic-test/ (4-5 min at 1 thread): the model's SCF at the converged 500-Ha cutoff
 # (HSE06's Gaussian density fitting does not use the mesh, so the 100-Ha labels' targets stand).
 set -euo pipefail
