@@ -103,7 +103,7 @@ def test_channelwise_product_is_equivariant_under_rotations_and_inversion():
         rotation = o3.rand_matrix()
         for d in (irreps.D_from_matrix(rotation), irreps.D_from_matrix(-rotation)):
             assert torch.abs(product(x @ d.T, y @ d.T) - product(x, y) @ d.T).max() < 1e-12
-        vectors = torch.arange(2, 5)  # the 1o of irreps: 1o x 1o has 0e, 1e (the cross product) and 2e
+        vectors = torch.arange(irreps.dim)[irreps.slices()[2]]  # the 1o: 1o x 1o has 0e, 1e (cross product), 2e
         out = product(torch.zeros_like(x).index_copy(2, vectors, x[..., vectors]),
                       torch.zeros_like(y).index_copy(2, vectors, y[..., vectors]))
         for k in (0, 3, 4):

@@ -94,12 +94,10 @@ class Structure:
     def water_cluster(self, centre: int, molecules: int) -> Structure:
         """The ``molecules`` waters nearest to water ``centre`` (O-O distance, minimum image), each made whole,
         centred on that O, as a cluster (no cell); the atoms must be waters as consecutive O, H, H."""
-        nmol = self.natoms // 3
-        if self.symbols != ("O", "H", "H") * nmol or self.natoms % 3:
-            raise StructureError("cutting a water cluster needs the atoms as consecutive O, H, H waters")
+        whole = self.whole_waters()  # checks the atoms are waters
+        nmol = len(whole)
         if not (0 <= centre < nmol and 1 <= molecules <= nmol):
             raise StructureError(f"a cluster of {molecules} around water {centre} from {nmol} waters")
-        whole = self.whole_waters()
         oxygens = self.minimum_image(whole[:, 0] - whole[centre, 0])
         nearest = np.argsort(np.linalg.norm(oxygens, axis=1), kind="stable")[:molecules]
         positions = whole[nearest] - whole[nearest, :1] + oxygens[nearest, None, :]
