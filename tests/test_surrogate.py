@@ -315,6 +315,38 @@ def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
     assert not rough.committee.settings.message_envelope  # a warm start: the envelope changes no weight
 
 
+def test_weight_average_is_served_and_a_resumed_training_ends_where_an_uninterrupted_one_does(distilled):
+    """``weight_average``: the model file gets the averaged weights, not the last step's; a training stopped after
+    its first epoch and rerun gives the same weights, average and all, as one run straight through."""
+    from deepks_es.engines.registry import resolve_model
+    from deepks_es.training.train import train
+
+    work, _, _ = distilled
+    config = (work / "surrogate.toml").read_text().replace("members = 2", "members = 1").replace(
+        "[surrogate]\n", "[surrogate]\nweight_average = 0.9\n")
+    for name in ("whole", "split"):
+        (work / f"{name}.toml").write_text(config.replace('workdir = "train"', f'workdir = "{name}"'))
+
+    class Stopped(Exception):
+        pass
+
+    def stop_after_the_first_epoch(line):
+        if "epoch 1/2" in line:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train(work / "split.toml", log=stop_after_the_first_epoch)
+    train(work / "split.toml", log=lambda _: None)
+    train(work / "whole.toml", log=lambda _: None)
+    whole, split = (torch.load(work / name / "member0" / "checkpoint.pt", weights_only=True)
+                    for name in ("whole", "split"))
+    for key in ("model", "training_model"):
+        assert all(torch.equal(whole[key][name], split[key][name]) for name in whole[key])
+    assert any(not torch.equal(whole["model"][name], whole["training_model"][name]) for name in whole["model"])
+    served = Committee.from_file(resolve_model(str(work / "whole" / "surrogate.pt"))).members[0].state_dict()
+    assert all(torch.equal(served[name], whole["model"][name]) for name in whole["model"])
+
+
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):
     """--committee-every 2: member 0's energy, forces and levels every structure; the spread on odd calls only."""
     from deepks_es.engines import EngineSpec, make_engine

@@ -22,6 +22,29 @@ def cli(*args, cwd, timeout=600):
     return subprocess.run([*CLI, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def test_weight_average_follows_its_recursion_and_restores_the_weights():
+    import torch
+
+    from deepks_es.training.averaging import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    average = WeightAverage(layer, decay=0.5)
+    expected = layer.weight.detach().clone()
+    for n in range(1, 6):
+        with torch.no_grad():
+            layer.weight.add_(1.0)
+        kept = min(0.5, (1 + n) / (10 + n))
+        expected = kept * expected + (1 - kept) * layer.weight.detach()
+        average.update(layer)
+    own = layer.weight.detach().clone()
+    with pytest.raises(RuntimeError), average.applied(layer):
+        torch.testing.assert_close(layer.weight.detach(), expected)
+        raise RuntimeError  # the model's own weights come back even so
+    assert torch.equal(layer.weight, own)
+    torch.testing.assert_close(average.averaged_state(layer)["weight"], expected)
+    assert torch.equal(average.averaged_state(layer)["bias"], layer.bias.detach())  # a constant stays
+
+
 def test_flexible_water_forces_are_the_energy_gradient():
     positions, length = random_water_box(4, np.random.default_rng(0))
     box = np.full(3, length)

@@ -26,6 +26,7 @@ from ..fileio import atomic_path, write_json
 from ..surrogate.committee import Committee
 from ..surrogate.graph import Graph, build_graph
 from ..surrogate.network import SurrogateModel, SurrogateSettings
+from .averaging import WeightAverage
 from .checkpoint import load_checkpoint
 from .dataset import read_dataset
 
@@ -51,6 +52,9 @@ class SurrogateTrainConfig:
             Hamiltonian in a near-singular overlap are huge, so H is first brought close.
         dtype: network precision, float32 or float64, in training and in the engine (energies always
             accumulate in float64).
+        weight_average: decay of the exponential moving average of the weights over the optimiser steps
+            (:class:`~deepks_es.training.averaging.WeightAverage`); the averaged weights are validated and
+            served. 0 (the default) serves the last step's weights.
         seed: member k uses seed + k.
         network: the :class:`SurrogateSettings` fields to change (the ``[surrogate.network]`` table).
         init_model: fine-tune instead of starting afresh: member k starts from member k (modulo its size) of
@@ -58,8 +62,8 @@ class SurrogateTrainConfig:
             on-site means included (not refitted); its network settings must equal ``network``, except
             ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
             it, and the other way round), and ``product_channels`` where ``correlation`` is 1 (the shipped
-            surrogate and rounds 0-3 have ``correlation = 1``). For an active-learning round: the old data plus frames from the
-            model's own MD, a lower learning rate.
+            surrogate and rounds 0-3 have ``correlation = 1``). For an active-learning round: the old data
+            plus frames from the model's own MD, a lower learning rate.
     """
 
     data: tuple[Path, ...]
@@ -74,6 +78,7 @@ class SurrogateTrainConfig:
                                                    "eigenvalues": 1.0, "gap": 1.0})
     level_warmup_epochs: int = 3
     dtype: str = "float32"
+    weight_average: float = 0.0
     seed: int = 0
     network: SurrogateSettings = SurrogateSettings()
     init_model: str | None = None
@@ -114,6 +119,7 @@ class SurrogateTrainConfig:
                   "level_warmup_epochs >= 0": config.level_warmup_epochs >= 0,
                   "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                   "dtype float64 or float32": config.dtype in ("float64", "float32"),
+                  "0 <= weight_average < 1": 0 <= config.weight_average < 1,
                   "weights >= 0": all(w >= 0 for w in config.weights.values())}
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
@@ -276,11 +282,12 @@ class MemberTrainer:
             self.model.load_state_dict(start)
             self.model.to_precision(self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
         steps = config.epochs
         gamma = (config.final_learning_rate / config.learning_rate) ** (1.0 / max(steps - 1, 1))
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
         self.history: list[dict] = []
-        self.rng = np.random.default_rng(seed + 1000)
+        self.seed = seed
         self.fingerprint = {"config": json.loads(json.dumps(asdict(config), default=str)), "member": index,
                             "frames": [f.name for f in frames]}
 
@@ -291,11 +298,11 @@ class MemberTrainer:
             weights = dict(self.config.weights)
             if epoch < self.config.level_warmup_epochs:
                 weights.update(eigenvalues=0.0, gap=0.0)
-            train = self._epoch(self.train, weights)
+            train = self._epoch(self.train, weights, epoch)
             row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
                    **{f"train_{k}": v for k, v in train.items()}}
             if self.validation:
-                row.update({f"validation_{k}": v for k, v in self._epoch(self.validation, None).items()})
+                row.update({f"validation_{k}": v for k, v in self._validate().items()})
             self.scheduler.step()
             self.history.append(row)
             epoch += 1
@@ -304,11 +311,13 @@ class MemberTrainer:
                 f"{k} {v:.3g}" for k, v in row.items() if k.startswith(("train_", "validation_"))))
         return self.model
 
-    def _epoch(self, frames: list[DistilledFrame], weights: dict | None) -> dict[str, float]:
-        """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass."""
+    def _epoch(self, frames: list[DistilledFrame], weights: dict | None, epoch: int = 0) -> dict[str, float]:
+        """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass in an order
+        drawn from the member's seed and ``epoch`` (so a resumed training takes the steps an uninterrupted one
+        would)."""
         learn = weights is not None
         sums = dict.fromkeys(SURROGATE_TERMS, 0.0)
-        order = self.rng.permutation(len(frames)) if learn else range(len(frames))
+        order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
             loss, terms = frame_loss(frame_errors(self.model, frames[i], create_graph=learn),
@@ -319,14 +328,28 @@ class MemberTrainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
+                    if self.average is not None:
+                        self.average.update(self.model)
             for term, value in terms.items():
                 sums[term] += value / len(frames)
         return {term: value for term, value in sums.items()}  # mean squares
 
+    def _validate(self) -> dict[str, float]:
+        """The mean squares on the validation frames of the weights this member serves."""
+        if self.average is None:
+            return self._epoch(self.validation, None)
+        with self.average.applied(self.model):
+            return self._epoch(self.validation, None)
+
     def _save(self, epoch: int) -> None:
+        """The checkpoint: ``model`` holds the weights served (averaged, with ``weight_average``), and then
+        ``training_model`` and ``average`` what resuming needs."""
         payload = {"epoch": epoch, "fingerprint": json.dumps(self.fingerprint), "model": self.model.state_dict(),
                    "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                    "history": json.dumps(self.history)}
+        if self.average is not None:
+            payload.update(model=self.average.averaged_state(self.model), training_model=payload["model"],
+                           average=self.average.state_dict())
         with atomic_path(self.workdir / CHECKPOINT) as tmp:
             torch.save(payload, tmp)
         write_json(self.workdir / "loss.json", self.history)
@@ -336,7 +359,9 @@ class MemberTrainer:
         payload = load_checkpoint(path, self.fingerprint)
         if payload is None:
             return 0
-        self.model.load_state_dict(payload["model"])
+        self.model.load_state_dict(payload.get("training_model", payload["model"]))
+        if self.average is not None:
+            self.average.load_state_dict(payload["average"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.history = json.loads(payload["history"])
