@@ -17,7 +17,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from .baseline import BASELINES, qspcfw_energy
+from .baseline import BASELINES, INTRAMOLECULAR_TERMS, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
 from .products import ChannelwiseProduct, DepthwiseTensorProduct
@@ -58,7 +58,9 @@ class SurrogateSettings:
         radial: Bessel radial functions.
         num_neighbors: typical neighbour count within ``cutoff`` (message normalisation).
         baseline: the physical energy the network learns on top of (:data:`~.baseline.BASELINES`): ``"qspcfw"``,
-            q-SPC/Fw water on the graph within ``cutoff`` (:mod:`.baseline`), or ``"none"``.
+            q-SPC/Fw water on the graph within ``cutoff`` (:mod:`.baseline`); ``"qspcfw-refit"``, the same with
+            its intramolecular part refitted to the training forces (the ``intramolecular_refit`` buffer); or
+            ``"none"``.
         message_envelope: the messages' radial weights carry :func:`envelope` of r / ``cutoff``, so the
             energy is smooth where a pair crosses the cutoff. Without it (model files written before this
             setting: surrogate rounds 0-2) the radial MLP's biases give each pair a finite message at the
@@ -94,7 +96,7 @@ class SurrogateSettings:
                              f"and {self.product_channels}")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
-        if self.baseline == "qspcfw" and set(self.elements) != {"H", "O"}:
+        if self.baseline != "none" and set(self.elements) != {"H", "O"}:
             raise ValueError("the q-SPC/Fw baseline is for water: elements must be H and O")
 
     def holds_weights_of(self, other: SurrogateSettings) -> bool:
@@ -227,6 +229,8 @@ class SurrogateModel(nn.Module):
         self.register_buffer("ao_counts", torch.tensor([ao_count(sh) for sh in self.shells]))
         self.register_buffer("reference_energy", torch.zeros(len(ROUTES), n_el, dtype=torch.float64))
         self.register_buffer("energy_scale", torch.tensor(0.01, dtype=torch.float64))
+        if s.baseline == "qspcfw-refit":  # eV per unit term, fitted with the reference energies
+            self.register_buffer("intramolecular_refit", torch.zeros(INTRAMOLECULAR_TERMS, dtype=torch.float64))
         hidden = o3.Irreps(s.hidden)
         self.sh_nodes = o3.Irreps.spherical_harmonics(2)
         self.sh_pairs = o3.Irreps.spherical_harmonics(4)
@@ -270,8 +274,9 @@ class SurrogateModel(nn.Module):
     def to_precision(self, dtype: torch.dtype) -> SurrogateModel:
         """The network in ``dtype``, its energy buffers kept in float64 (energies accumulate in float64)."""
         self.to(dtype)
-        self.reference_energy.data = self.reference_energy.double()
-        self.energy_scale.data = self.energy_scale.double()
+        for name in ("reference_energy", "energy_scale", "intramolecular_refit"):
+            if hasattr(self, name):
+                getattr(self, name).data = getattr(self, name).double()
         return self
 
     def species(self, symbols) -> torch.Tensor:
@@ -311,12 +316,15 @@ class SurrogateModel(nn.Module):
         energy = self.energy(species, h, pair, cell is not None) + self.baseline_energy(species, vectors, graph)
         return energy, h, vectors
 
-    def baseline_energy(self, species, vectors, graph: Graph) -> torch.Tensor:
-        """The physical baseline's energy (Hartree, float64) from the pair ``vectors`` (E, 3) of ``graph``."""
+    def baseline_energy(self, species, vectors, graph: Graph, refit: torch.Tensor | None = None) -> torch.Tensor:
+        """The physical baseline's energy (Hartree, float64) from the pair ``vectors`` (E, 3) of ``graph``;
+        ``refit`` stands in for the ``qspcfw-refit`` coefficients (e.g. to fit them)."""
         if self.settings.baseline == "none":
             return torch.zeros((), dtype=torch.float64)
         oxygen = species == self.settings.elements.index("O")
-        return qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, self.settings.cutoff)
+        if refit is None:
+            refit = getattr(self, "intramolecular_refit", None)
+        return qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, self.settings.cutoff, refit)
 
     def forward(self, species, positions, cell, graph: Graph, hamiltonian: bool = True):
         """(energy, H or None) for ``positions`` (N, 3) and ``cell`` (3, 3 or None), both differentiable."""

@@ -52,6 +52,9 @@ class SurrogateTrainConfig:
             Hamiltonian in a near-singular overlap are huge, so H is first brought close.
         dtype: network precision, float32 or float64, in training and in the engine (energies always
             accumulate in float64).
+        hamiltonian_trains_layers: whether the Hamiltonian and level terms train the shared interaction layers
+            (True, as in rounds 0-4) or only the Hamiltonian head, which then reads the layers' features as the
+            energy and force terms shape them (False).
         weight_average: decay of the exponential moving average of the weights over the optimiser steps
             (:class:`~deepks_es.training.averaging.WeightAverage`); the averaged weights are validated and
             served. 0 (the default) serves the last step's weights.
@@ -78,6 +81,7 @@ class SurrogateTrainConfig:
                                                    "eigenvalues": 1.0, "gap": 1.0})
     level_warmup_epochs: int = 3
     dtype: str = "float32"
+    hamiltonian_trains_layers: bool = True
     weight_average: float = 0.0
     seed: int = 0
     network: SurrogateSettings = SurrogateSettings()
@@ -185,12 +189,17 @@ def overlap_shift(delta, overlap):
     return (delta * overlap).sum() / (overlap ** 2).sum()
 
 
-def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool) -> dict[str, torch.Tensor]:
+def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool,
+                 hamiltonian_trains_layers: bool = True) -> dict[str, torch.Tensor]:
     """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3),
     ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO, shifted
-    alike), ``gap``; and ``shift`` (mu, eV)."""
+    alike), ``gap``; and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` the last four reach only
+    the Hamiltonian head's parameters."""
     x = frame.positions.clone().requires_grad_(True)
-    energy, matrix = model(frame.species, x, frame.cell, frame.graph)
+    energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
+    if not hamiltonian_trains_layers:
+        h, vectors = h.detach(), vectors.detach()
+    matrix = model.hamiltonian(frame.species, h, vectors, frame.graph)
     (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
     delta = matrix - frame.hamiltonian
     shift = overlap_shift(delta, frame.overlap) if frame.periodic else delta.new_zeros(())
@@ -232,11 +241,29 @@ def baseline_labels(model: SurrogateModel, frame: DistilledFrame) -> tuple[float
     return float(energy.detach()), -grad
 
 
+def fit_intramolecular(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
+    """The ``qspcfw-refit`` baseline's coefficients: least squares of the labels' forces minus q-SPC/Fw's against
+    the forces of each intramolecular term (the baseline is linear in its coefficients)."""
+    columns, targets = [], []
+    for frame in frames:
+        x = frame.positions.clone().double().requires_grad_(True)
+        cell = None if frame.cell is None else frame.cell.double()
+        probe = torch.zeros_like(model.intramolecular_refit, requires_grad=True)
+        energy = model.baseline_energy(frame.species, frame.graph.vectors(x, cell), frame.graph, refit=probe)
+        plain, terms = torch.autograd.grad(energy, (x, probe), create_graph=True)
+        columns.append(torch.stack([-torch.autograd.grad(t, x, retain_graph=True)[0].reshape(-1) for t in terms], 1))
+        targets.append((frame.forces.double() + plain).reshape(-1).detach())
+    solution = torch.linalg.lstsq(torch.cat(columns).detach(), torch.cat(targets).unsqueeze(1)).solution
+    model.intramolecular_refit.copy_(solution.squeeze(1))
+
+
 def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
     """Per-route least-squares reference energies per element; the energy scale (Hartree: the larger of the
     per-atom residual's spread and the force RMS times one Bohr, so that forces start at the right size); the
     mean on-site block of each element. Energies and forces are those the network learns: the labels minus
-    the model's physical baseline."""
+    the model's physical baseline (with the ``qspcfw-refit`` baseline, first fitted: :func:`fit_intramolecular`)."""
+    if model.settings.baseline == "qspcfw-refit":
+        fit_intramolecular(model, frames)
     n_el = len(model.settings.elements)
     baselines = [baseline_labels(model, f) for f in frames]
     residuals = []
@@ -320,8 +347,8 @@ class MemberTrainer:
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
-            loss, terms = frame_loss(frame_errors(self.model, frames[i], create_graph=learn),
-                                     weights or self.config.weights)
+            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers)
+            loss, terms = frame_loss(errors, weights or self.config.weights)
             if learn:
                 (loss / self.config.batch_frames).backward()
                 if (count + 1) % self.config.batch_frames == 0 or count + 1 == len(frames):
