@@ -6,14 +6,16 @@ Per water (atoms as consecutive O, H, H), the 9 force-error components split int
 (translations, rotations about the molecule's centroid) and the 3 internal ones; the two parts' RMS per
 component add in quadrature to the total RMSE. The O-H stretch part is the error of each bond's relative force
 along the bond. The model's physical baseline alone (q-SPC/Fw) is shown beside the surrogate. With ``--refit
-TRAIN.h5 ...`` also the baseline with its intramolecular part refitted as the ``qspcfw-refit`` baseline does:
-polynomials of degree 1-4 in each O-H length and in the H-O-H angle plus the stretch-stretch and stretch-bend
-couplings, least squares against the forces of TRAIN (labels minus baseline), then applied to DATA.
+TRAIN.h5 ...`` also the ``qspcfw-refit`` baseline fitted to TRAIN as a training would fit it
+(:func:`~deepks_es.training.surrogate.fit_intramolecular`: polynomials of degree 1-4 in each O-H length and in the
+H-O-H angle plus the stretch-stretch and stretch-bend couplings, least squares against the labels' forces minus
+q-SPC/Fw's), then applied to DATA.
 
     python examples/surrogate_force_breakdown.py MODEL DATA.h5 [DATA.h5 ...] [--refit TRAIN.h5 ...]
 """
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,9 +24,9 @@ from deepks_es.constants import BOHR_ANGSTROM, HARTREE_EV
 from deepks_es.engines.registry import resolve_model
 from deepks_es.errors import StructureError
 from deepks_es.structure import Structure
-from deepks_es.surrogate.baseline import intramolecular_terms
 from deepks_es.surrogate.committee import Committee
-from deepks_es.training.surrogate import baseline_labels, load_frames
+from deepks_es.surrogate.network import SurrogateModel
+from deepks_es.training.surrogate import baseline_labels, fit_intramolecular, load_frames
 
 EV_PER_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
 
@@ -35,15 +37,6 @@ def rigid_basis(water: np.ndarray) -> np.ndarray:
     modes = [np.tile(np.eye(3)[k], 3) for k in range(3)] + [np.cross(np.eye(3)[k], arm).reshape(-1) for k in range(3)]
     q, _ = np.linalg.qr(np.array(modes).T)
     return q
-
-
-def intramolecular_forces(waters: np.ndarray) -> np.ndarray:
-    """(9 nmol, 10) forces (Hartree/Bohr) of the ``qspcfw-refit`` baseline's intramolecular terms
-    (:func:`~deepks_es.surrogate.baseline.intramolecular_terms`), one column per unit coefficient (eV)."""
-    x = torch.tensor(waters, requires_grad=True)
-    terms = intramolecular_terms((x[:, 1] - x[:, 0]) * BOHR_ANGSTROM, (x[:, 2] - x[:, 0]) * BOHR_ANGSTROM).sum(0)
-    return np.stack([-torch.autograd.grad(t, x, retain_graph=True)[0].numpy().reshape(-1) / HARTREE_EV
-                     for t in terms], 1)
 
 
 def split(errors: np.ndarray, waters: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,28 +58,11 @@ def rms(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-def frames_of(model: str, paths) -> list[tuple]:
-    """(waters (nmol, 3, 3), label forces, member 0's, the baseline's; Hartree/Bohr, (N, 3)) per frame of ``paths``."""
-    committee = Committee.from_file(resolve_model(model))
-    member = committee.members[0]
-    frames = []
-    for frame in load_frames(paths, member, torch.float64):
-        structure = Structure(tuple(member.settings.elements[i] for i in frame.species.tolist()),
-                              frame.positions.numpy(), None if frame.cell is None else frame.cell.numpy())
-        try:
-            waters = structure.whole_waters()
-        except StructureError as exc:
-            raise SystemExit(f"{frame.name}: {exc}") from None
-        frames.append((waters, frame.forces.double().numpy(), committee.predict(structure, hamiltonian=False).forces[0],
-                       baseline_labels(member, frame)[1].numpy()))
-    return frames
-
-
-def refit_coefficients(frames) -> np.ndarray:
-    """Least-squares coefficients of :func:`intramolecular_forces` for the labels minus the baseline of ``frames``."""
-    columns = np.concatenate([intramolecular_forces(waters) for waters, *_ in frames])
-    target = np.concatenate([(reference - baseline).reshape(-1) for _, reference, _, baseline in frames])
-    return np.linalg.lstsq(columns, target, rcond=None)[0]
+def fitted_refit(committee: Committee, paths) -> SurrogateModel:
+    """A model of ``committee``'s settings with the ``qspcfw-refit`` baseline, its coefficients fitted to ``paths``."""
+    refit = SurrogateModel(replace(committee.settings, baseline="qspcfw-refit")).double()
+    fit_intramolecular(refit, load_frames(paths, refit, torch.float64))
+    return refit
 
 
 def main() -> None:
@@ -96,16 +72,25 @@ def main() -> None:
     parser.add_argument("--refit", nargs="+", metavar="TRAIN.h5", default=None,
                         help="also show the baseline with its intramolecular terms refitted on these datasets")
     args = parser.parse_args()
-    frames = frames_of(args.model, args.data)
-    coefficients = None if args.refit is None else refit_coefficients(frames_of(args.model, args.refit))
+    committee = Committee.from_file(resolve_model(args.model))
+    member = committee.members[0]
+    refit = None if args.refit is None else fitted_refit(committee, args.refit)
     parts = {"surrogate": [], "baseline": [], "baseline + refit": []}
-    for waters, reference, member, baseline in frames:
-        predicted = {"surrogate": member, "baseline": baseline}
-        if coefficients is not None:
-            predicted["baseline + refit"] = baseline + (intramolecular_forces(waters) @ coefficients).reshape(-1, 3)
+    for frame in load_frames(args.data, member, torch.float64):
+        structure = Structure(tuple(member.settings.elements[i] for i in frame.species.tolist()),
+                              frame.positions.numpy(), None if frame.cell is None else frame.cell.numpy())
+        try:
+            waters = structure.whole_waters()
+        except StructureError as exc:
+            raise SystemExit(f"{frame.name}: {exc}") from None
+        reference = frame.forces.double().numpy()
+        predicted = {"surrogate": committee.predict(structure, hamiltonian=False).forces[0],
+                     "baseline": baseline_labels(member, frame)[1].numpy()}
+        if refit is not None:
+            predicted["baseline + refit"] = baseline_labels(refit, frame)[1].numpy()
         for name, forces in predicted.items():
             parts[name].append(split(((forces - reference) * EV_PER_ANGSTROM).reshape(-1, 3, 3), waters))
-    print(f"{len(frames)} frames; force error RMS per component (eV/A):")
+    print(f"{len(parts['surrogate'])} frames; force error RMS per component (eV/A):")
     for name, pieces in parts.items():
         if not pieces:
             continue
