@@ -30,10 +30,14 @@ REFIT = torch.tensor([0.5, 9.0, -30.0, 40.0, 0.2, -0.4, 0.8, 0.3, -2.0, 1.5], dt
 """qspcfw-refit coefficients (eV per unit term): a stiffer, anharmonic O-H and a softer bend."""
 
 
-@pytest.fixture(scope="module", params=BASELINES)
+@pytest.fixture(scope="module", params=[*BASELINES, "separate"])
 def model(request):
+    """A random network of each baseline (shared Hamiltonian network), and one with a separate Hamiltonian
+    network."""
     torch.manual_seed(0)
-    net = SurrogateModel(SurrogateSettings(baseline=request.param)).double()
+    settings = (SurrogateSettings(baseline="qspcfw", hamiltonian_network="separate") if request.param == "separate"
+                else SurrogateSettings(baseline=request.param))
+    net = SurrogateModel(settings).double()
     with torch.no_grad():  # a random but non-trivial energy scale and reference
         net.energy_scale.fill_(0.05)
         net.reference_energy.copy_(torch.tensor([[-0.5, -15.8], [-0.49, -15.7]], dtype=torch.float64))
@@ -407,6 +411,33 @@ def test_hamiltonian_terms_can_leave_the_layers_to_energy_and_forces(distilled):
     head, layers = layer_gradient("hamiltonian", False)
     assert head > 0 and layers == 0
     assert layer_gradient("hamiltonian", True)[1] > 0 and layer_gradient("forces", False)[1] > 0
+
+
+def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled):
+    """hamiltonian_network = "separate": the force error trains only the energy's layers, the Hamiltonian error
+    only the Hamiltonian's own, and a training pass without weighted Hamiltonian terms does not build H."""
+    from deepks_es.training.surrogate import MemberTrainer, SurrogateTrainConfig, frame_errors, load_frames
+
+    work, _, _ = distilled
+    settings = SurrogateSettings(hidden="8x0e+2x0o+4x1o+2x1e+2x2e", product_channels=4,
+                                 hamiltonian_network="separate")
+    net = SurrogateModel(settings).double()
+    frames = load_frames([work / "data.h5"], net, torch.float64)
+
+    def gradient(term, layers):
+        net.zero_grad()
+        frame_errors(net, frames[0], True)[term].pow(2).mean().backward()
+        return sum(float(p.grad.abs().sum()) for p in layers.parameters() if p.grad is not None)
+
+    assert gradient("forces", net.layers) > 0 and gradient("forces", net.hamiltonian_layers) == 0
+    assert gradient("hamiltonian", net.hamiltonian_layers) > 0 and gradient("hamiltonian", net.layers) == 0
+    config = SurrogateTrainConfig(data=[work / "data.h5"], workdir=work / "separate", members=1, epochs=1,
+                                  network=settings, dtype="float64", validation_fraction=0.0,
+                                  weights={"energy": 1.0, "forces": 1.0, "hamiltonian": 0.0, "eigenvalues": 0.0,
+                                           "gap": 0.0})
+    trainer = MemberTrainer(config, 0, frames, lambda message: None)
+    trainer.model.hamiltonian = lambda *args: pytest.fail("a force-field pass built H")
+    assert set(trainer._epoch(trainer.train, dict(config.weights))) == {"energy", "forces"}
 
 
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):

@@ -36,6 +36,8 @@ def fx_codegen():
         e3nn.set_optimization_defaults(**saved)
 
 
+HAMILTONIAN_NETWORKS = ("shared", "separate")
+
 ROUTES = ("cluster", "periodic")
 """Energy routes: PySCF's molecular and periodic total energies differ by a constant per atom, so each route
 has its own reference energies."""
@@ -71,6 +73,11 @@ class SurrogateSettings:
             product basis, :class:`ProductBasis`), so one layer sees (ν + 1)-body terms. Model files written
             before this setting (surrogate rounds 0-3) have 1.
         product_channels: channels of the product basis (unused with ``correlation`` 1).
+        hamiltonian_network: ``"shared"``, the Hamiltonian head reads the node irreps of the energy's interaction
+            layers (one network, as WANDER); ``"separate"``, it reads those of interaction layers of its own (the
+            same shape), so the energy and force terms of the loss train one network and the Hamiltonian and
+            level terms the other, and a force-only step runs only the first. Model files written before this
+            setting (surrogate rounds 0-4) are shared.
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -89,11 +96,15 @@ class SurrogateSettings:
     message_envelope: bool = True
     correlation: int = 3
     product_channels: int = 8
+    hamiltonian_network: str = "shared"
 
     def __post_init__(self):
         if self.correlation < 1 or self.product_channels < 1:
             raise ValueError(f"surrogate correlation and product_channels must be >= 1, not {self.correlation} "
                              f"and {self.product_channels}")
+        if self.hamiltonian_network not in HAMILTONIAN_NETWORKS:
+            raise ValueError(f"surrogate hamiltonian_network must be one of {', '.join(HAMILTONIAN_NETWORKS)}, "
+                             f"not {self.hamiltonian_network!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
         if self.baseline != "none" and set(self.elements) != {"H", "O"}:
@@ -114,8 +125,9 @@ class SurrogateSettings:
     @classmethod
     def from_dict(cls, raw: dict) -> SurrogateSettings:
         """From :meth:`as_dict`. A model file written before ``message_envelope`` existed has no envelope, one
-        written before ``correlation`` existed has correlation 1."""
-        return cls(**{"message_envelope": False, "correlation": 1, **raw, "elements": tuple(raw["elements"])})
+        written before ``correlation`` existed has correlation 1, one before ``hamiltonian_network`` a shared one."""
+        return cls(**{"message_envelope": False, "correlation": 1, "hamiltonian_network": "shared", **raw,
+                      "elements": tuple(raw["elements"])})
 
 
 def envelope(x: torch.Tensor, p: int = 6) -> torch.Tensor:
@@ -234,10 +246,10 @@ class SurrogateModel(nn.Module):
         hidden = o3.Irreps(s.hidden)
         self.sh_nodes = o3.Irreps.spherical_harmonics(2)
         self.sh_pairs = o3.Irreps.spherical_harmonics(4)
-        self.embed = o3.Linear(o3.Irreps(f"{n_el}x0e"), hidden)
         self.radial = RadialBasis(s.cutoff, s.radial)
-        self.layers = nn.ModuleList(Interaction(hidden, hidden, self.sh_nodes, s.radial, s.num_neighbors,
-                                                s.product_channels, s.correlation) for _ in range(s.layers))
+        self.embed, self.layers = self._interaction_layers(hidden)
+        if s.hamiltonian_network == "separate":
+            self.hamiltonian_embed, self.hamiltonian_layers = self._interaction_layers(hidden)
         self.energy_head = nn.Sequential(o3.Linear(hidden, o3.Irreps("16x0e")), nn.SiLU(), nn.Linear(16, 1))
         self.pair_energy = nn.Sequential(nn.Linear(s.radial + 2 * n_el, 32), nn.SiLU(), nn.Linear(32, 1))
         # Hamiltonian head: per-atom irreps up to l = 4 of both parities, per-pair scalars from the radial
@@ -271,6 +283,14 @@ class SurrogateModel(nn.Module):
         for a in range(n_el):  # the mean on-site block of each element (set from the training data)
             self.register_buffer(f"onsite_mean_{a}", torch.zeros(len(blocks[a, a].transform)))
 
+    def _interaction_layers(self, hidden: o3.Irreps) -> tuple[o3.Linear, nn.ModuleList]:
+        """A network's species embedding and its interaction layers."""
+        s = self.settings
+        embed = o3.Linear(o3.Irreps(f"{len(s.elements)}x0e"), hidden)
+        layers = nn.ModuleList(Interaction(hidden, hidden, self.sh_nodes, s.radial, s.num_neighbors,
+                                           s.product_channels, s.correlation) for _ in range(s.layers))
+        return embed, layers
+
     def to_precision(self, dtype: torch.dtype) -> SurrogateModel:
         """The network in ``dtype``, its energy buffers kept in float64 (energies accumulate in float64)."""
         self.to(dtype)
@@ -287,21 +307,41 @@ class SurrogateModel(nn.Module):
             raise ValueError(f"the surrogate knows {', '.join(self.settings.elements)}, not {', '.join(unknown)}")
         return torch.tensor([index[s] for s in symbols])
 
-    def node_features(self, species, vectors, graph: Graph):
-        """Node irreps after the interaction layers, and the pair energies (Hartree / energy scale) of the
-        pairs within the cutoff, from pair ``vectors`` (E, 3) in the (y, z, x) frame."""
+    def _neighbours(self, species, vectors, graph: Graph) -> dict[str, torch.Tensor]:
+        """What the interaction layers take from pair ``vectors`` (E, 3) in the (y, z, x) frame: the species'
+        one-hot rows, and of the pairs within the cutoff their atoms, spherical harmonics, radial basis and
+        envelope."""
         lengths = vectors.norm(dim=1)
         near = lengths < self.settings.cutoff
-        src, dst, vec, r = graph.src[near], graph.dst[near], vectors[near], lengths[near]
-        sh = o3.spherical_harmonics(self.sh_nodes, vec, normalize=True, normalization="component")
-        radial = self.radial(r)
-        onehot = nn.functional.one_hot(species, len(self.settings.elements)).to(vectors.dtype)
-        pair = self.pair_energy(torch.cat([radial, onehot[src], onehot[dst]], dim=1)).squeeze(-1)
-        smooth = envelope(r / self.settings.cutoff)
-        h = self.embed(onehot)
-        for layer in self.layers:
-            h = layer(h, sh, radial, src, dst, smooth if self.settings.message_envelope else None)
-        return h, 0.5 * pair * smooth
+        r = lengths[near]
+        return {"onehot": nn.functional.one_hot(species, len(self.settings.elements)).to(vectors.dtype),
+                "src": graph.src[near], "dst": graph.dst[near],
+                "sh": o3.spherical_harmonics(self.sh_nodes, vectors[near], normalize=True, normalization="component"),
+                "radial": self.radial(r), "smooth": envelope(r / self.settings.cutoff)}
+
+    def _propagate(self, embed: o3.Linear, layers: nn.ModuleList, pairs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Node irreps after a network's interaction layers, from :meth:`_neighbours`."""
+        smooth = pairs["smooth"] if self.settings.message_envelope else None
+        h = embed(pairs["onehot"])
+        for layer in layers:
+            h = layer(h, pairs["sh"], pairs["radial"], pairs["src"], pairs["dst"], smooth)
+        return h
+
+    def node_features(self, species, vectors, graph: Graph):
+        """Node irreps after the (energy's) interaction layers, and the pair energies (Hartree / energy scale) of
+        the pairs within the cutoff, from pair ``vectors`` (E, 3) in the (y, z, x) frame."""
+        pairs = self._neighbours(species, vectors, graph)
+        onehot, src, dst = pairs["onehot"], pairs["src"], pairs["dst"]
+        pair = self.pair_energy(torch.cat([pairs["radial"], onehot[src], onehot[dst]], dim=1)).squeeze(-1)
+        return self._propagate(self.embed, self.layers, pairs), 0.5 * pair * pairs["smooth"]
+
+    def hamiltonian_features(self, species, h, vectors, graph: Graph) -> torch.Tensor:
+        """The node irreps the Hamiltonian head reads: ``h`` (the energy's) with a shared network, else those of
+        the Hamiltonian's own interaction layers."""
+        if self.settings.hamiltonian_network == "shared":
+            return h
+        return self._propagate(self.hamiltonian_embed, self.hamiltonian_layers,
+                               self._neighbours(species, vectors, graph))
 
     def energy(self, species, h, pair, periodic: bool) -> torch.Tensor:
         """Total energy (Hartree): atomic and pair energies plus the route's reference energies."""
@@ -336,7 +376,9 @@ class SurrogateModel(nn.Module):
         return torch.cumsum(counts, 0) - counts
 
     def hamiltonian(self, species, h, vectors, graph: Graph) -> torch.Tensor:
-        """The Γ-point Kohn-Sham matrix (nao, nao): on-site blocks plus pair blocks summed over images."""
+        """The Γ-point Kohn-Sham matrix (nao, nao): on-site blocks plus pair blocks summed over images, from the
+        energy's node irreps ``h`` and the pair ``vectors`` of :meth:`energy_and_features`."""
+        h = self.hamiltonian_features(species, h, vectors, graph)
         offsets, counts = self.ao_offsets(species), self.ao_counts[species]
         nao = int(counts.sum())
         matrix = h.new_zeros(nao * nao)

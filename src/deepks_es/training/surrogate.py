@@ -30,7 +30,9 @@ from .averaging import WeightAverage
 from .checkpoint import load_checkpoint
 from .dataset import read_dataset
 
-SURROGATE_TERMS = ("energy", "forces", "hamiltonian", "eigenvalues", "gap")
+FORCE_FIELD_TERMS = ("energy", "forces")
+HAMILTONIAN_TERMS = ("hamiltonian", "eigenvalues", "gap")
+SURROGATE_TERMS = FORCE_FIELD_TERMS + HAMILTONIAN_TERMS
 CHECKPOINT = "checkpoint.pt"
 MODEL = "surrogate.pt"
 
@@ -47,14 +49,16 @@ class SurrogateTrainConfig:
         epochs: passes over the training frames per member.
         batch_frames: frames per optimiser step.
         learning_rate, final_learning_rate: exponential decay over the epochs.
-        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, gap).
+        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, gap). With the last three
+            at 0 a training pass does not build H (a force field; validation still reports every term).
         level_warmup_epochs: first epochs without the level terms (eigenvalues, gap): the levels of a random
             Hamiltonian in a near-singular overlap are huge, so H is first brought close.
         dtype: network precision, float32 or float64, in training and in the engine (energies always
             accumulate in float64).
         hamiltonian_trains_layers: whether the Hamiltonian and level terms train the shared interaction layers
             (True, as in rounds 0-4) or only the Hamiltonian head, which then reads the layers' features as the
-            energy and force terms shape them (False).
+            energy and force terms shape them (False). Moot with ``hamiltonian_network = "separate"``, where
+            no layer is shared.
         weight_average: decay of the exponential moving average of the weights over the optimiser steps
             (:class:`~deepks_es.training.averaging.WeightAverage`); the averaged weights are validated and
             served. 0 (the default) serves the last step's weights.
@@ -190,17 +194,21 @@ def overlap_shift(delta, overlap):
 
 
 def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool,
-                 hamiltonian_trains_layers: bool = True) -> dict[str, torch.Tensor]:
-    """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3),
-    ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO, shifted
-    alike), ``gap``; and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` the last four reach only
-    the Hamiltonian head's parameters."""
+                 hamiltonian_trains_layers: bool = True, hamiltonian: bool = True) -> dict[str, torch.Tensor]:
+    """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3), and with
+    ``hamiltonian`` ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO,
+    shifted alike), ``gap`` and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` the last four reach
+    only the Hamiltonian head's parameters (and its own layers', with a separate Hamiltonian network)."""
     x = frame.positions.clone().requires_grad_(True)
     energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
+    (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
+    errors = {"energy": (energy - frame.energy) * HARTREE_EV / frame.natoms,
+              "forces": (-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM)}
+    if not hamiltonian:
+        return errors
     if not hamiltonian_trains_layers:
         h, vectors = h.detach(), vectors.detach()
     matrix = model.hamiltonian(frame.species, h, vectors, frame.graph)
-    (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
     delta = matrix - frame.hamiltonian
     shift = overlap_shift(delta, frame.overlap) if frame.periodic else delta.new_zeros(())
     delta = delta - shift * frame.overlap
@@ -208,9 +216,7 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
     levels = torch.linalg.eigvalsh(orthogonal)[:frame.nocc + 1]
     level_error = levels - frame.levels - shift
     gap_error = level_error[-1] - level_error[-2]
-    return {"energy": (energy - frame.energy) * HARTREE_EV / frame.natoms,
-            "forces": (-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM),
-            "hamiltonian": delta * HARTREE_EV, "eigenvalues": level_error * HARTREE_EV,
+    return {**errors, "hamiltonian": delta * HARTREE_EV, "eigenvalues": level_error * HARTREE_EV,
             "gap": gap_error * HARTREE_EV, "shift": shift * HARTREE_EV}
 
 
@@ -220,13 +226,15 @@ target has wild levels in a near-singular overlap, whose squares would swamp eve
 
 
 def frame_loss(errors: dict[str, torch.Tensor], weights: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the terms (mean squares; Huber for the levels), and each term's mean square."""
-    terms = {term: (errors[term] ** 2).mean() for term in SURROGATE_TERMS}
+    """Weighted sum of the terms in ``errors`` (mean squares; Huber for the levels), and each one's mean square."""
+    terms = {term: (errors[term] ** 2).mean() for term in SURROGATE_TERMS if term in errors}
     optimised = dict(terms)
     for term in ("eigenvalues", "gap"):
-        error = errors[term].reshape(-1)
-        optimised[term] = 2 * torch.nn.functional.huber_loss(error, torch.zeros_like(error), delta=LEVEL_HUBER_EV)
-    total = sum(weights[term] * optimised[term] for term in SURROGATE_TERMS if weights[term] > 0)
+        if term in errors:
+            error = errors[term].reshape(-1)
+            optimised[term] = 2 * torch.nn.functional.huber_loss(error, torch.zeros_like(error),
+                                                                 delta=LEVEL_HUBER_EV)
+    total = sum(weights[term] * optimised[term] for term in terms if weights[term] > 0)
     return total, {term: float(value.detach()) for term, value in terms.items()}
 
 
@@ -341,13 +349,14 @@ class MemberTrainer:
     def _epoch(self, frames: list[DistilledFrame], weights: dict | None, epoch: int = 0) -> dict[str, float]:
         """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass in an order
         drawn from the member's seed and ``epoch`` (so a resumed training takes the steps an uninterrupted one
-        would)."""
+        would), which skips the Hamiltonian when none of its terms is weighted."""
         learn = weights is not None
-        sums = dict.fromkeys(SURROGATE_TERMS, 0.0)
+        hamiltonian = not learn or any(weights[term] > 0 for term in HAMILTONIAN_TERMS)
+        sums = dict.fromkeys(SURROGATE_TERMS if hamiltonian else FORCE_FIELD_TERMS, 0.0)
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
-            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers)
+            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers, hamiltonian)
             loss, terms = frame_loss(errors, weights or self.config.weights)
             if learn:
                 (loss / self.config.batch_frames).backward()
@@ -404,8 +413,9 @@ def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
     for i, term in enumerate(SURROGATE_TERMS):
         for member, history in enumerate(histories):
             epochs = [row["epoch"] for row in history]
-            ax.semilogy(epochs, [max(row[f"train_{term}"], 1e-14) for row in history], color=f"C{i}",
-                        alpha=1.0 - 0.25 * member, label=term if member == 0 else None)
+            if history and f"train_{term}" in history[0]:  # unweighted Hamiltonian terms are not trained
+                ax.semilogy(epochs, [max(row[f"train_{term}"], 1e-14) for row in history], color=f"C{i}",
+                            alpha=1.0 - 0.25 * member, label=term if member == 0 else None)
             if history and f"validation_{term}" in history[0]:
                 ax.semilogy(epochs, [max(row[f"validation_{term}"], 1e-14) for row in history], "o",
                             color=f"C{i}", markersize=2, alpha=1.0 - 0.25 * member)
