@@ -415,7 +415,8 @@ def test_hamiltonian_terms_can_leave_the_layers_to_energy_and_forces(distilled):
 
 def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled):
     """hamiltonian_network = "separate": the force error trains only the energy's layers, the Hamiltonian error
-    only the Hamiltonian's own, and a training pass without weighted Hamiltonian terms does not build H."""
+    only the Hamiltonian's own; a training pass without weighted Hamiltonian terms does not build H, and one
+    without weighted energy and forces (the second stage) leaves the force field as it was."""
     from deepks_es.training.surrogate import MemberTrainer, SurrogateTrainConfig, frame_errors, load_frames
 
     work, _, _ = distilled
@@ -436,8 +437,16 @@ def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled
                                   weights={"energy": 1.0, "forces": 1.0, "hamiltonian": 0.0, "eigenvalues": 0.0,
                                            "gap": 0.0})
     trainer = MemberTrainer(config, 0, frames, lambda message: None)
+    build = trainer.model.hamiltonian
     trainer.model.hamiltonian = lambda *args: pytest.fail("a force-field pass built H")
     assert set(trainer._epoch(trainer.train, dict(config.weights))) == {"energy", "forces"}
+    trainer.model.hamiltonian = build
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    weights = {"energy": 0.0, "forces": 0.0, "hamiltonian": 1.0, "eigenvalues": 1.0, "gap": 1.0}
+    assert set(trainer._epoch(trainer.train, weights)) == {"hamiltonian", "eigenvalues", "gap"}
+    changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith(("hamiltonian_", "atom_", "pair_scalars", "pair_out", "onsite_out"))
+                           for name in changed)
 
 
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):

@@ -355,3 +355,22 @@ def test_every_shipped_training_recipe_is_a_valid_config(recipe):
         assert sum(p.numel() for p in SurrogateModel(config.network).parameters()) > 0
     else:
         assert TrainConfig.from_raw(raw, recipe).iterations >= 1
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "inputs" / "training").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_training_configs_parse(path):
+    """Every training config in inputs/training reads as the trainer reads it (an unknown key or a bad value in
+    one is a SettingsError here, not after hours of labelling)."""
+    from deepks_es.training.surrogate import SurrogateTrainConfig
+    from deepks_es.training.train import read_train_config
+
+    config = read_train_config(path)
+    assert isinstance(config, SurrogateTrainConfig) == ("surrogate" in read_toml(path))
+
+
+def test_a_surrogate_config_holds_only_its_table(tmp_path):
+    from deepks_es.training.train import read_train_config
+
+    (tmp_path / "mixed.toml").write_text('[surrogate]\ndata = ["a.h5"]\nworkdir = "w"\n[extra]\nx = 1\n')
+    with pytest.raises(SettingsError, match="only the \\[surrogate\\] table"):
+        read_train_config(tmp_path / "mixed.toml")

@@ -50,7 +50,9 @@ class SurrogateTrainConfig:
         batch_frames: frames per optimiser step.
         learning_rate, final_learning_rate: exponential decay over the epochs.
         weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, gap). With the last three
-            at 0 a training pass does not build H (a force field; validation still reports every term).
+            at 0 a training pass does not build H (a force field alone), with the first two at 0 it does not
+            differentiate the energy (the Hamiltonian alone: with a separate Hamiltonian network and
+            ``init_model`` a force field trained before, a second stage); validation reports every term.
         level_warmup_epochs: first epochs without the level terms (eigenvalues, gap): the levels of a random
             Hamiltonian in a near-singular overlap are huge, so H is first brought close.
         dtype: network precision, float32 or float64, in training and in the engine (energies always
@@ -194,16 +196,20 @@ def overlap_shift(delta, overlap):
 
 
 def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: bool,
-                 hamiltonian_trains_layers: bool = True, hamiltonian: bool = True) -> dict[str, torch.Tensor]:
-    """Per-frame errors in eV, eV/atom and eV/Angstrom: ``energy`` (per atom), ``forces`` (N, 3), and with
-    ``hamiltonian`` ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues`` (occupied + LUMO,
-    shifted alike), ``gap`` and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` the last four reach
-    only the Hamiltonian head's parameters (and its own layers', with a separate Hamiltonian network)."""
-    x = frame.positions.clone().requires_grad_(True)
+                 hamiltonian_trains_layers: bool = True, force_field: bool = True,
+                 hamiltonian: bool = True) -> dict[str, torch.Tensor]:
+    """Per-frame errors in eV, eV/atom and eV/Angstrom: with ``force_field`` ``energy`` (per atom) and ``forces``
+    (N, 3); with ``hamiltonian`` ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues``
+    (occupied + LUMO, shifted alike), ``gap`` and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers``
+    the last four reach only the Hamiltonian head's parameters (and its own layers', with a separate
+    Hamiltonian network)."""
+    x = frame.positions.clone().requires_grad_(force_field)
     energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
-    (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
-    errors = {"energy": (energy - frame.energy) * HARTREE_EV / frame.natoms,
-              "forces": (-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM)}
+    errors = {}
+    if force_field:
+        (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
+        errors.update(energy=(energy - frame.energy) * HARTREE_EV / frame.natoms,
+                      forces=(-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM))
     if not hamiltonian:
         return errors
     if not hamiltonian_trains_layers:
@@ -349,14 +355,16 @@ class MemberTrainer:
     def _epoch(self, frames: list[DistilledFrame], weights: dict | None, epoch: int = 0) -> dict[str, float]:
         """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass in an order
         drawn from the member's seed and ``epoch`` (so a resumed training takes the steps an uninterrupted one
-        would), which skips the Hamiltonian when none of its terms is weighted."""
+        would), which skips the force field's terms or the Hamiltonian's where none of them is weighted."""
         learn = weights is not None
-        hamiltonian = not learn or any(weights[term] > 0 for term in HAMILTONIAN_TERMS)
-        sums = dict.fromkeys(SURROGATE_TERMS if hamiltonian else FORCE_FIELD_TERMS, 0.0)
+        force_field, hamiltonian = (not learn or any(weights[term] > 0 for term in terms)
+                                    for terms in (FORCE_FIELD_TERMS, HAMILTONIAN_TERMS))
+        sums = dict.fromkeys((FORCE_FIELD_TERMS if force_field else ()) + (HAMILTONIAN_TERMS if hamiltonian else ()), 0.0)
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
-            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers, hamiltonian)
+            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers, force_field,
+                                  hamiltonian)
             loss, terms = frame_loss(errors, weights or self.config.weights)
             if learn:
                 (loss / self.config.batch_frames).backward()

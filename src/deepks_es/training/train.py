@@ -12,6 +12,7 @@ last one, and finished SCF frames are kept as ``phase<N>/scf/<frame>.npz``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -286,21 +287,31 @@ class Trainer:
         save_figure(fig, self.workdir / "loss.png")
 
 
+def read_train_config(config_path: str | os.PathLike):
+    """The config of a training TOML: a :class:`~.surrogate.SurrogateTrainConfig` for one with a ``[surrogate]``
+    table (which must be its only table), else a :class:`TrainConfig`."""
+    path = Path(config_path)
+    raw = read_toml(path)
+    if "surrogate" not in raw:
+        return TrainConfig.from_raw(raw, path)
+    from .surrogate import SurrogateTrainConfig
+
+    others = sorted(set(raw) - {"surrogate"})
+    if others:
+        raise SettingsError(f"{path}: a surrogate config holds only the [surrogate] table; found also "
+                            f"{', '.join(others)}")
+    return SurrogateTrainConfig.from_table(raw["surrogate"], path.parent, str(path))
+
+
 def train(config_path: str, log=None, member: int | None = None) -> Path:
     """Train from a TOML config; returns the final model path. A config with a ``[surrogate]`` table trains a
     surrogate committee (:mod:`.surrogate`; ``member`` trains only that member), any other a DeePKS-ES model."""
     log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
-    path = Path(config_path)
-    raw = read_toml(path)
-    if "surrogate" in raw:
-        from .surrogate import SurrogateTrainConfig, train_surrogate
+    config = read_train_config(config_path)
+    if isinstance(config, TrainConfig):
+        if member is not None:
+            raise SettingsError("--member is for surrogate committees (a config with a [surrogate] table)")
+        return Trainer(config, log=log).run()
+    from .surrogate import train_surrogate
 
-        others = sorted(set(raw) - {"surrogate"})
-        if others:
-            raise SettingsError(f"{path}: a surrogate config holds only the [surrogate] table; found also "
-                                f"{', '.join(others)}")
-        return train_surrogate(SurrogateTrainConfig.from_table(raw["surrogate"], path.parent, str(path)), log,
-                               member)
-    if member is not None:
-        raise SettingsError("--member is for surrogate committees (a config with a [surrogate] table)")
-    return Trainer(TrainConfig.from_raw(raw, path), log=log).run()
+    return train_surrogate(config, log, member)
