@@ -4,6 +4,8 @@ replica, finite-difference forces and virial, the engine behind the interface, d
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +14,8 @@ import torch
 from e3nn import o3
 from scipy.spatial.transform import Rotation
 
-from conftest import central_difference
+from conftest import REPO, central_difference
+from deepks_es.engines.registry import resolve_model
 from deepks_es.observables import DOSGrid
 from deepks_es.scf.systems import SCFSettings, build_system, overlap_matrix
 from deepks_es.structure import Structure
@@ -328,6 +331,24 @@ def test_committee_trains_resumes_and_serves(distilled, dimer, box):
         assert {"gap_ev", "dos", "dos_O", "dos_H", "committee_gap_std_ev"} <= set(extras)
 
 
+def test_one_member_of_a_training_as_its_own_model_file(distilled, tmp_path):
+    """examples/surrogate_member.py: member 1's checkpoint as a one-member model file holds the weights the
+    committee's file has for member 1."""
+    work, path, _ = distilled
+    out = tmp_path / "member1.pt"
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "surrogate_member.py"), str(work / "surrogate.toml"),
+                          "1", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    alone = Committee.from_file(resolve_model(str(out)))
+    whole = Committee.from_file(resolve_model(str(path)))
+    assert len(alone.members) == 1 and alone.provenance["epoch"] == 2
+    state = alone.members[0].state_dict()
+    assert all(torch.equal(value, state[name]) for name, value in whole.members[1].state_dict().items())
+    missing = subprocess.run([sys.executable, str(REPO / "examples" / "surrogate_member.py"),
+                              str(work / "surrogate.toml"), "5", str(out)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "no checkpoint" in missing.stderr
+
+
 def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
     """``init_model``: with a vanishing learning rate the fine-tuned committee is the one it started from (weights
     and fitted reference energies); a committee of other network settings is refused."""
@@ -358,7 +379,6 @@ def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
 def test_weight_average_is_served_and_a_resumed_training_ends_where_an_uninterrupted_one_does(distilled):
     """``weight_average``: the model file gets the averaged weights, not the last step's; a training stopped after
     its first epoch and rerun gives the same weights, average and all, as one run straight through."""
-    from deepks_es.engines.registry import resolve_model
     from deepks_es.training.train import train
 
     work, _, _ = distilled
