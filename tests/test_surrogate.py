@@ -349,6 +349,23 @@ def test_one_member_of_a_training_as_its_own_model_file(distilled, tmp_path):
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr
 
 
+def test_label_levels_reads_the_frontier_of_each_frame(distilled):
+    """examples/label_levels.py: the gap and the LUMO -> LUMO+1 spacing of every frame, from the labels' levels."""
+    from deepks_es.constants import HARTREE_EV
+    from deepks_es.training.dataset import read_dataset
+
+    work, _, _ = distilled
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), str(work / "data.h5")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    raw, _ = read_dataset(work / "data.h5")
+    gaps = []
+    for frame in raw:
+        levels, nocc = frame.target["mo_energy"] * HARTREE_EV, int(frame.target["nocc"])
+        gaps.append(levels[nocc] - levels[nocc - 1])
+    assert f"{len(raw)} frames, gap {np.mean(gaps):.2f} ± {np.std(gaps):.2f} eV" in run.stdout
+
+
 def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
     """``init_model``: with a vanishing learning rate the fine-tuned committee is the one it started from (weights
     and fitted reference energies); a committee of other network settings is refused."""
