@@ -9,8 +9,7 @@ import argparse
 
 import torch
 
-from deepks_es.surrogate.committee import Committee
-from deepks_es.training.surrogate import CHECKPOINT, SurrogateTrainConfig
+from deepks_es.training.surrogate import CHECKPOINT, SurrogateTrainConfig, member_workdir, served_committee
 from deepks_es.training.train import read_train_config
 
 
@@ -23,12 +22,11 @@ def main() -> None:
     config = read_train_config(args.config)
     if not isinstance(config, SurrogateTrainConfig):
         parser.error(f"{args.config} is not a surrogate training config")
-    path = config.workdir / f"member{args.member}" / CHECKPOINT
+    path = member_workdir(config, args.member) / CHECKPOINT
     if not path.is_file():
         parser.error(f"no checkpoint {path}")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    committee = Committee(config.network, 1, getattr(torch, config.dtype))
-    committee.members[0].load_state_dict(payload["model"])
+    committee = served_committee(config, [payload])
     committee.provenance = {"checkpoint": str(path), "epoch": int(payload["epoch"])}
     committee.save(args.output)
     print(f"member {args.member} at epoch {payload['epoch']} -> {args.output}")

@@ -308,7 +308,7 @@ class MemberTrainer:
     def __init__(self, config: SurrogateTrainConfig, index: int, frames: list[DistilledFrame], log,
                  start: dict | None = None):
         self.config, self.index, self.log = config, index, log
-        self.workdir = config.workdir / f"member{index}"
+        self.workdir = member_workdir(config, index)
         seed = config.seed + index
         order = np.random.default_rng(seed).permutation(len(frames))
         nval = int(round(config.validation_fraction * len(frames)))
@@ -359,7 +359,8 @@ class MemberTrainer:
         learn = weights is not None
         force_field, hamiltonian = (not learn or any(weights[term] > 0 for term in terms)
                                     for terms in (FORCE_FIELD_TERMS, HAMILTONIAN_TERMS))
-        sums = dict.fromkeys((FORCE_FIELD_TERMS if force_field else ()) + (HAMILTONIAN_TERMS if hamiltonian else ()), 0.0)
+        sums = dict.fromkeys((FORCE_FIELD_TERMS if force_field else ()) + (HAMILTONIAN_TERMS if hamiltonian else ()),
+                             0.0)
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
@@ -421,7 +422,7 @@ def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
     for i, term in enumerate(SURROGATE_TERMS):
         for member, history in enumerate(histories):
             epochs = [row["epoch"] for row in history]
-            if history and f"train_{term}" in history[0]:  # unweighted Hamiltonian terms are not trained
+            if history and f"train_{term}" in history[0]:  # a term of a skipped half has no training value
                 ax.semilogy(epochs, [max(row[f"train_{term}"], 1e-14) for row in history], color=f"C{i}",
                             alpha=1.0 - 0.25 * member, label=term if member == 0 else None)
             if history and f"validation_{term}" in history[0]:
@@ -434,9 +435,23 @@ def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
     return save_figure(fig, workdir / "loss.png")
 
 
+def member_workdir(config: SurrogateTrainConfig, k: int) -> Path:
+    """Member ``k``'s folder: its :data:`CHECKPOINT` and ``loss.json``."""
+    return config.workdir / f"member{k}"
+
+
+def served_committee(config: SurrogateTrainConfig, payloads: list[dict]) -> Committee:
+    """A committee of ``config``'s network whose members hold the weights that member checkpoints ``payloads``
+    serve."""
+    committee = Committee(config.network, len(payloads), getattr(torch, config.dtype))
+    for member, payload in zip(committee.members, payloads):
+        member.load_state_dict(payload["model"])
+    return committee
+
+
 def _finished_member(config: SurrogateTrainConfig, k: int) -> dict | None:
     """Member ``k``'s checkpoint if it has all its epochs, else None."""
-    path = config.workdir / f"member{k}" / CHECKPOINT
+    path = member_workdir(config, k) / CHECKPOINT
     if not path.is_file():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -476,12 +491,9 @@ def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None =
         torch.set_default_dtype(torch.float64)
     payloads = [_finished_member(config, k) for k in range(config.members)]
     if member is not None and None in payloads:  # others still training: the last one writes the model
-        return config.workdir / f"member{member}" / CHECKPOINT
-    committee = Committee(config.network, config.members, getattr(torch, config.dtype))
-    histories = []
-    for k, payload in enumerate(payloads):
-        committee.members[k].load_state_dict(payload["model"])
-        histories.append(json.loads(payload["history"]))
+        return member_workdir(config, member) / CHECKPOINT
+    committee = served_committee(config, payloads)
+    histories = [json.loads(payload["history"]) for payload in payloads]
     committee.provenance = {"data": [str(p) for p in config.data], "frames": len(frames),
                             "config": json.loads(json.dumps(asdict(config), default=str)),
                             "final_validation": [h[-1] for h in histories]}
