@@ -366,6 +366,30 @@ def test_label_levels_reads_the_frontier_of_each_frame(distilled):
     assert f"{len(raw)} frames, gap {np.mean(gaps):.2f} ± {np.std(gaps):.2f} eV" in run.stdout
 
 
+def test_hamiltonian_cutoff_zeroes_blocks_by_minimum_image_distance(distilled, box):
+    """examples/hamiltonian_cutoff.py: minimum-image distances as a brute-force search over images gives them, half
+    the cell's width, a frontier shift for each cutoff below it, and a one-line refusal beyond it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hamiltonian_cutoff", REPO / "examples" / "hamiltonian_cutoff.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    cell = np.asarray(box.cell) @ Rotation.from_euler("z", 20, degrees=True).as_matrix()
+    positions = np.asarray(box.positions) @ Rotation.from_euler("z", 20, degrees=True).as_matrix()
+    shifts = np.array(np.meshgrid(*[range(-2, 3)] * 3)).reshape(3, -1).T @ cell
+    brute = np.linalg.norm(positions[:, None, None] - positions[None, :, None] + shifts, axis=-1).min(-1)
+    np.testing.assert_allclose(script.pair_distances(positions, cell), brute, atol=1e-10)
+    assert script.half_width(cell) == pytest.approx(np.linalg.norm(cell[0]) / 2)
+    work, _, _ = distilled
+    command = [sys.executable, str(REPO / "examples" / "hamiltonian_cutoff.py"), str(work / "data.h5")]
+    half = script.half_width(np.asarray(box.cell))
+    run = subprocess.run([*command, "--cutoffs", "0", f"{half - 0.1}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "3 frames" in run.stdout and run.stdout.count("Bohr: HOMO") == 2
+    refused = subprocess.run([*command, "--cutoffs", f"{half + 0.1}"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "reaches beyond half the cell's width" in refused.stderr
+
+
 def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
     """``init_model``: with a vanishing learning rate the fine-tuned committee is the one it started from (weights
     and fitted reference energies); a committee of other network settings is refused."""
@@ -486,6 +510,33 @@ def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled
                            for name in changed)
 
 
+def test_virtual_levels_in_a_window_above_the_lumo(distilled):
+    """virtual_window: the frames keep the label levels up to the LUMO + the window, and the ``virtuals`` term is
+    the model's levels above the LUMO minus those, after the box's mu S shift, as numpy's eigh of the same H gives;
+    a virtuals weight without a window is refused."""
+    from deepks_es.constants import HARTREE_EV
+    from deepks_es.errors import SettingsError
+    from deepks_es.training.surrogate import SurrogateTrainConfig, frame_errors, load_frames, window_end
+
+    assert window_end(np.array([-1.0, -0.5, 0.0, 0.1, 0.2]), 2, 0.15 * HARTREE_EV) == 4
+    assert window_end(np.array([-1.0, -0.5, 0.0, 0.1]), 2, 0.0) == 3
+    work, _, _ = distilled
+    net = SurrogateModel(SurrogateSettings(hidden="8x0e+2x0o+4x1o+2x1e+2x2e", product_channels=4)).double()
+    frames = load_frames([work / "data.h5"], net, torch.float64, virtual_window=20.0)
+    assert all(len(f.levels) == window_end(f.levels.numpy(), f.nocc, 20.0) > f.nocc + 2 for f in frames)
+    for frame in frames:
+        errors = frame_errors(net, frame, False)
+        with torch.no_grad():
+            _, h, vectors = net.energy_and_features(frame.species, frame.positions, frame.cell, frame.graph)
+            matrix = net.hamiltonian(frame.species, h, vectors, frame.graph).numpy()
+        levels = scipy.linalg.eigh(matrix, frame.overlap.numpy(), eigvals_only=True)[frame.nocc + 1:len(frame.levels)]
+        expected = (levels - frame.levels[frame.nocc + 1:].numpy()) * HARTREE_EV - float(errors["shift"].detach())
+        np.testing.assert_allclose(errors["virtuals"].detach().numpy(), expected, atol=1e-6)
+    assert "virtuals" not in frame_errors(net, load_frames([work / "data.h5"], net, torch.float64)[0], False)
+    with pytest.raises(SettingsError, match="virtual_window > 0"):
+        SurrogateTrainConfig.from_table({"data": "d.h5", "workdir": "w", "weights": {"virtuals": 1.0}}, work, "t")
+
+
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):
     """--committee-every 2: member 0's energy, forces and levels every structure; the spread on odd calls only."""
     from deepks_es.engines import EngineSpec, make_engine
@@ -562,8 +613,17 @@ def test_evaluate_cli_on_distilled_data(distilled):
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     assert summary["frames"] == 3 and summary["reference"] == "DeePKS-ES"
-    assert {"energy", "forces", "gap", "hamiltonian"} <= set(summary["stats"])
+    assert {"energy", "forces", "gap", "hamiltonian", "virtual"} <= set(summary["stats"])
+    from deepks_es.training.dataset import read_dataset
+    from deepks_es.training.evaluate_surrogate import VIRTUAL_WINDOW_EV
+    from deepks_es.training.surrogate import window_end
+
+    raw, _ = read_dataset(work / "data.h5")  # the virtual levels: those above the LUMO up to the label's LUMO + 5 eV
+    assert summary["stats"]["virtual"]["n"] == sum(
+        window_end(f.target["mo_energy"], int(f.target["nocc"]), VIRTUAL_WINDOW_EV) - int(f.target["nocc"]) - 1
+        for f in raw) > 0
     assert (work / "eval.md").is_file() and (work / "eval_spread.png").is_file()
+    assert "| virtual levels ≤ LUMO + 5 eV | eV |" in (work / "eval.md").read_text()
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ against HSE06 labels (``label``), and its committee spread against its true erro
 
 Levels are compared as the training compares them: a periodic box's levels and Hamiltonian after removing
 the constant shift mu S (fitted per frame on H; a box's levels are referenced to its mean potential, which a
-local model cannot know), a cluster's absolutely. Gaps need no alignment.
+local model cannot know), a cluster's absolutely. Gaps need no alignment. The virtual levels are those above
+the LUMO up to the reference's LUMO + :data:`VIRTUAL_WINDOW_EV`, index by index: the lower conduction band.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..engines.surrogate import SurrogateEngine
 from .dataset import read_dataset
 from .label import energies_comparable
-from .surrogate import overlap_shift
+from .surrogate import overlap_shift, window_end
 
+VIRTUAL_WINDOW_EV = 5.0
 ROWS = (("energy per atom", "meV/atom", "energy"), ("forces", "meV/Å", "forces"), ("gap", "eV", "gap"),
         ("HOMO", "eV", "homo"), ("LUMO", "eV", "lumo"), ("occupied levels", "eV", "occupied"),
+        (f"virtual levels ≤ LUMO + {VIRTUAL_WINDOW_EV:g} eV", "eV", "virtual"),
         ("H (AO, after μS)", "µHa", "hamiltonian"))
 
 
@@ -34,10 +37,12 @@ def frame_errors(engine: SurrogateEngine, structure, record: dict, energy_compar
     delta = result.hamiltonian - record["fock"]
     shift = float(overlap_shift(delta, overlap)) if structure.is_periodic else 0.0
     levels = result.mo_energy - shift
+    end = window_end(reference, nocc, VIRTUAL_WINDOW_EV)
     errors = {"gap": [(levels[nocc] - levels[nocc - 1] - reference[nocc] + reference[nocc - 1]) * HARTREE_EV],
               "homo": [(levels[nocc - 1] - reference[nocc - 1]) * HARTREE_EV],
               "lumo": [(levels[nocc] - reference[nocc]) * HARTREE_EV],
               "occupied": list((levels[:nocc] - reference[:nocc]) * HARTREE_EV),
+              "virtual": list((levels[nocc + 1:end] - reference[nocc + 1:end]) * HARTREE_EV),
               "hamiltonian": list(np.ravel(delta - shift * overlap) * 1e6)}
     spread = {"gap_std_ev": result.scalars["committee_gap_std_ev"], "shift_ev": shift * HARTREE_EV}
     if energy_comparable:
@@ -71,7 +76,7 @@ def evaluate_surrogate(engine: SurrogateEngine, data: str, progress: bool = True
         for key, values in row["errors"].items():
             pooled.setdefault(key, []).extend(values)
     stats = {key: {"mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(np.square(v)))), "n": len(v)}
-             for key, v in pooled.items()}
+             for key, v in pooled.items() if v}
     force_std = [x for row in per_frame.values() for x in row["spread"].get("atom_force_std_mev_per_angstrom", [])]
     force_err = [x for row in per_frame.values() for x in row["spread"].get("atom_force_error_mev_per_angstrom", [])]
     committee = {}

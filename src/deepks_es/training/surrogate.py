@@ -2,7 +2,7 @@
 into a committee of surrogate networks (:mod:`deepks_es.surrogate`).
 
 Loss per frame (eV-based, like the DeePKS-ES training): energy per atom, force components, Kohn-Sham matrix
-elements, the occupied levels + LUMO and the gap. A periodic box's levels are referenced to its mean potential
+elements, the occupied levels + LUMO, the virtual levels above the LUMO within a window, and the gap. A periodic box's levels are referenced to its mean potential
 and a cluster's to vacuum, which a local model cannot tell apart: for boxes the Hamiltonian and level terms
 ignore a constant shift mu S (mu fitted per frame, the same mu for both), for clusters they are absolute.
 Each member has its own seed and validation split; checkpoints every epoch, so a rerun resumes.
@@ -31,7 +31,8 @@ from .checkpoint import load_checkpoint
 from .dataset import read_dataset
 
 FORCE_FIELD_TERMS = ("energy", "forces")
-HAMILTONIAN_TERMS = ("hamiltonian", "eigenvalues", "gap")
+HAMILTONIAN_TERMS = ("hamiltonian", "eigenvalues", "virtuals", "gap")
+LEVEL_TERMS = ("eigenvalues", "virtuals", "gap")
 SURROGATE_TERMS = FORCE_FIELD_TERMS + HAMILTONIAN_TERMS
 CHECKPOINT = "checkpoint.pt"
 MODEL = "surrogate.pt"
@@ -49,12 +50,16 @@ class SurrogateTrainConfig:
         epochs: passes over the training frames per member.
         batch_frames: frames per optimiser step.
         learning_rate, final_learning_rate: exponential decay over the epochs.
-        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, gap). With the last three
-            at 0 a training pass does not build H (a force field alone), with the first two at 0 it does not
+        weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, virtuals, gap). With the
+            last four at 0 a training pass does not build H (a force field alone), with the first two at 0 it does not
             differentiate the energy (the Hamiltonian alone: with a separate Hamiltonian network and
             ``init_model`` a force field trained before, a second stage); validation reports every term.
-        level_warmup_epochs: first epochs without the level terms (eigenvalues, gap): the levels of a random
-            Hamiltonian in a near-singular overlap are huge, so H is first brought close.
+        virtual_window: the ``virtuals`` term compares the levels above the LUMO up to the label's LUMO + this
+            (eV), index by index: the lower conduction band, which the LUMO alone does not pin down (an 8-water
+            cell's LUMO is an isolated state 2-3 eV below the band that is the LUMO of larger cells). 0 (the
+            default): no virtual level beyond the LUMO.
+        level_warmup_epochs: first epochs without the level terms (eigenvalues, virtuals, gap): the levels of a
+            random Hamiltonian in a near-singular overlap are huge, so H is first brought close.
         dtype: network precision, float32 or float64, in training and in the engine (energies always
             accumulate in float64).
         hamiltonian_trains_layers: whether the Hamiltonian and level terms train the shared interaction layers
@@ -84,7 +89,8 @@ class SurrogateTrainConfig:
     learning_rate: float = 1e-2
     final_learning_rate: float = 1e-4
     weights: dict = field(default_factory=lambda: {"energy": 1000.0, "forces": 4.0, "hamiltonian": 20.0,
-                                                   "eigenvalues": 1.0, "gap": 1.0})
+                                                   "eigenvalues": 1.0, "virtuals": 0.0, "gap": 1.0})
+    virtual_window: float = 0.0
     level_warmup_epochs: int = 3
     dtype: str = "float32"
     hamiltonian_trains_layers: bool = True
@@ -127,6 +133,9 @@ class SurrogateTrainConfig:
                   "0 <= validation_fraction < 1": 0 <= config.validation_fraction < 1,
                   "batch_frames >= 1": config.batch_frames >= 1,
                   "level_warmup_epochs >= 0": config.level_warmup_epochs >= 0,
+                  "virtual_window >= 0": config.virtual_window >= 0,
+                  "virtual_window > 0 for a virtuals weight": config.virtual_window > 0
+                  or config.weights["virtuals"] == 0,
                   "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                   "dtype float64 or float32": config.dtype in ("float64", "float32"),
                   "0 <= weight_average < 1": 0 <= config.weight_average < 1,
@@ -152,7 +161,7 @@ class DistilledFrame:
     hamiltonian: torch.Tensor
     overlap: torch.Tensor
     inverse_factor: torch.Tensor  # L^-1 of S = L L^T
-    levels: torch.Tensor  # occupied levels + LUMO (Hartree)
+    levels: torch.Tensor  # occupied levels + LUMO, then the virtual levels in the window (Hartree)
     nocc: int
 
     @property
@@ -160,8 +169,10 @@ class DistilledFrame:
         return self.cell is not None
 
 
-def load_frames(paths, model: SurrogateModel, dtype: torch.dtype) -> list[DistilledFrame]:
-    """Every converged frame of the distillation datasets at ``paths`` as :class:`DistilledFrame`."""
+def load_frames(paths, model: SurrogateModel, dtype: torch.dtype,
+                virtual_window: float = 0.0) -> list[DistilledFrame]:
+    """Every converged frame of the distillation datasets at ``paths`` as :class:`DistilledFrame`, with the
+    label levels up to the LUMO + ``virtual_window`` (eV)."""
     frames = []
     for path in paths:
         raw, attrs = read_dataset(path)
@@ -173,6 +184,7 @@ def load_frames(paths, model: SurrogateModel, dtype: torch.dtype) -> list[Distil
             if not record["converged"]:
                 continue
             nocc = int(record["nocc"])
+            levels = np.asarray(record["mo_energy"])[:window_end(record["mo_energy"], nocc, virtual_window)]
             overlap = torch.as_tensor(record["overlap"], dtype=dtype)
             factor = torch.linalg.cholesky(overlap.double())
             s = frame.structure
@@ -184,10 +196,15 @@ def load_frames(paths, model: SurrogateModel, dtype: torch.dtype) -> list[Distil
                 forces=torch.as_tensor(record["forces"], dtype=dtype),
                 hamiltonian=torch.as_tensor(record["fock"], dtype=dtype), overlap=overlap,
                 inverse_factor=torch.linalg.inv(factor).to(dtype),
-                levels=torch.as_tensor(record["mo_energy"][:nocc + 1], dtype=dtype), nocc=nocc))
+                levels=torch.as_tensor(levels, dtype=dtype), nocc=nocc))
     if not frames:
         raise DeePKSError("no converged frames in the surrogate data")
     return frames
+
+
+def window_end(levels, nocc: int, window: float) -> int:
+    """How many of the ascending ``levels`` (Hartree) reach up to the LUMO + ``window`` (eV), the LUMO at least."""
+    return max(nocc + 1, int(np.sum(np.asarray(levels) <= levels[nocc] + window / HARTREE_EV)))
 
 
 def overlap_shift(delta, overlap):
@@ -200,8 +217,8 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
                  hamiltonian: bool = True) -> dict[str, torch.Tensor]:
     """Per-frame errors in eV, eV/atom and eV/Angstrom: with ``force_field`` ``energy`` (per atom) and ``forces``
     (N, 3); with ``hamiltonian`` ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues``
-    (occupied + LUMO, shifted alike), ``gap`` and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers``
-    the last four reach only the Hamiltonian head's parameters (and its own layers', with a separate
+    (occupied + LUMO, shifted alike), ``virtuals`` (the frame's window above the LUMO, if it holds any), ``gap``
+    and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` these reach only the Hamiltonian head's parameters (and its own layers', with a separate
     Hamiltonian network)."""
     x = frame.positions.clone().requires_grad_(force_field)
     energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
@@ -219,11 +236,13 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
     shift = overlap_shift(delta, frame.overlap) if frame.periodic else delta.new_zeros(())
     delta = delta - shift * frame.overlap
     orthogonal = frame.inverse_factor @ matrix @ frame.inverse_factor.T
-    levels = torch.linalg.eigvalsh(orthogonal)[:frame.nocc + 1]
-    level_error = levels - frame.levels - shift
-    gap_error = level_error[-1] - level_error[-2]
-    return {**errors, "hamiltonian": delta * HARTREE_EV, "eigenvalues": level_error * HARTREE_EV,
-            "gap": gap_error * HARTREE_EV, "shift": shift * HARTREE_EV}
+    levels = torch.linalg.eigvalsh(orthogonal)[:len(frame.levels)]
+    level_error = (levels - frame.levels - shift) * HARTREE_EV
+    errors.update(hamiltonian=delta * HARTREE_EV, eigenvalues=level_error[:frame.nocc + 1],
+                  gap=level_error[frame.nocc] - level_error[frame.nocc - 1], shift=shift * HARTREE_EV)
+    if len(levels) > frame.nocc + 1:
+        errors["virtuals"] = level_error[frame.nocc + 1:]
+    return errors
 
 
 LEVEL_HUBER_EV = 0.5
@@ -235,12 +254,12 @@ def frame_loss(errors: dict[str, torch.Tensor], weights: dict) -> tuple[torch.Te
     """Weighted sum of the terms in ``errors`` (mean squares; Huber for the levels), and each one's mean square."""
     terms = {term: (errors[term] ** 2).mean() for term in SURROGATE_TERMS if term in errors}
     optimised = dict(terms)
-    for term in ("eigenvalues", "gap"):
+    for term in LEVEL_TERMS:
         if term in errors:
             error = errors[term].reshape(-1)
             optimised[term] = 2 * torch.nn.functional.huber_loss(error, torch.zeros_like(error),
                                                                  delta=LEVEL_HUBER_EV)
-    total = sum(weights[term] * optimised[term] for term in terms if weights[term] > 0)
+    total = sum(weights[term] * optimised[term] for term in terms if weights.get(term, 0.0) > 0)
     return total, {term: float(value.detach()) for term, value in terms.items()}
 
 
@@ -338,7 +357,7 @@ class MemberTrainer:
             start = time.perf_counter()
             weights = dict(self.config.weights)
             if epoch < self.config.level_warmup_epochs:
-                weights.update(eigenvalues=0.0, gap=0.0)
+                weights.update(dict.fromkeys(LEVEL_TERMS, 0.0))
             train = self._epoch(self.train, weights, epoch)
             row = {"epoch": epoch + 1, "seconds": time.perf_counter() - start,
                    **{f"train_{k}": v for k, v in train.items()}}
@@ -357,10 +376,10 @@ class MemberTrainer:
         drawn from the member's seed and ``epoch`` (so a resumed training takes the steps an uninterrupted one
         would), which skips the force field's terms or the Hamiltonian's where none of them is weighted."""
         learn = weights is not None
-        force_field, hamiltonian = (not learn or any(weights[term] > 0 for term in terms)
+        force_field, hamiltonian = (not learn or any(weights.get(term, 0.0) > 0 for term in terms)
                                     for terms in (FORCE_FIELD_TERMS, HAMILTONIAN_TERMS))
-        sums = dict.fromkeys((FORCE_FIELD_TERMS if force_field else ()) + (HAMILTONIAN_TERMS if hamiltonian else ()),
-                             0.0)
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
@@ -376,8 +395,9 @@ class MemberTrainer:
                     if self.average is not None:
                         self.average.update(self.model)
             for term, value in terms.items():
-                sums[term] += value / len(frames)
-        return {term: value for term, value in sums.items()}  # mean squares
+                sums[term] = sums.get(term, 0.0) + value
+                counts[term] = counts.get(term, 0) + 1
+        return {term: value / counts[term] for term, value in sums.items()}  # mean squares over the frames with it
 
     def _validate(self) -> dict[str, float]:
         """The mean squares on the validation frames of the weights this member serves."""
@@ -478,7 +498,7 @@ def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None =
     torch.set_default_dtype(getattr(torch, config.dtype))
     try:
         probe = SurrogateModel(config.network)
-        frames = load_frames(config.data, probe, getattr(torch, config.dtype))
+        frames = load_frames(config.data, probe, getattr(torch, config.dtype), config.virtual_window)
         log(f"{len(frames)} frames ({sum(f.periodic for f in frames)} periodic) from "
             f"{', '.join(str(p) for p in config.data)}")
         chosen = range(config.members) if member is None else [member]
