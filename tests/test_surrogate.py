@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -477,7 +478,8 @@ def test_hamiltonian_terms_can_leave_the_layers_to_energy_and_forces(distilled):
 def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled):
     """hamiltonian_network = "separate": the force error trains only the energy's layers, the Hamiltonian error
     only the Hamiltonian's own; a training pass without weighted Hamiltonian terms does not build H, and one
-    without weighted energy and forces (the second stage) leaves the force field as it was."""
+    without weighted energy and forces (the second stage) leaves the force field as it was; validation reports the
+    terms a training can change: the weighted half's with separate networks, every term with a shared one."""
     from deepks_es.training.surrogate import MemberTrainer, SurrogateTrainConfig, frame_errors, load_frames
 
     work, _, _ = distilled
@@ -501,7 +503,11 @@ def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled
     build = trainer.model.hamiltonian
     trainer.model.hamiltonian = lambda *args: pytest.fail("a force-field pass built H")
     assert set(trainer._epoch(trainer.train, dict(config.weights))) == {"energy", "forces"}
+    assert set(trainer._epoch(trainer.train, None)) == {"energy", "forces"}  # validation: the H network is untouched
     trainer.model.hamiltonian = build
+    shared = MemberTrainer(replace(config, network=replace(settings, hamiltonian_network="shared")), 0, frames,
+                           lambda message: None)
+    assert set(shared._epoch(shared.train, None)) == {"energy", "forces", "hamiltonian", "eigenvalues", "gap"}
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     weights = {"energy": 0.0, "forces": 0.0, "hamiltonian": 1.0, "eigenvalues": 1.0, "gap": 1.0}
     assert set(trainer._epoch(trainer.train, weights)) == {"hamiltonian", "eigenvalues", "gap"}
@@ -579,8 +585,6 @@ def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):
 def test_spurious_deep_levels_are_flagged(dimer, monkeypatch):
     """Water has one level per molecule deeper than 12 eV below the HOMO (the O 2s): a Hamiltonian head that puts
     an H-centred level down there is flagged, as in the surrogate's own MD before active learning."""
-    from dataclasses import replace
-
     from deepks_es.engines import EngineSpec, make_engine
     from deepks_es.scf.systems import build_system
     from deepks_es.linalg import ao_atoms

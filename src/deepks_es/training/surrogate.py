@@ -53,7 +53,8 @@ class SurrogateTrainConfig:
         weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, virtuals, gap). With the
             last four at 0 a training pass does not build H (a force field alone), with the first two at 0 it does not
             differentiate the energy (the Hamiltonian alone: with a separate Hamiltonian network and
-            ``init_model`` a force field trained before, a second stage); validation reports every term.
+            ``init_model`` a force field trained before, a second stage); validation reports every term the
+            training can change (with a separate Hamiltonian network, the weighted half's).
         virtual_window: the ``virtuals`` term compares the levels above the LUMO up to the label's LUMO + this
             (eV), index by index: the lower conduction band, which the LUMO alone does not pin down (an 8-water
             cell's LUMO is an isolated state 2-3 eV below the band that is the LUMO of larger cells). 0 (the
@@ -374,10 +375,13 @@ class MemberTrainer:
     def _epoch(self, frames: list[DistilledFrame], weights: dict | None, epoch: int = 0) -> dict[str, float]:
         """Mean squares of each term over ``frames``; with loss ``weights``, an optimisation pass in an order
         drawn from the member's seed and ``epoch`` (so a resumed training takes the steps an uninterrupted one
-        would), which skips the force field's terms or the Hamiltonian's where none of them is weighted."""
+        would), which skips the force field's terms or the Hamiltonian's where none of them is weighted; without,
+        the terms this training can change (with a separate Hamiltonian network, those of the weighted halves)."""
         learn = weights is not None
-        force_field, hamiltonian = (not learn or any(weights.get(term, 0.0) > 0 for term in terms)
-                                    for terms in (FORCE_FIELD_TERMS, HAMILTONIAN_TERMS))
+        weighted = [any((weights or self.config.weights).get(term, 0.0) > 0 for term in terms)
+                    for terms in (FORCE_FIELD_TERMS, HAMILTONIAN_TERMS)]
+        shared = self.config.network.hamiltonian_network == "shared"
+        force_field, hamiltonian = weighted if learn or not shared else (True, True)
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
