@@ -348,10 +348,15 @@ class SurrogateModel(nn.Module):
         body = self.energy_head(h).squeeze(-1).double().sum() + pair.double().sum()
         return body * self.energy_scale + self.reference_energy[int(periodic), species].sum()
 
+    @staticmethod
+    def pair_vectors(positions, cell, graph: Graph) -> torch.Tensor:
+        """(E, 3) the vectors of the pairs of ``graph`` (Bohr) in e3nn's (y, z, x) frame."""
+        return graph.vectors(positions, cell)[:, E3NN_FROM_XYZ]
+
     def energy_and_features(self, species, positions, cell, graph: Graph):
         """(energy, node irreps, pair vectors in the (y, z, x) frame) for ``positions`` (N, 3) and ``cell``
         (3, 3 or None), both differentiable: what :meth:`hamiltonian` takes."""
-        vectors = graph.vectors(positions, cell)[:, E3NN_FROM_XYZ]
+        vectors = self.pair_vectors(positions, cell, graph)
         h, pair = self.node_features(species, vectors, graph)
         energy = self.energy(species, h, pair, cell is not None) + self.baseline_energy(species, vectors, graph)
         return energy, h, vectors
@@ -377,7 +382,8 @@ class SurrogateModel(nn.Module):
 
     def hamiltonian(self, species, h, vectors, graph: Graph) -> torch.Tensor:
         """The Γ-point Kohn-Sham matrix (nao, nao): on-site blocks plus pair blocks summed over images, from the
-        energy's node irreps ``h`` and the pair ``vectors`` of :meth:`energy_and_features`."""
+        energy's node irreps ``h`` and the pair ``vectors`` of :meth:`energy_and_features` (with a separate
+        Hamiltonian network ``h`` is not read: None will do, with :meth:`pair_vectors`)."""
         h = self.hamiltonian_features(species, h, vectors, graph)
         offsets, counts = self.ao_offsets(species), self.ao_counts[species]
         nao = int(counts.sum())

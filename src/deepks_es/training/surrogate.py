@@ -222,15 +222,18 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
     and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` these reach only the Hamiltonian head's parameters (and its own layers', with a separate
     Hamiltonian network)."""
     x = frame.positions.clone().requires_grad_(force_field)
-    energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
     errors = {}
+    if force_field or model.settings.hamiltonian_network == "shared":
+        energy, h, vectors = model.energy_and_features(frame.species, x, frame.cell, frame.graph)
+    else:  # the Hamiltonian's own network alone: the force field's is not run
+        h, vectors = None, model.pair_vectors(x, frame.cell, frame.graph)
     if force_field:
         (grad,) = torch.autograd.grad(energy, x, create_graph=create_graph)
         errors.update(energy=(energy - frame.energy) * HARTREE_EV / frame.natoms,
                       forces=(-grad - frame.forces) * (HARTREE_EV / BOHR_ANGSTROM))
     if not hamiltonian:
         return errors
-    if not hamiltonian_trains_layers:
+    if not hamiltonian_trains_layers and h is not None:
         h, vectors = h.detach(), vectors.detach()
     matrix = model.hamiltonian(frame.species, h, vectors, frame.graph)
     delta = matrix - frame.hamiltonian
