@@ -2,9 +2,10 @@
 into a committee of surrogate networks (:mod:`deepks_es.surrogate`).
 
 Loss per frame (eV-based, like the DeePKS-ES training): energy per atom, force components, Kohn-Sham matrix
-elements, the occupied levels + LUMO, the virtual levels above the LUMO within a window, and the gap. A periodic box's levels are referenced to its mean potential
-and a cluster's to vacuum, which a local model cannot tell apart: for boxes the Hamiltonian and level terms
-ignore a constant shift mu S (mu fitted per frame, the same mu for both), for clusters they are absolute.
+elements, the occupied levels + LUMO, the virtual levels above the LUMO within a window, and the gap. A periodic
+box's levels are referenced to its mean potential and a cluster's to vacuum, which a local model cannot tell
+apart: for boxes the Hamiltonian and level terms ignore a constant shift mu S (mu fitted per frame, the same mu
+for both), for clusters they are absolute.
 Each member has its own seed and validation split; checkpoints every epoch, so a rerun resumes.
 """
 
@@ -51,8 +52,8 @@ class SurrogateTrainConfig:
         batch_frames: frames per optimiser step.
         learning_rate, final_learning_rate: exponential decay over the epochs.
         weights: loss weight of each term (energy, forces, hamiltonian, eigenvalues, virtuals, gap). With the
-            last four at 0 a training pass does not build H (a force field alone), with the first two at 0 it does not
-            differentiate the energy (the Hamiltonian alone: with a separate Hamiltonian network and
+            last four at 0 a training pass does not build H (a force field alone), with the first two at 0 it does
+            not differentiate the energy (the Hamiltonian alone: with a separate Hamiltonian network and
             ``init_model`` a force field trained before, a second stage); validation reports every term the
             training can change (with a separate Hamiltonian network, the weighted half's).
         virtual_window: the ``virtuals`` term compares the levels above the LUMO up to the label's LUMO + this
@@ -219,8 +220,9 @@ def frame_errors(model: SurrogateModel, frame: DistilledFrame, create_graph: boo
     """Per-frame errors in eV, eV/atom and eV/Angstrom: with ``force_field`` ``energy`` (per atom) and ``forces``
     (N, 3); with ``hamiltonian`` ``hamiltonian`` (nao, nao, after the mu S shift of boxes), ``eigenvalues``
     (occupied + LUMO, shifted alike), ``virtuals`` (the frame's window above the LUMO, if it holds any), ``gap``
-    and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` these reach only the Hamiltonian head's parameters (and its own layers', with a separate
-    Hamiltonian network)."""
+    and ``shift`` (mu, eV). Without ``hamiltonian_trains_layers`` these reach only the Hamiltonian head's
+    parameters (and its own layers', with a separate Hamiltonian network); with a separate one and without
+    ``force_field``, the force field's network is not run."""
     x = frame.positions.clone().requires_grad_(force_field)
     errors = {}
     if force_field or model.settings.hamiltonian_network == "shared":
