@@ -37,10 +37,11 @@ REFIT = torch.tensor([0.5, 9.0, -30.0, 40.0, 0.2, -0.4, 0.8, 0.3, -2.0, 1.5], dt
 @pytest.fixture(scope="module", params=[*BASELINES, "separate"])
 def model(request):
     """A random network of each baseline (shared Hamiltonian network), and one with a separate Hamiltonian
-    network."""
+    network of other node irreps."""
     torch.manual_seed(0)
-    settings = (SurrogateSettings(baseline="qspcfw", hamiltonian_network="separate") if request.param == "separate"
-                else SurrogateSettings(baseline=request.param))
+    settings = (SurrogateSettings(baseline="qspcfw", hamiltonian_network="separate",
+                                  hamiltonian_hidden="16x0e+4x0o+8x1o+4x1e+4x2e+2x2o")
+                if request.param == "separate" else SurrogateSettings(baseline=request.param))
     net = SurrogateModel(settings).double()
     with torch.no_grad():  # a random but non-trivial energy scale and reference
         net.energy_scale.fill_(0.05)
@@ -515,6 +516,37 @@ def test_separate_hamiltonian_network_leaves_each_network_to_its_terms(distilled
     changed = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
     assert changed and all(name.startswith(("hamiltonian_", "atom_", "pair_scalars", "pair_out", "onsite_out"))
                            for name in changed)
+
+
+def test_a_hamiltonian_stage_may_reshape_the_hamiltonian_network(distilled, tmp_path):
+    """init_model with a separate Hamiltonian network: a stage that weights only Hamiltonian terms may change the
+    Hamiltonian's settings (here its node irreps) and takes the force field and on-site means from the file, its
+    Hamiltonian network starting afresh; a stage that also trains the force field is refused."""
+    from deepks_es.errors import ModelError
+    from deepks_es.surrogate.network import HAMILTONIAN_PARTS
+    from deepks_es.training.surrogate import MemberTrainer, SurrogateTrainConfig, initial_members, load_frames
+
+    work, _, _ = distilled
+    small = dict(hidden="8x0e+2x0o+4x1o+2x1e+2x2e", product_channels=4, hamiltonian_network="separate")
+    first = Committee(SurrogateSettings(**small), 2, torch.float64)
+    with torch.no_grad():
+        first.members[0].onsite_mean_1.fill_(0.25)
+    first.save(tmp_path / "first.pt")
+    wider = SurrogateSettings(**small, hamiltonian_hidden="12x0e+2x0o+6x1o+2x1e+4x2e+2x2o")
+    weights = {"energy": 0.0, "forces": 0.0, "hamiltonian": 1.0, "eigenvalues": 1.0, "gap": 1.0}
+    config = SurrogateTrainConfig(data=[work / "data.h5"], workdir=tmp_path / "second", members=2, epochs=1,
+                                  network=wider, dtype="float64", weights=weights,
+                                  init_model=str(tmp_path / "first.pt"))
+    starts = initial_members(config)
+    assert len(starts) == 2 and not any(key.startswith(HAMILTONIAN_PARTS) for key in starts[0])
+    frames = load_frames([work / "data.h5"], SurrogateModel(wider), torch.float64)
+    trainer = MemberTrainer(config, 0, frames, lambda message: None, start=starts[0])
+    given, taken = first.members[0].state_dict(), trainer.model.state_dict()
+    assert all(torch.equal(taken[key], value) for key, value in starts[0].items())
+    assert torch.equal(taken["onsite_mean_1"], given["onsite_mean_1"])
+    assert taken["hamiltonian_embed.weight"].shape != given["hamiltonian_embed.weight"].shape
+    with pytest.raises(ModelError, match="only the Hamiltonian's settings"):
+        initial_members(replace(config, weights={**weights, "forces": 1.0}))
 
 
 def test_virtual_levels_in_a_window_above_the_lumo(distilled):

@@ -37,6 +37,13 @@ def fx_codegen():
 
 
 HAMILTONIAN_NETWORKS = ("shared", "separate")
+HAMILTONIAN_SETTINGS = ("hamiltonian_cutoff", "pair_features", "compact_features", "two_centre", "hamiltonian_hidden")
+"""The settings that shape only the Hamiltonian's network and head (with ``hamiltonian_network = "separate"``)."""
+HAMILTONIAN_PARTS = ("hamiltonian_embed.", "hamiltonian_layers.", "pair_radial.", "atom_linear.", "atom_compact.",
+                     "atom_product.", "pair_scalars.", "pair_out.", "onsite_out.", "scalar_index", "channel_index",
+                     "two_centre_index")
+"""State-dict key prefixes of the Hamiltonian's own network and head (the on-site means and the AO transforms,
+fixed by the basis, are not among them)."""
 
 ROUTES = ("cluster", "periodic")
 """Energy routes: PySCF's molecular and periodic total energies differ by a constant per atom, so each route
@@ -78,6 +85,7 @@ class SurrogateSettings:
             same shape), so the energy and force terms of the loss train one network and the Hamiltonian and
             level terms the other, and a force-only step runs only the first. Model files written before this
             setting (surrogate rounds 0-4) are shared.
+        hamiltonian_hidden: node irreps of a separate Hamiltonian network's interaction layers (None: ``hidden``).
     """
 
     elements: tuple[str, ...] = ("H", "O")
@@ -97,6 +105,7 @@ class SurrogateSettings:
     correlation: int = 3
     product_channels: int = 8
     hamiltonian_network: str = "shared"
+    hamiltonian_hidden: str | None = None
 
     def __post_init__(self):
         if self.correlation < 1 or self.product_channels < 1:
@@ -105,6 +114,8 @@ class SurrogateSettings:
         if self.hamiltonian_network not in HAMILTONIAN_NETWORKS:
             raise ValueError(f"surrogate hamiltonian_network must be one of {', '.join(HAMILTONIAN_NETWORKS)}, "
                              f"not {self.hamiltonian_network!r}")
+        if self.hamiltonian_hidden is not None and self.hamiltonian_network != "separate":
+            raise ValueError("surrogate hamiltonian_hidden needs hamiltonian_network = \"separate\"")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
         if self.baseline != "none" and set(self.elements) != {"H", "O"}:
@@ -118,6 +129,13 @@ class SurrogateSettings:
         if self.correlation == 1:
             unused["product_channels"] = self.product_channels
         return replace(other, **unused) == self
+
+    def holds_force_field_of(self, other: SurrogateSettings) -> bool:
+        """Whether a network of these settings has the force field of one of ``other``'s, both with a separate
+        Hamiltonian network: the same settings but those of the Hamiltonian (:data:`HAMILTONIAN_SETTINGS`)."""
+        hamiltonian = {name: getattr(self, name) for name in HAMILTONIAN_SETTINGS}
+        return (self.hamiltonian_network == other.hamiltonian_network == "separate"
+                and replace(other, **hamiltonian).holds_weights_of(self))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "elements": list(self.elements)}
@@ -248,8 +266,10 @@ class SurrogateModel(nn.Module):
         self.sh_pairs = o3.Irreps.spherical_harmonics(4)
         self.radial = RadialBasis(s.cutoff, s.radial)
         self.embed, self.layers = self._interaction_layers(hidden)
+        read = hidden  # the node irreps the Hamiltonian head reads
         if s.hamiltonian_network == "separate":
-            self.hamiltonian_embed, self.hamiltonian_layers = self._interaction_layers(hidden)
+            read = o3.Irreps(s.hamiltonian_hidden or s.hidden)
+            self.hamiltonian_embed, self.hamiltonian_layers = self._interaction_layers(read)
         self.energy_head = nn.Sequential(o3.Linear(hidden, o3.Irreps("16x0e")), nn.SiLU(), nn.Linear(16, 1))
         self.pair_energy = nn.Sequential(nn.Linear(s.radial + 2 * n_el, 32), nn.SiLU(), nn.Linear(32, 1))
         # Hamiltonian head: per-atom irreps up to l = 4 of both parities, per-pair scalars from the radial
@@ -257,13 +277,13 @@ class SurrogateModel(nn.Module):
         # by pair scalars, on-site blocks come from the atom's irreps
         pair = o3.Irreps(s.pair_features)
         self.pair_radial = RadialBasis(s.hamiltonian_cutoff, s.radial)
-        self.atom_linear = o3.Linear(hidden, pair)
+        self.atom_linear = o3.Linear(read, pair)
         compact = o3.Irreps(s.compact_features)
-        self.atom_compact = o3.Linear(hidden, compact)
+        self.atom_compact = o3.Linear(read, compact)
         self.atom_product = o3.FullyConnectedTensorProduct(compact, compact, pair)
-        n_scalars = hidden.count("0e")
+        n_scalars = read.count("0e")
         self.register_buffer("scalar_index", torch.cat([torch.arange(sl.start, sl.stop) for (mul, ir), sl in
-                                                        zip(hidden, hidden.slices()) if ir == o3.Irrep("0e")]))
+                                                        zip(read, read.slices()) if ir == o3.Irrep("0e")]))
         self.register_buffer("channel_index", torch.repeat_interleave(
             torch.arange(pair.num_irreps), torch.tensor([ir.dim for mul, ir in pair for _ in range(mul)])))
         n_two_centre = s.two_centre

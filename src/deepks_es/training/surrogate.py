@@ -26,7 +26,7 @@ from ..errors import DeePKSError, ModelError, SettingsError
 from ..fileio import atomic_path, write_json
 from ..surrogate.committee import Committee
 from ..surrogate.graph import Graph, build_graph
-from ..surrogate.network import SurrogateModel, SurrogateSettings
+from ..surrogate.network import HAMILTONIAN_PARTS, SurrogateModel, SurrogateSettings
 from .averaging import WeightAverage
 from .checkpoint import load_checkpoint
 from .dataset import read_dataset
@@ -79,7 +79,11 @@ class SurrogateTrainConfig:
             ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
             it, and the other way round), and ``product_channels`` where ``correlation`` is 1 (the shipped
             surrogate and rounds 0-3 have ``correlation = 1``). For an active-learning round: the old data
-            plus frames from the model's own MD, a lower learning rate.
+            plus frames from the model's own MD, a lower learning rate. A stage that weights no force-field term,
+            with a separate Hamiltonian network, may also change the Hamiltonian's settings
+            (:data:`~deepks_es.surrogate.network.HAMILTONIAN_SETTINGS`, e.g. ``hamiltonian_hidden``): it takes
+            the force field (and the on-site means) from this file, and the Hamiltonian's network and head start
+            afresh.
     """
 
     data: tuple[Path, ...]
@@ -344,8 +348,8 @@ class MemberTrainer:
         self.model = SurrogateModel(config.network).to_precision(self.dtype)
         if start is None:
             fit_reference(self.model, self.train)
-        else:  # fine-tuning: the weights and fitted buffers of a trained member
-            self.model.load_state_dict(start)
+        else:  # fine-tuning: the weights and fitted buffers of a trained member (its force field alone: the
+            self.model.load_state_dict({**self.model.state_dict(), **start})  # Hamiltonian's start afresh)
             self.model.to_precision(self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
@@ -495,10 +499,15 @@ def initial_members(config: SurrogateTrainConfig) -> list[dict]:
     if model_file is None:
         raise SettingsError("init_model must be a surrogate model file or 'surrogate', not 'none'")
     committee = Committee.from_file(model_file)
-    if not config.network.holds_weights_of(committee.settings):
-        raise ModelError(f"init_model {model_file.path} has other network settings than [surrogate.network]: "
-                         f"{committee.settings} (copy them into the config to fine-tune it)")
-    return [member.state_dict() for member in committee.members]
+    if config.network.holds_weights_of(committee.settings):
+        return [member.state_dict() for member in committee.members]
+    hamiltonian_only = not any(config.weights[term] > 0 for term in FORCE_FIELD_TERMS)
+    if hamiltonian_only and config.network.holds_force_field_of(committee.settings):
+        return [{key: value for key, value in member.state_dict().items() if not key.startswith(HAMILTONIAN_PARTS)}
+                for member in committee.members]
+    raise ModelError(f"init_model {model_file.path} has other network settings than [surrogate.network]: "
+                     f"{committee.settings} (copy them into the config to fine-tune it; a stage that trains only "
+                     "a separate Hamiltonian network may change only the Hamiltonian's settings)")
 
 
 def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None = None) -> Path:
