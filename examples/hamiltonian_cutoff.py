@@ -16,23 +16,16 @@ import scipy.linalg
 
 from deepks_es.constants import HARTREE_EV
 from deepks_es.linalg import ao_atoms
+from deepks_es.rdf import largest_radius
 from deepks_es.scf.systems import SCFSettings, build_system
+from deepks_es.structure import Structure
 from deepks_es.training.dataset import read_dataset
 
 
-def pair_distances(positions: np.ndarray, cell: np.ndarray | None) -> np.ndarray:
+def pair_distances(structure: Structure) -> np.ndarray:
     """(N, N) minimum-image distances (Bohr); plain distances without a cell."""
-    delta = positions[:, None] - positions[None]
-    if cell is not None:
-        fractional = delta @ np.linalg.inv(cell)
-        delta = (fractional - np.round(fractional)) @ cell
-    return np.linalg.norm(delta, axis=-1)
-
-
-def half_width(cell: np.ndarray) -> float:
-    """Half the shortest distance between opposite faces of the cell (Bohr)."""
-    volume = abs(np.linalg.det(cell))
-    return min(volume / np.linalg.norm(np.cross(cell[i - 1], cell[i - 2])) for i in range(3)) / 2
+    positions = np.asarray(structure.positions)
+    return np.linalg.norm(structure.minimum_image(positions[:, None] - positions[None]), axis=-1)
 
 
 def frontier(fock: np.ndarray, overlap: np.ndarray, nocc: int) -> np.ndarray:
@@ -55,11 +48,11 @@ def main() -> None:
         if not record.get("converged", True):
             continue
         cell = None if structure.cell is None else np.asarray(structure.cell)
-        if cell is not None and max(args.cutoffs) >= half_width(cell):
+        if cell is not None and max(args.cutoffs) >= largest_radius(cell):
             parser.error(f"{frame.name}: a cutoff of {max(args.cutoffs):g} Bohr reaches beyond half the cell's "
-                         f"width ({half_width(cell):.2f} Bohr)")
+                         f"width ({largest_radius(cell):.2f} Bohr)")
         atom = ao_atoms(build_system(structure, settings))
-        distance = pair_distances(np.asarray(structure.positions), cell)[atom][:, atom]
+        distance = pair_distances(structure)[atom][:, atom]
         fock, overlap, nocc = record["fock"], record["overlap"], int(record["nocc"])
         full = frontier(fock, overlap, nocc)
         for cutoff in args.cutoffs:

@@ -380,11 +380,11 @@ def test_hamiltonian_cutoff_zeroes_blocks_by_minimum_image_distance(distilled, b
     positions = np.asarray(box.positions) @ Rotation.from_euler("z", 20, degrees=True).as_matrix()
     shifts = np.array(np.meshgrid(*[range(-2, 3)] * 3)).reshape(3, -1).T @ cell
     brute = np.linalg.norm(positions[:, None, None] - positions[None, :, None] + shifts, axis=-1).min(-1)
-    np.testing.assert_allclose(script.pair_distances(positions, cell), brute, atol=1e-10)
-    assert script.half_width(cell) == pytest.approx(np.linalg.norm(cell[0]) / 2)
+    np.testing.assert_allclose(script.pair_distances(Structure(box.symbols, positions, cell)), brute, atol=1e-10)
+    assert script.largest_radius(cell) == pytest.approx(np.linalg.norm(cell[0]) / 2)
     work, _, _ = distilled
     command = [sys.executable, str(REPO / "examples" / "hamiltonian_cutoff.py"), str(work / "data.h5")]
-    half = script.half_width(np.asarray(box.cell))
+    half = script.largest_radius(np.asarray(box.cell))
     run = subprocess.run([*command, "--cutoffs", "0", f"{half - 0.1}"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "3 frames" in run.stdout and run.stdout.count("Bohr: HOMO") == 2

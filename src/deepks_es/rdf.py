@@ -50,8 +50,8 @@ class RDF:
 
 
 def largest_radius(cell: np.ndarray) -> float:
-    """Half the smallest perpendicular width of ``cell`` (Å, rows are lattice vectors): the largest r at which
-    the minimum image counts every neighbour once."""
+    """Half the smallest perpendicular width of ``cell`` (rows are lattice vectors; their length unit): the
+    largest r at which the minimum image counts every neighbour once."""
     volume = abs(np.linalg.det(cell))
     widths = [volume / np.linalg.norm(np.cross(cell[i - 2], cell[i - 1])) for i in range(3)]
     return 0.5 * min(widths)
