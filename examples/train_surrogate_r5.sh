@@ -5,8 +5,9 @@
 # 16-water boxes (an 8-water cell's conduction edge is an isolated finite-size state: README, "Round 5").
 # Stage 1 trains the force field on the 8-water boxes and the clusters (energy and forces, q-SPC/Fw with its
 # intramolecular part refitted as the baseline, a long learning-rate schedule), stage 2 the separate Hamiltonian
-# network on top of it, the 16-water boxes included; each stage a 3-member committee; then the evaluation on the
-# held-out sets, and the force field's on the 16-water boxes it did not train on.
+# network on top of it, the 16-water boxes included; stage 3 fine-tunes the force field with the 16-water boxes'
+# energies in place of the 8-water ones (README, "Round 7"); each stage a 3-member committee; then the force
+# field of stage 1 on the 16-water boxes it did not train on, and the evaluation of stage 3 on the held-out sets.
 #   bash examples/train_surrogate_r5.sh [label|train|all]   (default all; resumable: rerun after an interruption)
 set -euo pipefail
 stage=${1:-all}
@@ -28,6 +29,7 @@ train_committee inputs/training/surrogate_r5_forcefield.toml   # writes $out/r5_
 python examples/surrogate_force_breakdown.py "$out/r5_forcefield/surrogate.pt" "$out/boxes16.h5" \
     > "$out/eval_r5_forcefield_boxes16.txt"                     # forces on 24 boxes that stage 1 never saw
 train_committee inputs/training/surrogate_r5_hamiltonian.toml  # writes $out/r5_hamiltonian/surrogate.pt
+train_committee inputs/training/surrogate_r5_bulk.toml         # writes $out/r5_bulk/surrogate.pt
 for name in test16 testclusters test32 test64; do
-  deepks-es evaluate "$out/r5_hamiltonian/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5_$name"
+  deepks-es evaluate "$out/r5_bulk/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5_$name"
 done

@@ -576,6 +576,57 @@ def test_virtual_levels_in_a_window_above_the_lumo(distilled):
         SurrogateTrainConfig.from_table({"data": "d.h5", "workdir": "w", "weights": {"virtuals": 1.0}}, work, "t")
 
 
+def test_data_weights_scale_a_files_terms_and_the_references_fit_the_counted_energies(distilled):
+    """``data`` entries ``{path, weights}``: each file's factors reach its frames; a term at factor 0 neither enters
+    the loss nor the epoch's report nor the reference fit (frames with shifted energies at energy factor 0 change
+    nothing); ``refit_reference`` leaves each route's residuals orthogonal to its element counts (the normal
+    equations of the least squares); malformed entries are refused."""
+    from deepks_es.errors import SettingsError
+    from deepks_es.training.surrogate import (MemberTrainer, SurrogateTrainConfig, fit_reference, load_frames,
+                                              refit_reference)
+
+    work, path, _ = distilled
+    table = {"data": ["data.h5", {"path": "more.h5", "weights": {"energy": 0.0, "forces": 2.0}}], "workdir": "w"}
+    config = SurrogateTrainConfig.from_table(table, work, "t")
+    assert config.data == (work / "data.h5", work / "more.h5")
+    assert config.data_weights == {str(work / "more.h5"): {"energy": 0.0, "forces": 2.0}}
+    for entry, match in [({"path": "a.h5", "weights": {"charge": 1.0}}, "unknown surrogate loss term"),
+                         ({"file": "a.h5"}, "a data table is"), ({"path": "a.h5", "weights": {"energy": -1.0}},
+                                                                   "data weights >= 0")]:
+        with pytest.raises(SettingsError, match=match):
+            SurrogateTrainConfig.from_table({**table, "data": [entry]}, work, "t")
+    settings = SurrogateSettings(hidden="8x0e+2x0o+4x1o+2x1e+2x2e", product_channels=4, baseline="qspcfw")
+    net = SurrogateModel(settings).double()
+    frames = load_frames([work / "data.h5"], net, torch.float64, data_weights={str(work / "data.h5"): {"gap": 0.5}})
+    assert all(f.factors == {"gap": 0.5} and f.counts("energy") for f in frames)
+    shifted = [replace(f, name=f.name + "-shifted", energy=f.energy + 0.1 * f.natoms, factors={"energy": 0.0})
+               for f in frames]
+    fit_reference(net, frames)
+    alone = net.reference_energy.clone()
+    fit_reference(net, frames + shifted)
+    torch.testing.assert_close(net.reference_energy, alone)
+    base = SurrogateTrainConfig(data=[work / "data.h5"], workdir=work / "weighted", members=1, epochs=1,
+                                network=settings, dtype="float64", validation_fraction=0.0)
+    reports = [MemberTrainer(base, 0, chosen, lambda message: None)._epoch(chosen, None)
+               for chosen in (frames, frames + shifted)]
+    assert reports[1]["energy"] == pytest.approx(reports[0]["energy"], rel=1e-10)
+    assert reports[1]["forces"] == pytest.approx(reports[0]["forces"], rel=1e-10)
+    start = Committee.from_file(resolve_model(str(path))).members[0].state_dict()
+    start["reference_energy"] = start["reference_energy"] + 0.05
+    tuned = MemberTrainer(replace(base, init_model=str(path), refit_reference=True), 0, frames + shifted,
+                          lambda message: None, start=start).model
+    with torch.no_grad():
+        for route in (False, True):
+            chosen = [f for f in frames if f.periodic == route]
+            counts = np.array([np.bincount(f.species.numpy(), minlength=2) for f in chosen], dtype=float)
+            residuals = np.array([f.energy - float(tuned.energy_and_features(f.species, f.positions, f.cell,
+                                                                               f.graph)[0]) for f in chosen])
+            np.testing.assert_allclose(counts.T @ residuals, 0.0, atol=1e-8)
+    again = tuned.reference_energy.clone()
+    refit_reference(tuned, frames)  # already fitted: nothing left to shift
+    torch.testing.assert_close(tuned.reference_energy, again, rtol=0, atol=1e-10)
+
+
 def test_committee_every_kth_structure_member_zero_drives(distilled, box):
     """--committee-every 2: member 0's energy, forces and levels every structure; the spread on odd calls only."""
     from deepks_es.engines import EngineSpec, make_engine
@@ -659,6 +710,8 @@ def test_evaluate_cli_on_distilled_data(distilled):
     assert summary["stats"]["virtual"]["n"] == sum(
         window_end(f.target["mo_energy"], int(f.target["nocc"]), VIRTUAL_WINDOW_EV) - int(f.target["nocc"]) - 1
         for f in raw) > 0
+    gaps = [row["errors"]["gap"][0] for row in json.loads((work / "eval.json").read_text())["per_frame"].values()]
+    assert summary["stats"]["gap"]["mean"] == pytest.approx(np.mean(gaps))  # signed: model minus label
     assert (work / "eval.md").is_file() and (work / "eval_spread.png").is_file()
     assert "| virtual levels ≤ LUMO + 5 eV | eV |" in (work / "eval.md").read_text()
 

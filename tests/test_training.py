@@ -45,6 +45,30 @@ def test_weight_average_follows_its_recursion_and_restores_the_weights():
     assert torch.equal(average.averaged_state(layer)["bias"], layer.bias.detach())  # a constant stays
 
 
+def test_a_checkpoint_resumes_only_its_own_training_younger_settings_at_their_defaults_included(tmp_path):
+    """load_checkpoint: the training that wrote a checkpoint resumes it; another fingerprint is a one-line error
+    naming what changed; a setting younger than the checkpoint (``later_settings``, at any depth) counts as
+    unchanged at its default and as changed at any other value."""
+    import torch
+
+    from deepks_es.training.checkpoint import load_checkpoint
+
+    written = {"config": {"epochs": 2, "network": {"hidden": "8x0e"}}, "member": 0}
+    torch.save({"epoch": 1, "fingerprint": json.dumps(written)}, tmp_path / "checkpoint.pt")
+    younger = {"refit": False, "width": None}
+    now = {"config": {"epochs": 2, "refit": False, "network": {"hidden": "8x0e", "width": None}}, "member": 0}
+    assert load_checkpoint(tmp_path / "checkpoint.pt", now, younger)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "checkpoint.pt", written)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "absent.pt", written) is None
+    with pytest.raises(DeePKSError, match=r"another training \(changed: config\)"):
+        load_checkpoint(tmp_path / "checkpoint.pt", now)
+    with pytest.raises(DeePKSError, match=r"changed: config"):
+        load_checkpoint(tmp_path / "checkpoint.pt", {**now, "config": {**now["config"], "refit": True}}, younger)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DeePKSError, match="unreadable checkpoint"):
+        load_checkpoint(tmp_path / "broken.pt", written)
+
+
 def test_flexible_water_forces_are_the_energy_gradient():
     positions, length = random_water_box(4, np.random.default_rng(0))
     box = np.full(3, length)

@@ -58,7 +58,8 @@ def frame_errors(engine: SurrogateEngine, structure, record: dict, energy_compar
 
 
 def evaluate_surrogate(engine: SurrogateEngine, data: str, progress: bool = True) -> dict:
-    """Errors of the surrogate on every converged frame of ``data``: MAE/RMSE per quantity, spread-error ranks."""
+    """Errors of the surrogate on every converged frame of ``data``: MAE, RMSE and mean (signed: a bias, such as
+    an energy offset between cell sizes) per quantity, spread-error ranks."""
     from scipy.stats import spearmanr
     from tqdm import tqdm
 
@@ -75,8 +76,8 @@ def evaluate_surrogate(engine: SurrogateEngine, data: str, progress: bool = True
     for row in per_frame.values():
         for key, values in row["errors"].items():
             pooled.setdefault(key, []).extend(values)
-    stats = {key: {"mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(np.square(v)))), "n": len(v)}
-             for key, v in pooled.items() if v}
+    stats = {key: {"mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(np.square(v)))),
+                   "mean": float(np.mean(v)), "n": len(v)} for key, v in pooled.items() if v}
     force_std = [x for row in per_frame.values() for x in row["spread"].get("atom_force_std_mev_per_angstrom", [])]
     force_err = [x for row in per_frame.values() for x in row["spread"].get("atom_force_error_mev_per_angstrom", [])]
     committee = {}
@@ -89,14 +90,14 @@ def evaluate_surrogate(engine: SurrogateEngine, data: str, progress: bool = True
 
 
 def markdown_table(summary: dict) -> str:
-    """The summary as a Markdown table (MAE and RMSE per quantity)."""
+    """The summary as a Markdown table (MAE, RMSE and the mean signed error, model minus reference, per quantity)."""
     lines = [f"{summary['frames']} frames ({summary['periodic']} periodic) of {summary['molecules']} waters, "
              f"surrogate against {summary['reference']}", "",
-             "| quantity | unit | MAE | RMSE |", "|---|---|---|---|"]
+             "| quantity | unit | MAE | RMSE | mean error |", "|---|---|---|---|---|"]
     for name, unit, key in ROWS:
         if key in summary["stats"]:
             s = summary["stats"][key]
-            lines.append(f"| {name} | {unit} | {s['mae']:.4g} | {s['rmse']:.4g} |")
+            lines.append(f"| {name} | {unit} | {s['mae']:.4g} | {s['rmse']:.4g} | {s['mean']:+.4g} |")
     if "atom_force_spearman" in summary["committee"]:
         lines += ["", f"Committee force spread vs force error per atom: Spearman rank correlation "
                       f"{summary['committee']['atom_force_spearman']:.2f}"]

@@ -35,6 +35,9 @@ FORCE_FIELD_TERMS = ("energy", "forces")
 HAMILTONIAN_TERMS = ("hamiltonian", "eigenvalues", "virtuals", "gap")
 LEVEL_TERMS = ("eigenvalues", "virtuals", "gap")
 SURROGATE_TERMS = FORCE_FIELD_TERMS + HAMILTONIAN_TERMS
+LATER_SETTINGS = {"data_weights": {}, "refit_reference": False, "hamiltonian_hidden": None}
+"""Settings younger than checkpoints in use, with their defaults: a checkpoint that predates one resumes where the
+training leaves it at its default."""
 CHECKPOINT = "checkpoint.pt"
 MODEL = "surrogate.pt"
 
@@ -44,7 +47,13 @@ class SurrogateTrainConfig:
     """The ``[surrogate]`` table of a training TOML (paths relative to the file).
 
     Attributes:
-        data: distillation datasets (``deepks-es label --distill``), one or more HDF5 files.
+        data: distillation datasets (``deepks-es label --distill``), one or more HDF5 files. In the TOML an entry
+            is a path or a table ``{path = "...", weights = {energy = 0.0}}`` whose factors multiply the loss
+            weights on that file's frames (as MACE's ``config_type_weights``): e.g. energies of cells too small
+            for their Γ-point energy per atom to be that of the bulk, whose forces still count.
+        data_weights: those factors, per resolved path (a term not named: 1). A term at factor 0 is neither
+            trained nor reported on that file's frames, and the reference energies are fitted to the frames
+            whose energy counts.
         workdir: member checkpoints, loss curves and the final ``surrogate.pt``.
         members: committee size.
         validation_fraction: frames held out per member (a seeded split of its own).
@@ -84,6 +93,10 @@ class SurrogateTrainConfig:
             (:data:`~deepks_es.surrogate.network.HAMILTONIAN_SETTINGS`, e.g. ``hamiltonian_hidden``): it takes
             the force field (and the on-site means) from this file, and the Hamiltonian's network and head start
             afresh.
+        refit_reference: fine-tuning re-fits the per-route reference energies to the start model's residuals
+            on the training frames whose energy counts (least squares, as a fresh training fits them): for
+            labels whose energy zero differs from the start model's (e.g. larger cells). Moot without
+            ``init_model``.
     """
 
     data: tuple[Path, ...]
@@ -104,6 +117,8 @@ class SurrogateTrainConfig:
     seed: int = 0
     network: SurrogateSettings = SurrogateSettings()
     init_model: str | None = None
+    data_weights: dict = field(default_factory=dict)
+    refit_reference: bool = False
 
     @classmethod
     def from_table(cls, table: dict, root: Path, where: str) -> SurrogateTrainConfig:
@@ -117,16 +132,13 @@ class SurrogateTrainConfig:
         for key in ("data", "workdir"):
             if key not in raw:
                 raise SettingsError(f"{where}: surrogate '{key}' is required")
-        data = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
-        raw["data"] = tuple((root / d).resolve() for d in data)
+        entries = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
+        raw["data"], raw["data_weights"] = _data_sources(entries, root, where)
         raw["workdir"] = (root / raw["workdir"]).resolve()
         if raw.get("init_model") is not None and str(raw["init_model"]).lower() not in SHIPPED_FILES:
             raw["init_model"] = str((root / raw["init_model"]).resolve())
         if "weights" in raw:
-            bad = sorted(set(raw["weights"]) - set(SURROGATE_TERMS))
-            if bad:
-                raise SettingsError(f"{where}: unknown surrogate loss term(s) {', '.join(bad)}; known: "
-                                    f"{', '.join(SURROGATE_TERMS)}")
+            _check_terms(raw["weights"], where)
             raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in SURROGATE_TERMS}
         try:
             network = dict(raw.pop("network", {}))
@@ -145,11 +157,40 @@ class SurrogateTrainConfig:
                   "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                   "dtype float64 or float32": config.dtype in ("float64", "float32"),
                   "0 <= weight_average < 1": 0 <= config.weight_average < 1,
-                  "weights >= 0": all(w >= 0 for w in config.weights.values())}
+                  "weights >= 0": all(w >= 0 for w in config.weights.values()),
+                  "data weights >= 0": all(w >= 0 for f in config.data_weights.values() for w in f.values())}
         failed = [name for name, ok in checks.items() if not ok]
         if failed:
             raise SettingsError(f"{where}: need {', '.join(failed)}")
         return config
+
+
+def _check_terms(table: dict, where: str) -> None:
+    bad = sorted(set(table) - set(SURROGATE_TERMS))
+    if bad:
+        raise SettingsError(f"{where}: unknown surrogate loss term(s) {', '.join(bad)}; known: "
+                            f"{', '.join(SURROGATE_TERMS)}")
+
+
+def _data_sources(entries: list, root: Path, where: str) -> tuple[tuple[Path, ...], dict]:
+    """The ``data`` entries (paths, or ``{path, weights}`` tables) as resolved paths and their loss factors."""
+    paths, factors = [], {}
+    for entry in entries:
+        if isinstance(entry, dict):
+            unknown = sorted(set(entry) - {"path", "weights"})
+            if "path" not in entry or unknown or not isinstance(entry.get("weights", {}), dict):
+                raise SettingsError(f"{where}: a data table is {{path = 'FILE.h5', weights = {{TERM = FACTOR}}}}, "
+                                    f"not {entry}")
+            _check_terms(entry.get("weights", {}), where)
+            path = (root / entry["path"]).resolve()
+            try:
+                factors[str(path)] = {term: float(value) for term, value in entry.get("weights", {}).items()}
+            except (TypeError, ValueError):
+                raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
+        else:
+            path = (root / entry).resolve()
+        paths.append(path)
+    return tuple(paths), factors
 
 
 @dataclass
@@ -169,18 +210,25 @@ class DistilledFrame:
     inverse_factor: torch.Tensor  # L^-1 of S = L L^T
     levels: torch.Tensor  # occupied levels + LUMO, then the virtual levels in the window (Hartree)
     nocc: int
+    factors: dict = field(default_factory=dict)  # loss factor per term of its file (data_weights; else 1)
+
+    def counts(self, term: str) -> bool:
+        """Whether ``term`` enters this frame's loss at all."""
+        return self.factors.get(term, 1.0) > 0
 
     @property
     def periodic(self) -> bool:
         return self.cell is not None
 
 
-def load_frames(paths, model: SurrogateModel, dtype: torch.dtype,
-                virtual_window: float = 0.0) -> list[DistilledFrame]:
+def load_frames(paths, model: SurrogateModel, dtype: torch.dtype, virtual_window: float = 0.0,
+                data_weights: dict | None = None) -> list[DistilledFrame]:
     """Every converged frame of the distillation datasets at ``paths`` as :class:`DistilledFrame`, with the
-    label levels up to the LUMO + ``virtual_window`` (eV)."""
+    label levels up to the LUMO + ``virtual_window`` (eV) and its file's loss factors (``data_weights``: per
+    path string)."""
     frames = []
     for path in paths:
+        factors = (data_weights or {}).get(str(path), {})
         raw, attrs = read_dataset(path)
         if json.loads(attrs["settings"]).get("distill") is None:
             raise DeePKSError(f"{path} holds HSE06/PBE labels, not DeePKS-ES ones: make the data with "
@@ -202,7 +250,7 @@ def load_frames(paths, model: SurrogateModel, dtype: torch.dtype,
                 forces=torch.as_tensor(record["forces"], dtype=dtype),
                 hamiltonian=torch.as_tensor(record["fock"], dtype=dtype), overlap=overlap,
                 inverse_factor=torch.linalg.inv(factor).to(dtype),
-                levels=torch.as_tensor(levels, dtype=dtype), nocc=nocc))
+                levels=torch.as_tensor(levels, dtype=dtype), nocc=nocc, factors=factors))
     if not frames:
         raise DeePKSError("no converged frames in the surrogate data")
     return frames
@@ -300,25 +348,36 @@ def fit_intramolecular(model: SurrogateModel, frames: list[DistilledFrame]) -> N
     model.intramolecular_refit.copy_(solution.squeeze(1))
 
 
-def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
-    """Per-route least-squares reference energies per element; the energy scale (Hartree: the larger of the
-    per-atom residual's spread and the force RMS times one Bohr, so that forces start at the right size); the
-    mean on-site block of each element. Energies and forces are those the network learns: the labels minus
-    the model's physical baseline (with the ``qspcfw-refit`` baseline, first fitted: :func:`fit_intramolecular`)."""
-    if model.settings.baseline == "qspcfw-refit":
-        fit_intramolecular(model, frames)
+def fit_route_references(model: SurrogateModel, frames: list[DistilledFrame], energies) -> list[float]:
+    """Add to each route's (periodic or not) reference energies the per-element least-squares fit of ``energies``
+    (Hartree, one per frame) over the route's frames whose energy counts (all its frames, if none does); the
+    per-atom residuals of the fitted frames."""
     n_el = len(model.settings.elements)
-    baselines = [baseline_labels(model, f) for f in frames]
     residuals = []
     for route in (False, True):
-        chosen = [(f, b) for f, b in zip(frames, baselines) if f.periodic == route]
+        chosen = [(f, e) for f, e in zip(frames, energies) if f.periodic == route]
+        chosen = [(f, e) for f, e in chosen if f.counts("energy")] or chosen
         if not chosen:
             continue
         counts = np.array([np.bincount(f.species.numpy(), minlength=n_el) for f, _ in chosen], dtype=float)
-        energies = np.array([f.energy - energy for f, (energy, _) in chosen])
-        reference, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-        model.reference_energy[int(route)] = torch.as_tensor(reference)
-        residuals += list((energies - counts @ reference) / counts.sum(1))
+        targets = np.array([e for _, e in chosen])
+        reference, *_ = np.linalg.lstsq(counts, targets, rcond=None)
+        model.reference_energy[int(route)] += torch.as_tensor(reference, dtype=model.reference_energy.dtype)
+        residuals += list((targets - counts @ reference) / counts.sum(1))
+    return residuals
+
+
+def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
+    """Per-route least-squares reference energies per element (:func:`fit_route_references`); the energy scale
+    (Hartree: the larger of the per-atom residual's spread and the force RMS times one Bohr, so that forces start
+    at the right size); the mean on-site block of each element. Energies and forces are those the network learns:
+    the labels minus the model's physical baseline (with the ``qspcfw-refit`` baseline, first fitted:
+    :func:`fit_intramolecular`)."""
+    if model.settings.baseline == "qspcfw-refit":
+        fit_intramolecular(model, frames)
+    baselines = [baseline_labels(model, f) for f in frames]
+    model.reference_energy.zero_()
+    residuals = fit_route_references(model, frames, [f.energy - energy for f, (energy, _) in zip(frames, baselines)])
     learned = torch.cat([(f.forces.double() - forces).reshape(-1) for f, (_, forces) in zip(frames, baselines)])
     force_rms = float(torch.sqrt(learned.pow(2).mean()))
     model.energy_scale.fill_(max(float(np.std(residuals)), force_rms, 1e-4))
@@ -328,6 +387,15 @@ def fit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
             sums.setdefault(a, []).append(irreps)
     for a, parts in sums.items():
         getattr(model, f"onsite_mean_{a}").copy_(torch.cat(parts).mean(0))
+
+
+def refit_reference(model: SurrogateModel, frames: list[DistilledFrame]) -> None:
+    """Shift the per-route reference energies by the least-squares fit of the labels' residuals against
+    ``model``'s energies (a fine-tuning's start on labels with another energy zero)."""
+    with torch.no_grad():
+        residuals = [f.energy - float(model.energy_and_features(f.species, f.positions, f.cell, f.graph)[0])
+                     for f in frames]
+    fit_route_references(model, frames, residuals)
 
 
 class MemberTrainer:
@@ -351,6 +419,8 @@ class MemberTrainer:
         else:  # fine-tuning: the weights and fitted buffers of a trained member (its force field alone: the
             self.model.load_state_dict({**self.model.state_dict(), **start})  # Hamiltonian's start afresh)
             self.model.to_precision(self.dtype)
+            if config.refit_reference:
+                refit_reference(self.model, self.train)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
         steps = config.epochs
@@ -396,9 +466,12 @@ class MemberTrainer:
         order = np.random.default_rng((self.seed, epoch)).permutation(len(frames)) if learn else range(len(frames))
         self.model.train(learn)
         for count, i in enumerate(order):
-            errors = frame_errors(self.model, frames[i], learn, self.config.hamiltonian_trains_layers, force_field,
+            frame = frames[i]
+            errors = frame_errors(self.model, frame, learn, self.config.hamiltonian_trains_layers, force_field,
                                   hamiltonian)
-            loss, terms = frame_loss(errors, weights or self.config.weights)
+            errors = {term: error for term, error in errors.items() if frame.counts(term)}
+            loss, terms = frame_loss(errors, {term: weight * frame.factors.get(term, 1.0)
+                                              for term, weight in (weights or self.config.weights).items()})
             if learn:
                 (loss / self.config.batch_frames).backward()
                 if (count + 1) % self.config.batch_frames == 0 or count + 1 == len(frames):
@@ -434,7 +507,7 @@ class MemberTrainer:
 
     def _resume(self) -> int:
         path = self.workdir / CHECKPOINT
-        payload = load_checkpoint(path, self.fingerprint)
+        payload = load_checkpoint(path, self.fingerprint, LATER_SETTINGS)
         if payload is None:
             return 0
         self.model.load_state_dict(payload.get("training_model", payload["model"]))
@@ -516,7 +589,8 @@ def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None =
     torch.set_default_dtype(getattr(torch, config.dtype))
     try:
         probe = SurrogateModel(config.network)
-        frames = load_frames(config.data, probe, getattr(torch, config.dtype), config.virtual_window)
+        frames = load_frames(config.data, probe, getattr(torch, config.dtype), config.virtual_window,
+                             config.data_weights)
         log(f"{len(frames)} frames ({sum(f.periodic for f in frames)} periodic) from "
             f"{', '.join(str(p) for p in config.data)}")
         chosen = range(config.members) if member is None else [member]
