@@ -176,20 +176,18 @@ def _data_sources(entries: list, root: Path, where: str) -> tuple[tuple[Path, ..
     """The ``data`` entries (paths, or ``{path, weights}`` tables) as resolved paths and their loss factors."""
     paths, factors = [], {}
     for entry in entries:
-        if isinstance(entry, dict):
-            unknown = sorted(set(entry) - {"path", "weights"})
-            if "path" not in entry or unknown or not isinstance(entry.get("weights", {}), dict):
-                raise SettingsError(f"{where}: a data table is {{path = 'FILE.h5', weights = {{TERM = FACTOR}}}}, "
-                                    f"not {entry}")
-            _check_terms(entry.get("weights", {}), where)
-            path = (root / entry["path"]).resolve()
-            try:
-                factors[str(path)] = {term: float(value) for term, value in entry.get("weights", {}).items()}
-            except (TypeError, ValueError):
-                raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
-        else:
-            path = (root / entry).resolve()
-        paths.append(path)
+        if not isinstance(entry, dict):
+            paths.append((root / entry).resolve())
+            continue
+        if set(entry) - {"path", "weights"} or "path" not in entry or not isinstance(entry.get("weights", {}), dict):
+            raise SettingsError(f"{where}: a data table is {{path = 'FILE.h5', weights = {{TERM = FACTOR}}}}, "
+                                f"not {entry}")
+        _check_terms(entry.get("weights", {}), where)
+        paths.append((root / entry["path"]).resolve())
+        try:
+            factors[str(paths[-1])] = {term: float(value) for term, value in entry.get("weights", {}).items()}
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
     return tuple(paths), factors
 
 
@@ -210,11 +208,15 @@ class DistilledFrame:
     inverse_factor: torch.Tensor  # L^-1 of S = L L^T
     levels: torch.Tensor  # occupied levels + LUMO, then the virtual levels in the window (Hartree)
     nocc: int
-    factors: dict = field(default_factory=dict)  # loss factor per term of its file (data_weights; else 1)
+    factors: dict = field(default_factory=dict)  # loss factor per term of its file (data_weights)
+
+    def factor(self, term: str) -> float:
+        """The loss factor of ``term`` on this frame (1 where its file names none)."""
+        return self.factors.get(term, 1.0)
 
     def counts(self, term: str) -> bool:
         """Whether ``term`` enters this frame's loss at all."""
-        return self.factors.get(term, 1.0) > 0
+        return self.factor(term) > 0
 
     @property
     def periodic(self) -> bool:
@@ -470,7 +472,7 @@ class MemberTrainer:
             errors = frame_errors(self.model, frame, learn, self.config.hamiltonian_trains_layers, force_field,
                                   hamiltonian)
             errors = {term: error for term, error in errors.items() if frame.counts(term)}
-            loss, terms = frame_loss(errors, {term: weight * frame.factors.get(term, 1.0)
+            loss, terms = frame_loss(errors, {term: weight * frame.factor(term)
                                               for term, weight in (weights or self.config.weights).items()})
             if learn:
                 (loss / self.config.batch_frames).backward()
