@@ -28,7 +28,7 @@ fi
 train_committee inputs/training/surrogate_r5_forcefield.toml   # writes $out/r5_forcefield/surrogate.pt
 python examples/surrogate_force_breakdown.py "$out/r5_forcefield/surrogate.pt" "$out/boxes16.h5" \
     > "$out/eval_r5_forcefield_boxes16.txt"                     # forces on 24 boxes that stage 1 never saw
-train_committee inputs/training/surrogate_r5_hamiltonian.toml  # writes $out/r5_hamiltonian/surrogate.pt
+train_committee inputs/training/surrogate_r5_hamiltonian.toml 4  # writes $out/r5_hamiltonian/surrogate.pt
 train_committee inputs/training/surrogate_r5_bulk.toml         # writes $out/r5_bulk/surrogate.pt
 for name in test16 testclusters test32 test64; do
   deepks-es evaluate "$out/r5_bulk/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5_$name"

@@ -419,6 +419,46 @@ def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
     assert not rough.committee.settings.message_envelope  # a warm start: the envelope changes no weight
 
 
+def test_served_members_are_those_of_lowest_validation_loss_and_more_members_resume_the_trained(distilled):
+    """``served_members``: the model file holds the members of lowest weighted validation loss at their last
+    epoch; raising ``members`` trains only the new ones (member k's training does not depend on either);
+    what cannot be served is refused."""
+    from deepks_es.errors import SettingsError
+    from deepks_es.training.surrogate import validation_loss
+    from deepks_es.training.train import train
+
+    work, _, _ = distilled
+    config = (work / "surrogate.toml").read_text().replace("epochs = 2", "epochs = 1").replace(
+        'workdir = "train"', 'workdir = "best"').replace("validation_fraction = 0.0", "validation_fraction = 0.34")
+    (work / "best.toml").write_text(config.replace("members = 2", "members = 2\nserved_members = 1"))
+    train(work / "best.toml", log=lambda _: None)
+    (work / "best.toml").write_text(config.replace("members = 2", "members = 3\nserved_members = 2"))
+    logs = []
+    path = train(work / "best.toml", log=logs.append)
+    trained = [line for line in logs if "epoch 1/1" in line]
+    assert len(trained) == 1 and trained[0].startswith("member 2 ")
+    losses = [validation_loss(json.loads((work / "best" / f"member{k}" / "loss.json").read_text())[-1],
+                              {"energy": 1000.0, "forces": 4.0, "hamiltonian": 20.0, "eigenvalues": 1.0, "gap": 1.0})
+              for k in range(3)]
+    assert len(set(losses)) == 3 and all(np.isfinite(losses))
+    served = sorted(np.argsort(losses)[:2].tolist())
+    committee = Committee.from_file(resolve_model(str(path)))
+    assert committee.provenance["served_members"] == served and len(committee.members) == 2
+    for member, k in zip(committee.members, served):
+        mine = torch.load(work / "best" / f"member{k}" / "checkpoint.pt", weights_only=True)["model"]
+        for name, value in member.state_dict().items():
+            torch.testing.assert_close(value, mine[name].to(value.dtype))
+    for table, wanted in (("members = 3\nserved_members = 4", "1 <= served_members <= members"),
+                          ("members = 3\nserved_members = 2\nvalidation_fraction = 0.0",
+                           "validation_fraction > 0 for served_members")):
+        (work / "bad.toml").write_text(config.replace("validation_fraction = 0.34\n", "").replace("members = 2",
+                                                                                                 table))
+        with pytest.raises(SettingsError, match=wanted):
+            train(work / "bad.toml", log=lambda _: None)
+    with pytest.raises(SettingsError, match="--member 3: the committee trains members 0 to 2"):
+        train(work / "best.toml", log=lambda _: None, member=3)
+
+
 def test_weight_average_is_served_and_a_resumed_training_ends_where_an_uninterrupted_one_does(distilled):
     """``weight_average``: the model file gets the averaged weights, not the last step's; a training stopped after
     its first epoch and rerun gives the same weights, average and all, as one run straight through."""
@@ -646,6 +686,37 @@ def test_committee_every_kth_structure_member_zero_drives(distilled, box):
     assert abs(mean.energy - results[0].energy) > 1e-8  # the committee mean is another surface
     with pytest.raises(SettingsError, match="no committee"):
         make_engine(EngineSpec(model="none", committee_every=2))
+
+
+def test_committee_serves_its_members_mean_levels_not_the_levels_of_its_mean_hamiltonian(dimer):
+    """The shipped committee: levels, element weights and gap spread from each member's own (H, S) eigenproblem;
+    with --committee-every, member 0's levels and the spread of all members on committee steps."""
+    from deepks_es.constants import HARTREE_EV
+    from deepks_es.engines import EngineSpec, make_engine
+    from deepks_es.linalg import ao_atoms, element_weights, lowdin
+
+    engine = make_engine("surrogate")
+    prediction = engine.committee.predict(dimer)
+    result = engine.result(dimer, prediction)
+    system = build_system(dimer, engine.settings)
+    overlap = overlap_matrix(system)
+    spectra = [scipy.linalg.eigh(h, overlap) for h in prediction.hamiltonians]
+    levels = np.array([energies for energies, _ in spectra])
+    np.testing.assert_allclose(result.mo_energy, levels.mean(axis=0), atol=1e-10)
+    mean_h_levels = scipy.linalg.eigh(prediction.hamiltonians.mean(axis=0), overlap, eigvals_only=True)
+    assert np.abs(result.mo_energy - mean_h_levels).max() > 1e-6  # another thing than the mean H's levels
+    np.testing.assert_allclose(result.hamiltonian, prediction.hamiltonians.mean(axis=0))
+    nocc = system.nelectron // 2
+    gaps = levels[:, nocc] - levels[:, nocc - 1]
+    assert result.scalars["committee_gap_std_ev"] == pytest.approx(gaps.std() * HARTREE_EV, rel=1e-8)
+    root = lowdin(overlap)[1]
+    weights = [element_weights(dimer.symbols, ao_atoms(system), root @ vectors) for _, vectors in spectra]
+    for element in ("H", "O"):
+        np.testing.assert_allclose(result.element_weights[element], np.mean([w[element] for w in weights], axis=0),
+                                   atol=1e-8)
+    driven = make_engine(EngineSpec(model="surrogate", committee_every=2)).compute(dimer)
+    np.testing.assert_allclose(driven.mo_energy, levels[0], atol=1e-10)
+    assert driven.scalars["committee_gap_std_ev"] == pytest.approx(result.scalars["committee_gap_std_ev"], rel=1e-8)
 
 
 def test_surrogate_refuses_what_it_cannot_do(distilled, dimer):

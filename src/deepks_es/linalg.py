@@ -26,20 +26,9 @@ def ao_atoms(system) -> np.ndarray:
     return ao_atom
 
 
-def lowdin_eigh(hamiltonian: np.ndarray, overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The generalised eigenproblem H C = S C e through Löwdin orthogonalisation: ascending energies, the
-    orthogonal coefficients S^1/2 C = eigenvectors of S^-1/2 H S^-1/2 (the element weights come from them with no
-    further product) and S^-1/2, which gives the orbitals wanted, C = S^-1/2 (S^1/2 C), column by column. One
-    eigh of S, one standard eigh, three matrix products."""
-    evals, evecs = np.linalg.eigh(overlap)
-    inverse_root = (evecs / np.sqrt(evals)) @ evecs.T
-    energies, orthogonal = np.linalg.eigh(inverse_root @ hamiltonian @ inverse_root)
-    return energies, orthogonal, inverse_root
-
-
 def element_weights(symbols, ao_atom: np.ndarray, orthogonal: np.ndarray) -> dict[str, np.ndarray]:
     """Löwdin weight of each element in each orbital, {symbol: (nmo,)} summing to 1 per orbital, from the
-    orthogonal coefficients S^1/2 C (:func:`lowdin_eigh`, or ``lowdin(S)[1] @ C``)."""
+    orthogonal coefficients S^1/2 C (the eigenvectors of S^-1/2 H S^-1/2, or ``lowdin(S)[1] @ C``)."""
     per_atom = atom_sums(orthogonal**2, ao_atom, len(symbols))
     weights: dict[str, np.ndarray] = {}
     for symbol, row in zip(symbols, per_atom):

@@ -12,7 +12,7 @@ import torch
 
 from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..errors import SettingsError
-from ..linalg import ao_atoms, element_weights, lowdin_eigh
+from ..linalg import ao_atoms, element_weights, lowdin
 from ..model.modelfile import ModelFile
 from ..scf.systems import SCFSettings, build_system, overlap_matrix
 from ..structure import Structure, check_geometry
@@ -37,8 +37,7 @@ outside its training data), and the Result is flagged."""
 @dataclass(frozen=True)
 class Spread:
     """Committee standard deviations: energy (Hartree per atom), forces (largest per-atom RMS over Cartesian
-    components, Hartree/Bohr) and gap (Hartree; each member's gap to first order in its deviation from the
-    mean H, from the mean H's HOMO and LUMO)."""
+    components, Hartree/Bohr) and gap (Hartree; of each member's levels)."""
 
     energy: float | None
     forces: float | None
@@ -63,9 +62,10 @@ class Spread:
 
 class SurrogateEngine:
     """A :class:`Committee` behind the Engine interface: the members' mean energy, forces, virial and
-    Kohn-Sham matrix; orbital energies, element weights and the committee spread in every Result.
+    Kohn-Sham matrix, their mean orbital energies and element weights (each member's own, averaged level by
+    level: the served levels are not those of the served H) and the committee spread in every Result.
 
-    With ``committee_every`` K, member 0 alone gives energy, forces, virial and H of every structure (one
+    With ``committee_every`` K, member 0 alone gives energy, forces, virial, H and levels of every structure (one
     smooth surface for the MD), and every K-th structure (the first included) the other members run too, for
     the spread only; in between the spread is None."""
 
@@ -153,28 +153,43 @@ class SurrogateEngine:
         return result
 
     def driving(self, values: np.ndarray) -> np.ndarray:
-        """What drives the MD of the members' ``values`` (M, ...): the mean, or member 0's (``committee_every``)."""
+        """What the committee serves of the members' ``values`` (M, ...): the mean, or member 0's
+        (``committee_every``: member 0 drives the MD)."""
         return values.mean(axis=0) if self.committee_every is None else values[0]
 
     def result(self, structure: Structure, prediction: CommitteePrediction) -> Result:
-        """The :class:`Result` of a committee ``prediction``: means (member 0's with ``committee_every``), orbitals
-        from that H, spreads."""
+        """The :class:`Result` of a committee ``prediction``: means (member 0's with ``committee_every``) of the
+        energy, forces, virial and H, and of the members' levels and element weights, index by index (not the
+        levels of the mean H, which are not the mean levels: one member off where the conduction-band bottom
+        lives lifts the mean H's LUMO above every member's); the gap spread from each member's levels."""
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
-        hamiltonian = self.driving(prediction.hamiltonians)
-        mo_energy, orthogonal, inverse_root = lowdin_eigh(hamiltonian, overlap)
+        inverse_root, _ = lowdin(overlap)
+        ao_atom = ao_atoms(system)
+        served = len(prediction.hamiltonians) if self.committee_every is None else 1
+        levels, weights = [], []
+        for k, hamiltonian in enumerate(prediction.hamiltonians):  # eigenvectors only where levels are served
+            orthogonal = inverse_root @ hamiltonian @ inverse_root
+            if k < served:
+                energies, vectors = np.linalg.eigh(orthogonal)
+                weights.append(element_weights(structure.symbols, ao_atom, vectors))
+            else:
+                energies = np.linalg.eigvalsh(orthogonal)
+            levels.append(energies)
+        levels = np.array(levels)
+        mo_energy = self.driving(levels)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
-        gaps = []  # each member's gap to first order in its H - mean H (the mean H's HOMO and LUMO): no eigh each
-        if len(mo_energy) > nocc:
-            edges = inverse_root @ orthogonal[:, nocc - 1:nocc + 1]  # HOMO and LUMO orbitals C
-            gaps = [np.diff(np.einsum("ai,ab,bi->i", edges, h, edges))[0] for h in prediction.hamiltonians]
+        gaps = levels[:, nocc] - levels[:, nocc - 1] if 0 < nocc < levels.shape[1] else []
         result = self.mechanics(structure, prediction, float(np.std(gaps)) if len(gaps) > 1 else None,
-                                mo_energy=mo_energy, mo_occ=mo_occ, hamiltonian=hamiltonian, overlap=overlap,
-                                element_weights=element_weights(structure.symbols, ao_atoms(system), orthogonal))
-        deep = int((mo_energy < mo_energy[nocc - 1] - O2S_DEPTH_EV / HARTREE_EV).sum()) if nocc else 0
+                                mo_energy=mo_energy, mo_occ=mo_occ, overlap=overlap,
+                                hamiltonian=self.driving(prediction.hamiltonians),
+                                element_weights={el: np.mean([w[el] for w in weights], axis=0) for el in weights[0]})
         waters = structure.symbols.count("O")
-        if deep != waters:
-            result.flag(f"the predicted Hamiltonian has {deep} levels more than {O2S_DEPTH_EV:g} eV below the HOMO, "
+        deep = [int((own < own[nocc - 1] - O2S_DEPTH_EV / HARTREE_EV).sum()) for own in levels] if nocc else []
+        odd = [(k, count) for k, count in enumerate(deep) if count != waters]
+        if odd:
+            k, count = odd[0]
+            result.flag(f"member {k}'s Hamiltonian has {count} levels more than {O2S_DEPTH_EV:g} eV below the HOMO, "
                         f"where {waters} waters have {waters} (one O 2s each): spurious states, levels untrusted")
         return result

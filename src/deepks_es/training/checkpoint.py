@@ -10,11 +10,13 @@ import torch
 from ..errors import DeePKSError
 
 
-def load_checkpoint(path: Path, fingerprint: dict, later_settings: dict | None = None) -> dict | None:
+def load_checkpoint(path: Path, fingerprint: dict, later_settings: dict | None = None,
+                    ignored: tuple[str, ...] = ()) -> dict | None:
     """The checkpoint at ``path`` (None if there is none); unreadable, or written by a training with another
     ``fingerprint`` (JSON-ready: data, settings), is a one-line DeePKSError naming what changed. A setting of
     ``later_settings`` (name: default, at any depth) younger than the checkpoint counts as unchanged where one
-    side lacks it and the other holds its default."""
+    side lacks it and the other holds its default; settings named in ``ignored`` (at any depth) do not shape
+    this training and are not compared."""
     if not path.is_file():
         return None
     try:
@@ -22,7 +24,7 @@ def load_checkpoint(path: Path, fingerprint: dict, later_settings: dict | None =
         theirs = json.loads(payload["fingerprint"])
     except Exception as exc:
         raise DeePKSError(f"cannot resume from {path}: unreadable checkpoint ({type(exc).__name__})") from None
-    mine, theirs = (_without_defaults(record, later_settings or {}) for record in (fingerprint, theirs))
+    mine, theirs = (_without_defaults(record, later_settings or {}, ignored) for record in (fingerprint, theirs))
     if theirs != mine:
         changed = sorted(k for k in mine if theirs.get(k) != mine[k])
         raise DeePKSError(f"{path} belongs to another training (changed: {', '.join(changed)}): use a new "
@@ -30,7 +32,9 @@ def load_checkpoint(path: Path, fingerprint: dict, later_settings: dict | None =
     return payload
 
 
-def _without_defaults(record: dict, defaults: dict) -> dict:
-    """``record`` (nested dicts) without the entries whose name and value are those of ``defaults``."""
-    return {key: _without_defaults(value, defaults) if isinstance(value, dict) else value
-            for key, value in record.items() if key not in defaults or defaults[key] != value}
+def _without_defaults(record: dict, defaults: dict, ignored: tuple[str, ...] = ()) -> dict:
+    """``record`` (nested dicts) without the entries named in ``ignored`` or whose name and value are those of
+    ``defaults``."""
+    return {key: _without_defaults(value, defaults, ignored) if isinstance(value, dict) else value
+            for key, value in record.items()
+            if key not in ignored and (key not in defaults or defaults[key] != value)}

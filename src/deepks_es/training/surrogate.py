@@ -38,6 +38,8 @@ SURROGATE_TERMS = FORCE_FIELD_TERMS + HAMILTONIAN_TERMS
 LATER_SETTINGS = {"data_weights": {}, "refit_reference": False, "hamiltonian_hidden": None}
 """Settings younger than checkpoints in use, with their defaults: a checkpoint that predates one resumes where the
 training leaves it at its default."""
+COMMITTEE_SETTINGS = ("members", "served_members")
+"""Settings of the committee that do not shape any member's training (member k: seed + k, its own split)."""
 CHECKPOINT = "checkpoint.pt"
 MODEL = "surrogate.pt"
 
@@ -55,7 +57,12 @@ class SurrogateTrainConfig:
             trained nor reported on that file's frames, and the reference energies are fitted to the frames
             whose energy counts.
         workdir: member checkpoints, loss curves and the final ``surrogate.pt``.
-        members: committee size.
+        members: members trained (member k: seed + k, its own validation split).
+        served_members: the committee serves this many of them, those with the lowest validation loss at their
+            last epoch (the loss weights times the validated mean squares); None (the default): every member.
+            For a training where a member's optimisation may stall (round 5's stage 2: one member in three
+            stayed at 5x the others' eigenvalue loss): train more members than served. Neither setting changes
+            a member's training, so raising ``members`` resumes the trained ones.
         validation_fraction: frames held out per member (a seeded split of its own).
         epochs: passes over the training frames per member.
         batch_frames: frames per optimiser step.
@@ -102,6 +109,7 @@ class SurrogateTrainConfig:
     data: tuple[Path, ...]
     workdir: Path
     members: int = 3
+    served_members: int | None = None
     validation_fraction: float = 0.1
     epochs: int = 40
     batch_frames: int = 1
@@ -147,7 +155,10 @@ class SurrogateTrainConfig:
             config = cls(**raw)
         except (TypeError, ValueError) as exc:
             raise SettingsError(f"{where}: a surrogate setting has the wrong type or name ({exc})") from None
+        served = config.served_members
         checks = {"members >= 1": config.members >= 1, "epochs >= 1": config.epochs >= 1,
+                  "1 <= served_members <= members": served is None or 1 <= served <= config.members,
+                  "validation_fraction > 0 for served_members": served is None or config.validation_fraction > 0,
                   "0 <= validation_fraction < 1": 0 <= config.validation_fraction < 1,
                   "batch_frames >= 1": config.batch_frames >= 1,
                   "level_warmup_epochs >= 0": config.level_warmup_epochs >= 0,
@@ -430,7 +441,8 @@ class MemberTrainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma)
         self.history: list[dict] = []
         self.seed = seed
-        self.fingerprint = {"config": json.loads(json.dumps(asdict(config), default=str)), "member": index,
+        settings = {k: v for k, v in asdict(config).items() if k not in COMMITTEE_SETTINGS}
+        self.fingerprint = {"config": json.loads(json.dumps(settings, default=str)), "member": index,
                             "frames": [f.name for f in frames]}
 
     def run(self) -> SurrogateModel:
@@ -509,7 +521,7 @@ class MemberTrainer:
 
     def _resume(self) -> int:
         path = self.workdir / CHECKPOINT
-        payload = load_checkpoint(path, self.fingerprint, LATER_SETTINGS)
+        payload = load_checkpoint(path, self.fingerprint, LATER_SETTINGS, COMMITTEE_SETTINGS)
         if payload is None:
             return 0
         self.model.load_state_dict(payload.get("training_model", payload["model"]))
@@ -541,6 +553,11 @@ def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
     ax.legend(fontsize=7, ncols=3)
     ax.set_title("surrogate committee: training (lines), validation (dots)", fontsize=9)
     return save_figure(fig, workdir / "loss.png")
+
+
+def validation_loss(row: dict, weights: dict) -> float:
+    """The loss ``weights`` times the validated mean squares of a training history ``row``."""
+    return sum(weight * row[f"validation_{term}"] for term, weight in weights.items() if f"validation_{term}" in row)
 
 
 def member_workdir(config: SurrogateTrainConfig, k: int) -> Path:
@@ -586,8 +603,11 @@ def initial_members(config: SurrogateTrainConfig) -> list[dict]:
 
 
 def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None = None) -> Path:
-    """Train every committee member (or only ``member``) and, when all are done, write ``workdir/surrogate.pt``."""
+    """Train every committee member (or only ``member``) and, when all are done, write ``workdir/surrogate.pt``
+    (the ``served_members`` of lowest validation loss, or all)."""
     log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
+    if member is not None and not 0 <= member < config.members:
+        raise SettingsError(f"--member {member}: the committee trains members 0 to {config.members - 1}")
     torch.set_default_dtype(getattr(torch, config.dtype))
     try:
         probe = SurrogateModel(config.network)
@@ -606,11 +626,16 @@ def train_surrogate(config: SurrogateTrainConfig, log=None, member: int | None =
     payloads = [_finished_member(config, k) for k in range(config.members)]
     if member is not None and None in payloads:  # others still training: the last one writes the model
         return member_workdir(config, member) / CHECKPOINT
-    committee = served_committee(config, payloads)
     histories = [json.loads(payload["history"]) for payload in payloads]
+    losses = [validation_loss(history[-1], config.weights) for history in histories]
+    served = sorted(np.argsort(losses, kind="stable")[:config.served_members or config.members].tolist())
+    if len(served) < config.members:
+        log(f"serving members {', '.join(map(str, served))} of {config.members} (validation losses "
+            f"{', '.join(f'{loss:.3g}' for loss in losses)})")
+    committee = served_committee(config, [payloads[k] for k in served])
     committee.provenance = {"data": [str(p) for p in config.data], "frames": len(frames),
                             "config": json.loads(json.dumps(asdict(config), default=str)),
-                            "final_validation": [h[-1] for h in histories]}
+                            "served_members": served, "final_validation": [histories[k][-1] for k in served]}
     write_curves(config.workdir, histories)
     path = config.workdir / MODEL
     committee.save(path)
