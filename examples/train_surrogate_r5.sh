@@ -6,7 +6,8 @@
 # Stage 1 trains the force field on the 8-water boxes and the clusters (energy and forces, q-SPC/Fw with its
 # intramolecular part refitted as the baseline, a long learning-rate schedule), stage 2 the separate Hamiltonian
 # network on top of it, the 16-water boxes included; stage 3 fine-tunes the force field with the 16-water boxes'
-# energies in place of the 8-water ones (README, "Round 7"); each stage a 3-member committee; then the force
+# energies in place of the 8-water ones (README, "Round 7"); each stage a 3-member committee (stage 2 trains 4
+# and serves the 3 of lowest validation loss: README, "Round 8"); then the force
 # field of stage 1 on the 16-water boxes it did not train on, and the evaluation of stage 3 on the held-out sets.
 #   bash examples/train_surrogate_r5.sh [label|train|all]   (default all; resumable: rerun after an interruption)
 set -euo pipefail
