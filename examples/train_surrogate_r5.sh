@@ -20,8 +20,9 @@ source examples/surrogate_steps.sh
 sample boxes8b --clusters 0 --liquid-boxes 96 --md-molecules 8 --seed 71
 sample hot8b   --clusters 0 --liquid-boxes 48 --md-molecules 8 --seed 72 --temperature 450
 sample boxes16 --clusters 0 --liquid-boxes 24 --md-molecules 16 --seed 73
+sample boxes32 --clusters 0 --liquid-boxes 12 --md-molecules 32 --seed 75  # for the next round (README, "Round 8")
 if [ "$stage" != train ]; then
-  for name in boxes8b hot8b boxes16; do  # ~40 s an 8-water frame at one thread, ~4 min a 16-water one
+  for name in boxes8b hot8b boxes16 boxes32; do  # ~40 s an 8-water frame at one thread, ~4 min a 16-water one
     [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 500
   done
 fi
