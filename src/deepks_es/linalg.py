@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def lowdin(overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(S^-1/2, S^1/2) of a symmetric positive-definite overlap matrix."""
+def lowdin(overlap: np.ndarray, root: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(S^-1/2, S^1/2) of a symmetric positive-definite overlap matrix; S^1/2 None unless ``root`` (one dense
+    product fewer where only S^-1/2 is wanted)."""
     evals, evecs = np.linalg.eigh(overlap)
-    return (evecs / np.sqrt(evals)) @ evecs.T, (evecs * np.sqrt(evals)) @ evecs.T
+    return (evecs / np.sqrt(evals)) @ evecs.T, (evecs * np.sqrt(evals)) @ evecs.T if root else None
 
 
 def atom_sums(per_ao: np.ndarray, ao_atom: np.ndarray, natm: int) -> np.ndarray:

@@ -164,7 +164,7 @@ class SurrogateEngine:
         lives lifts the mean H's LUMO above every member's); the gap spread from each member's levels."""
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
-        inverse_root, _ = lowdin(overlap)
+        inverse_root, _ = lowdin(overlap, root=False)
         ao_atom = ao_atoms(system)
         served = len(prediction.hamiltonians) if self.committee_every is None else 1
         levels, weights = [], []
