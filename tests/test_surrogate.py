@@ -4,6 +4,7 @@ replica, finite-difference forces and virial, the engine behind the interface, d
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -417,6 +418,30 @@ def test_fine_tuning_starts_from_the_given_committee(distilled, dimer):
         "[surrogate.network]\n", "[surrogate.network]\nmessage_envelope = false\n"))
     rough = make_engine(EngineSpec(model=str(train(work / "rough.toml", log=lambda _: None))))
     assert not rough.committee.settings.message_envelope  # a warm start: the envelope changes no weight
+
+
+def test_a_fine_tuning_does_not_resume_from_another_start_at_the_same_path(distilled):
+    """A fine-tuning's checkpoints hold the start's content: retraining the ``init_model`` file in place makes a
+    rerun refuse the finished checkpoints (one line naming the start), where the same start resumes them."""
+    from deepks_es.errors import DeePKSError
+    from deepks_es.training.train import train
+
+    work, path, _ = distilled
+    shutil.copy(path, work / "start.pt")
+    config = (work / "surrogate.toml").read_text().replace("epochs = 2", "epochs = 1").replace(
+        'workdir = "train"', 'workdir = "staged"\ninit_model = "start.pt"')
+    (work / "staged.toml").write_text(config)
+    train(work / "staged.toml", log=lambda _: None)
+    logs = []
+    train(work / "staged.toml", log=logs.append)
+    assert not any("epoch 1/1" in line for line in logs)  # finished: nothing retrained
+    retrained = Committee.from_file(resolve_model(str(work / "start.pt")))
+    with torch.no_grad():
+        next(retrained.members[0].parameters()).add_(1e-3)
+    retrained.save(work / "start.pt")
+    with pytest.raises(DeePKSError, match=r"member0/checkpoint.pt belongs to another training \(changed: "
+                                          r"start_sha256\)"):
+        train(work / "staged.toml", log=lambda _: None)
 
 
 def test_served_members_are_those_of_lowest_validation_loss_and_more_members_resume_the_trained(distilled):

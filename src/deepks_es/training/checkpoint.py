@@ -26,7 +26,7 @@ def load_checkpoint(path: Path, fingerprint: dict, later_settings: dict | None =
         raise DeePKSError(f"cannot resume from {path}: unreadable checkpoint ({type(exc).__name__})") from None
     mine, theirs = (_without_defaults(record, later_settings or {}, ignored) for record in (fingerprint, theirs))
     if theirs != mine:
-        changed = sorted(k for k in mine if theirs.get(k) != mine[k])
+        changed = sorted(k for k in mine.keys() | theirs.keys() if theirs.get(k) != mine.get(k))
         raise DeePKSError(f"{path} belongs to another training (changed: {', '.join(changed)}): use a new "
                           "workdir or remove the old one")
     return payload

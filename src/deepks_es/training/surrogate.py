@@ -11,6 +11,7 @@ Each member has its own seed and validation split; checkpoints every epoch, so a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -444,6 +445,8 @@ class MemberTrainer:
         settings = {k: v for k, v in asdict(config).items() if k not in COMMITTEE_SETTINGS}
         self.fingerprint = {"config": json.loads(json.dumps(settings, default=str)), "member": index,
                             "frames": [f.name for f in frames]}
+        if start is not None:  # the start's content, not just init_model's path: a retrained start is another training
+            self.fingerprint["start_sha256"] = state_digest(start)
 
     def run(self) -> SurrogateModel:
         epoch = self._resume()
@@ -521,7 +524,9 @@ class MemberTrainer:
 
     def _resume(self) -> int:
         path = self.workdir / CHECKPOINT
-        payload = load_checkpoint(path, self.fingerprint, LATER_SETTINGS, COMMITTEE_SETTINGS)
+        # a checkpoint from before starts were fingerprinted resumes on init_model's path alone
+        unrecorded = {"start_sha256": self.fingerprint.get("start_sha256")}
+        payload = load_checkpoint(path, self.fingerprint, {**LATER_SETTINGS, **unrecorded}, COMMITTEE_SETTINGS)
         if payload is None:
             return 0
         self.model.load_state_dict(payload.get("training_model", payload["model"]))
@@ -558,6 +563,15 @@ def write_curves(workdir: Path, histories: list[list[dict]]) -> Path:
 def validation_loss(row: dict, weights: dict) -> float:
     """The loss ``weights`` times the validated mean squares of a training history ``row``."""
     return sum(weight * row[f"validation_{term}"] for term, weight in weights.items() if f"validation_{term}" in row)
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of a state dict's names and tensor contents."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def member_workdir(config: SurrogateTrainConfig, k: int) -> Path:
