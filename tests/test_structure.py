@@ -67,3 +67,20 @@ def test_written_files_have_ordinary_permissions(tmp_path, dimer):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_repeated_box_is_the_supercell_copy_by_copy(box, dimer):
+    """``repeated``: copy 0 is the box itself, copy (i, j, k) in C order is shifted by i a + j b + k c, the cell
+    scales row by row; a cluster or a bad repetition is refused in one line."""
+    supercell = box.repeated((2, 1, 3))
+    n = box.natoms
+    assert supercell.natoms == 6 * n and supercell.symbols == box.symbols * 6
+    np.testing.assert_allclose(supercell.cell, box.cell * np.array([[2], [1], [3]]))
+    np.testing.assert_allclose(supercell.positions[:n], box.positions)
+    copy_1_0_2 = (1 * 1 + 0) * 3 + 2  # (i, j, k) -> (i * 1 + j) * 3 + k
+    np.testing.assert_allclose(supercell.positions[copy_1_0_2 * n:(copy_1_0_2 + 1) * n],
+                               box.positions + box.cell[0] + 2 * box.cell[2])
+    with pytest.raises(StructureError, match="only a periodic structure"):
+        dimer.repeated((2, 2, 2))
+    with pytest.raises(StructureError, match="three positive integers"):
+        box.repeated((2, 0, 1))

@@ -166,8 +166,7 @@ def test_replica_same_energy_per_atom_and_spectrum(model, box):
     """A box and its 2x2x2 replica: the same energy per atom; the box's Γ-point levels are among the
     replica's (its Γ point folds the box's k = 0)."""
     energy, _, matrix = evaluate(model, box)
-    images = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) @ box.cell
-    replica = Structure(box.symbols * 8, np.concatenate([box.positions + shift for shift in images]), 2 * box.cell)
+    replica = box.repeated((2, 2, 2))
     energy_8, _, matrix_8 = evaluate(model, replica)
     assert abs(energy_8 / 8 - energy) < 1e-8 * abs(energy)
     settings = SCFSettings()

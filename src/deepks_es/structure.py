@@ -72,6 +72,18 @@ class Structure:
     def is_periodic(self) -> bool:
         return self.cell is not None
 
+    def repeated(self, reps) -> Structure:
+        """The periodic supercell of ``reps`` = (n1, n2, n3) copies along the lattice vectors; atoms ordered copy by
+        copy (the first copy is this structure), copies in C order of their lattice shifts."""
+        reps = np.asarray(reps, dtype=int)
+        if self.cell is None:
+            raise StructureError("only a periodic structure can be repeated")
+        if reps.shape != (3,) or np.any(reps < 1):
+            raise StructureError(f"repetitions must be three positive integers, not {reps.tolist()}")
+        shifts = np.array(np.meshgrid(*map(np.arange, reps), indexing="ij")).reshape(3, -1).T @ self.cell
+        positions = (self.positions[None] + shifts[:, None]).reshape(-1, 3)
+        return Structure(self.symbols * len(shifts), positions, self.cell * reps[:, None])
+
     def with_positions(self, positions: np.ndarray, cell: np.ndarray | None = None) -> Structure:
         """Same atoms at new positions (Bohr); the cell is kept unless given."""
         return Structure(self.symbols, positions, self.cell if cell is None else cell)

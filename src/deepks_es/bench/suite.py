@@ -118,9 +118,7 @@ def replicated_box(molecules: int) -> Structure:
     reps = np.ones(3, dtype=int)
     for doubling in range(factor.bit_length() - 1):
         reps[doubling % 3] *= 2
-    shifts = np.array(np.meshgrid(*map(np.arange, reps), indexing="ij")).reshape(3, -1).T @ box.cell
-    positions = (box.positions[None] + shifts[:, None]).reshape(-1, 3)
-    return Structure(box.symbols * len(shifts), positions, box.cell * reps[:, None])
+    return box.repeated(reps)
 
 
 def box_path(molecules: int) -> Path:
