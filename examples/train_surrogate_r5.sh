@@ -7,8 +7,10 @@
 # intramolecular part refitted as the baseline, a long learning-rate schedule), stage 2 the separate Hamiltonian
 # network on top of it, the 16-water boxes included; stage 3 fine-tunes the force field with the 16-water boxes'
 # energies in place of the 8-water ones (README, "Round 7"); each stage a 3-member committee (stage 2 trains 4
-# and serves the 3 of lowest validation loss: README, "Round 8"); then the force
-# field of stage 1 on the 16-water boxes it did not train on, and the evaluation of stage 3 on the held-out sets.
+# and serves the 3 of lowest validation loss: README, "Round 8"); stage 4 fine-tunes both networks on the frames
+# whose labels are the bulk's (clusters, 16- and 32-water boxes; an 8-water cell's Gamma-point label is not:
+# README, "Round 9"); then the force field of stage 1 on the 16-water boxes it did not train on, and the
+# evaluation of stages 3 and 4 on the held-out sets (8 more 32-water boxes among them, seed 76).
 #   bash examples/train_surrogate_r5.sh [label|train|all]   (default all; resumable: rerun after an interruption)
 set -euo pipefail
 stage=${1:-all}
@@ -20,9 +22,11 @@ source examples/surrogate_steps.sh
 sample boxes8b --clusters 0 --liquid-boxes 96 --md-molecules 8 --seed 71
 sample hot8b   --clusters 0 --liquid-boxes 48 --md-molecules 8 --seed 72 --temperature 450
 sample boxes16 --clusters 0 --liquid-boxes 24 --md-molecules 16 --seed 73
-sample boxes32 --clusters 0 --liquid-boxes 12 --md-molecules 32 --seed 75  # for the next round (README, "Round 8")
+sample boxes32 --clusters 0 --liquid-boxes 12 --md-molecules 32 --seed 75  # stage 4
+sample test32b --clusters 0 --liquid-boxes 8 --md-molecules 32 --seed 76   # held out
 if [ "$stage" != train ]; then
-  for name in boxes8b hot8b boxes16 boxes32; do  # ~40 s an 8-water frame at one thread, ~4 min a 16-water one
+  for name in boxes8b hot8b boxes16 boxes32 test32b; do  # ~40 s an 8-water frame at one thread, ~4 min a 16-water
+    # one, ~6 min a 32-water one
     [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 500
   done
 fi
@@ -32,6 +36,8 @@ python examples/surrogate_force_breakdown.py "$out/r5_forcefield/surrogate.pt" "
     > "$out/eval_r5_forcefield_boxes16.txt"                     # forces on 24 boxes that stage 1 never saw
 train_committee inputs/training/surrogate_r5_hamiltonian.toml 4  # writes $out/r5_hamiltonian/surrogate.pt
 train_committee inputs/training/surrogate_r5_bulk.toml         # writes $out/r5_bulk/surrogate.pt
-for name in test16 testclusters test32 test64; do
+train_committee inputs/training/surrogate_r5_large.toml        # writes $out/r5_large/surrogate.pt
+for name in test16 testclusters test32 test64 test32b; do
   deepks-es evaluate "$out/r5_bulk/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5_$name"
+  deepks-es evaluate "$out/r5_large/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5large_$name"
 done

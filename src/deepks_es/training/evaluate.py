@@ -105,7 +105,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
         for method, errs in frame_errors(frame, record, baselines).items():
             for key, value in errs.items():
                 collected[method].setdefault(key, []).append(value)
-    metrics = {method: {key: _stats(np.concatenate(values)) for key, values in errs.items()}
+    metrics = {method: {key: error_stats(np.concatenate(values)) for key, values in errs.items()}
                for method, errs in collected.items()}
     sizes = sorted({f.structure.natoms // 3 for f in frames})
     return {"data": str(data), "subset": subset, "frames": len(frames), "molecules": sizes,
@@ -116,9 +116,11 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
             "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics}
 
 
-def _stats(values: np.ndarray) -> dict:
+def error_stats(values) -> dict:
+    """MAE, RMSE, mean (signed: a bias), largest absolute value and count of errors ``values``."""
+    values = np.asarray(values, dtype=float)
     return {"mae": float(np.mean(np.abs(values))), "rmse": float(np.sqrt(np.mean(values**2))),
-            "max": float(np.max(np.abs(values))), "n": int(values.size)}
+            "mean": float(np.mean(values)), "max": float(np.max(np.abs(values))), "n": int(values.size)}
 
 
 def markdown_table(summary: dict) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..engines.surrogate import SurrogateEngine
 from .dataset import read_dataset
+from .evaluate import error_stats
 from .label import energies_comparable
 from .surrogate import overlap_shift, window_end
 
@@ -76,8 +77,7 @@ def evaluate_surrogate(engine: SurrogateEngine, data: str, progress: bool = True
     for row in per_frame.values():
         for key, values in row["errors"].items():
             pooled.setdefault(key, []).extend(values)
-    stats = {key: {"mae": float(np.mean(np.abs(v))), "rmse": float(np.sqrt(np.mean(np.square(v)))),
-                   "mean": float(np.mean(v)), "n": len(v)} for key, v in pooled.items() if v}
+    stats = {key: error_stats(v) for key, v in pooled.items() if v}
     force_std = [x for row in per_frame.values() for x in row["spread"].get("atom_force_std_mev_per_angstrom", [])]
     force_err = [x for row in per_frame.values() for x in row["spread"].get("atom_force_error_mev_per_angstrom", [])]
     committee = {}
