@@ -1,9 +1,10 @@
-"""Wall time of the shipped surrogate on the shipped 64-water box: building the engine, an MD force step
-(member 0: energy, forces, virial), a step with levels and DOS (the Hamiltonian head and its eigensolve), and,
-side by side, the message-passing product of one interaction layer (forward and backward on the box's edges) as
-e3nn's TensorProduct computes it and as the surrogate does (``surrogate.products``).
+"""Wall time of the shipped surrogate (or of each of ``--models``, in one run) on the shipped 64-water box: building
+the engine, an MD force step (member 0: energy, forces, virial), a step with levels and DOS (the Hamiltonian head
+and its eigensolve), and, side by side, the message-passing product of one interaction layer of the first model
+(forward and backward on the box's edges) as e3nn's TensorProduct computes it and as the surrogate does
+(``surrogate.products``).
 
-    python examples/surrogate_step_timing.py [--threads N] [--steps N]
+    python examples/surrogate_step_timing.py [--threads N] [--steps N] [--models surrogate,OTHER.pt]
 """
 
 import argparse
@@ -32,22 +33,27 @@ def seconds_per_call(function, calls: int) -> float:
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--steps", type=int, default=6, help="timed force steps (and products) after one warm-up")
+
+parser.add_argument("--models", default="surrogate", help="comma-separated surrogate models (default: the shipped)")
 args = parser.parse_args()
 
 box = read_structure(str(resources.files("deepks_es") / "data" / "water_liquid_64.xyz"))
-start = time.perf_counter()
-engine = make_engine(EngineSpec(model="surrogate", threads=args.threads, committee_every=10**6))
-print(f"engine built: {time.perf_counter() - start:.1f} s")
-force_step = seconds_per_call(lambda: engine.compute(box, observables=False), args.steps)
-print(f"force step: {force_step:.3f} s ({args.threads} threads)")
-start = time.perf_counter()
-engine.compute(box, observables=True)
-print(f"step with levels and DOS: {time.perf_counter() - start:.2f} s")
+engines = []
+for model in args.models.split(","):
+    start = time.perf_counter()
+    engines.append(make_engine(EngineSpec(model=model, threads=args.threads, committee_every=10**6)))
+    print(f"{model}: engine built: {time.perf_counter() - start:.1f} s")
+for model, engine in zip(args.models.split(","), engines):
+    force_step = seconds_per_call(lambda: engine.compute(box, observables=False), args.steps)
+    start = time.perf_counter()
+    engine.compute(box, observables=True)
+    print(f"{model}: force step {force_step:.3f} s, step with levels and DOS {time.perf_counter() - start:.2f} s "
+          f"({args.threads} threads)")
 
-layer = engine.committee.members[0].layers[0]
+layer = engines[0].committee.members[0].layers[0]
 product = layer.product
 reference = e3nn_tensor_product(product.irreps_in, product.irreps_edge, layer.gate.irreps_in)
-graph = build_graph(box, engine.committee.settings.cutoff)
+graph = build_graph(box, engines[0].committee.settings.cutoff)
 vectors = graph.vectors(torch.tensor(np.array(box.positions)), torch.tensor(np.array(box.cell))).float()
 edges = o3.spherical_harmonics(product.irreps_edge, vectors, normalize=True, normalization="component")
 generator = torch.Generator().manual_seed(0)
