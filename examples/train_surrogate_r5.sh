@@ -7,9 +7,9 @@
 # intramolecular part refitted as the baseline, a long learning-rate schedule), stage 2 the separate Hamiltonian
 # network on top of it, the 16-water boxes included; stage 3 fine-tunes the force field with the 16-water boxes'
 # energies in place of the 8-water ones (README, "Round 7"); each stage a 3-member committee (stage 2 trains 4
-# and serves the 3 of lowest validation loss: README, "Round 8"); stage 4 fine-tunes both networks on the frames
-# whose labels are the bulk's (clusters, 16- and 32-water boxes; an 8-water cell's Gamma-point label is not:
-# README, "Round 9"); then the force field of stage 1 on the 16-water boxes it did not train on, and the
+# and serves the 3 of lowest validation loss: README, "Round 8"); stage 4 fine-tunes the force field on the
+# frames whose labels are the bulk's (clusters, 16- and 32-water boxes; an 8-water cell's Gamma-point label is
+# not: README, "Round 9"); then the force field of stage 1 on the 16-water boxes it did not train on, and the
 # evaluation of stages 3 and 4 on the held-out sets (8 more 32-water boxes among them, seed 76).
 #   bash examples/train_surrogate_r5.sh [label|train|all]   (default all; resumable: rerun after an interruption)
 set -euo pipefail
