@@ -7,7 +7,8 @@ The supercell (``--reps`` copies of the box, default 2,1,1) holds the same atoms
 point samples the box's Brillouin zone at n1 n2 n3 k-points. A local model (the surrogate) gives both the same energy
 per atom and the same force on every copy of an atom, so where an SCF engine's box and supercell differ, the box is
 too small for its Γ-point label to be the bulk's, and a local model trained on such boxes learns that finite-size
-error. For each model (default: `default`, DeePKS-ES with the shipped model; a surrogate file for comparison), prints
+error. (The box's Γ-point levels are among a local model's supercell levels, so there its HOMO can only rise and
+its LUMO only fall: the supercell's other k-points.) For each model (default: `default`, DeePKS-ES with the shipped model; a surrogate file for comparison), prints
 the box's and the supercell's energy per atom, the change of the box's forces (copy 0 of the supercell; RMS and
 largest component), and HOMO, LUMO and gap of both (eV; a periodic cell's levels are referenced to its mean
 potential, the same in both cells).

@@ -175,6 +175,20 @@ def test_replica_same_energy_per_atom_and_spectrum(model, box):
     assert np.abs(levels[:, None] - levels_8[None, :]).min(axis=1).max() < 1e-7
 
 
+def test_cell_size_example_finds_no_change_for_a_local_model():
+    """``examples/cell_size_labels.py`` with the shipped surrogate: a local model gives the 8-water box and its
+    2x1x1 supercell the same energy per atom and forces (the SCF engines do not: README, "The cell size"); the
+    box's levels are among the supercell's, so its HOMO can only rise and its LUMO only fall."""
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "cell_size_labels.py"), "--models", "surrogate",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "24 atoms; supercell 2,1,1: 48 atoms" in run.stdout
+    assert "energy per atom supercell - box +0.000 meV/atom" in run.stdout.replace("-0.000 meV", "+0.000 meV")
+    assert "forces supercell - box RMS 0.0, largest 0.0 meV/Å" in run.stdout
+    change = {line.split()[0]: float(line.split()[-2]) for line in run.stdout.splitlines() if "change" in line}
+    assert change["HOMO"] >= -1e-4 and change["LUMO"] <= 1e-4
+
+
 @pytest.mark.parametrize("smooth", [True, False])
 def test_energy_is_continuous_where_a_pair_crosses_the_cutoff(dimer, smooth):
     """With the message envelope a random float64 network's energy is continuous where the O-O pair crosses the
