@@ -370,7 +370,7 @@ def test_label_levels_reads_the_frontier_of_each_frame(distilled):
     from deepks_es.constants import HARTREE_EV
     from deepks_es.training.dataset import read_dataset
 
-    work, _, _ = distilled
+    work, path, _ = distilled
     run = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), str(work / "data.h5")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -380,6 +380,19 @@ def test_label_levels_reads_the_frontier_of_each_frame(distilled):
         levels, nocc = frame.target["mo_energy"] * HARTREE_EV, int(frame.target["nocc"])
         gaps.append(levels[nocc] - levels[nocc - 1])
     assert f"{len(raw)} frames, gap {np.mean(gaps):.2f} ± {np.std(gaps):.2f} eV" in run.stdout
+    assert subprocess.run(["deepks-es", "evaluate", str(path), str(work / "data.h5"), "-o", str(work / "ev"),
+                           "--quiet"], capture_output=True, text=True, timeout=300).returncode == 0
+    paired = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), str(work / "data.h5"),
+                             "--evaluations", str(work / "ev.json")], capture_output=True, text=True, timeout=300)
+    assert paired.returncode == 0, paired.stderr
+    per_frame = json.loads((work / "ev.json").read_text())["per_frame"]
+    for name, row in per_frame.items():
+        assert f"  {name}: HOMO-1 -> HOMO " in paired.stdout
+        assert f"surrogate HOMO error {row['errors']['homo'][0]:+.3f} eV" in paired.stdout
+    assert f"{len(per_frame)} frames: Spearman(spacing, -HOMO error)" in paired.stdout
+    unpaired = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), str(work / "data.h5"),
+                               "--evaluations"] + [str(work / "ev.json")] * 2, capture_output=True, text=True)
+    assert unpaired.returncode == 2 and "one --evaluations file per data file" in unpaired.stderr
 
 
 def test_hamiltonian_cutoff_zeroes_blocks_by_minimum_image_distance(distilled, box):
