@@ -84,3 +84,23 @@ def test_repeated_box_is_the_supercell_copy_by_copy(box, dimer):
         dimer.repeated((2, 2, 2))
     with pytest.raises(StructureError, match="three positive integers"):
         box.repeated((2, 0, 1))
+
+
+@pytest.mark.parametrize("unit, scale", [("atomic_unit", 1.0), ("angstrom", 1 / ANGSTROM_BOHR)])
+def test_ipi_positions_trajectory_reads_as_the_box_in_its_units(tmp_path, box, unit, scale):
+    """An XYZ file as i-PI writes it (cell and units on the comment line: a plain XYZ reader takes it for a
+    cluster in Angstrom) reads as the periodic box, positions in Bohr whatever its units; frames by index."""
+    a, b, c = np.linalg.norm(box.cell, axis=1)
+    lines = []
+    for step in range(2):
+        lines += [f"{box.natoms}", f"# CELL(abcABC): {a:.8f} {b:.8f} {c:.8f} 90.00000 90.00000 90.00000  "
+                                   f"Step: {step}  Bead: 0 positions{{{unit}}} cell{{atomic_unit}}"]
+        lines += [f"{s} {x * scale:.8e} {y * scale:.8e} {z * scale + step:.8e}"
+                  for s, (x, y, z) in zip(box.symbols, box.positions)]
+    (tmp_path / "simulation.pos_0.xyz").write_text("\n".join(lines) + "\n")
+    frames = read_structures(tmp_path / "simulation.pos_0.xyz")
+    assert len(frames) == 2 and all(f.is_periodic for f in frames)
+    np.testing.assert_allclose(frames[0].cell, np.diag([a, b, c]), atol=1e-6)
+    np.testing.assert_allclose(frames[0].positions, box.positions, atol=1e-6)
+    last = read_structure(tmp_path / "simulation.pos_0.xyz")
+    np.testing.assert_allclose(last.positions[:, 2], box.positions[:, 2] + 1 / scale, atol=1e-6)

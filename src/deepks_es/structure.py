@@ -169,12 +169,19 @@ def read_structure(path: str | os.PathLike, index: int = -1) -> Structure:
 
 
 def read_structures(path: str | os.PathLike, index: str = ":") -> list[Structure]:
-    """Read frames of an (extended) XYZ or any ASE-readable file; positions in Angstrom on disk."""
+    """Read frames of an (extended) XYZ or any ASE-readable file, positions in Angstrom on disk; or of an i-PI
+    positions trajectory (``# CELL(abcABC): ... positions{UNIT} cell{UNIT}`` comment lines), in its own units."""
     from ase.io import read
+    from ase.io.formats import string2index
 
     path = existing_file(path, "structure file", StructureError)
     try:
-        frames = read(path, index=index)
+        if _is_ipi_xyz(path):
+            import ipi
+
+            frames = ipi.read_trajectory(str(path), format="xyz")[string2index(index)]
+        else:
+            frames = read(path, index=index)
     except StructureError:
         raise
     except Exception as exc:  # ASE raises many types for malformed files
@@ -184,6 +191,14 @@ def read_structures(path: str | os.PathLike, index: str = ":") -> list[Structure
     if not frames:
         raise StructureError(f"no frames in {path}")
     return [Structure.from_ase(atoms) for atoms in frames]
+
+
+def _is_ipi_xyz(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an XYZ file as i-PI writes it (its cell and units on each frame's comment line, which
+    a plain XYZ reader would drop: a box read as a cluster)."""
+    with open(path, errors="replace") as handle:
+        handle.readline()
+        return handle.readline().startswith("# CELL")
 
 
 def write_structures(path: str | os.PathLike, structures: list[Structure]) -> None:
