@@ -8,10 +8,10 @@ point samples the box's Brillouin zone at n1 n2 n3 k-points. A local model (the 
 per atom and the same force on every copy of an atom, so where an SCF engine's box and supercell differ, the box is
 too small for its Γ-point label to be the bulk's, and a local model trained on such boxes learns that finite-size
 error. (The box's Γ-point levels are among a local model's supercell levels, so there its HOMO can only rise and
-its LUMO only fall: the supercell's other k-points.) For each model (default: `default`, DeePKS-ES with the shipped model; a surrogate file for comparison), prints
-the box's and the supercell's energy per atom, the change of the box's forces (copy 0 of the supercell; RMS and
-largest component), and HOMO, LUMO and gap of both (eV; a periodic cell's levels are referenced to its mean
-potential, the same in both cells).
+its LUMO only fall: the supercell's other k-points.) For each model (default: `default`, DeePKS-ES with the
+shipped model; a surrogate file for comparison), prints the box's and the supercell's energy per atom, the
+change of the box's forces (copy 0 of the supercell; RMS and largest component), and HOMO, LUMO and gap of both
+(eV; a periodic cell's levels are referenced to its mean potential, the same in both cells).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import numpy as np
 
 from deepks_es.constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from deepks_es.engines import make_engine
-from deepks_es.engines.registry import resolve_model
-from deepks_es.surrogate.committee import KIND as SURROGATE
+from deepks_es.engines.registry import is_surrogate_model
 from deepks_es.structure import read_structures
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,8 +41,7 @@ box = read_structures(args.structure)[args.frame]
 supercell = box.repeated([int(n) for n in args.reps.split(",")])
 print(f"{args.structure} frame {args.frame}: {box.natoms} atoms; supercell {args.reps}: {supercell.natoms} atoms")
 for model in args.models.split(","):
-    model_file = resolve_model(model)
-    scf = {} if model_file is not None and model_file.kind == SURROGATE else {"ke_cutoff": args.ke_cutoff}
+    scf = {} if is_surrogate_model(model) else {"ke_cutoff": args.ke_cutoff}
     engine = make_engine(model, threads=args.threads, **scf)
     results = []
     for structure in (box, supercell):

@@ -8,6 +8,7 @@ beside the surrogate's HOMO error there and their rank correlation (README, surr
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -44,7 +45,7 @@ def main() -> None:
               f"LUMO -> LUMO+1 {values[:, 1].mean():.2f} ± {values[:, 1].std():.2f} eV, "
               f"HOMO-1 -> HOMO {values[:, 2].mean():.2f} ± {values[:, 2].std():.2f} eV")
         if args.evaluations:
-            frames = json.loads(open(args.evaluations[k]).read())["per_frame"]
+            frames = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
             for name, (_, _, spacing) in rows.items():
                 error = frames[name]["errors"]["homo"][0]
                 pairs.append((spacing, error))

@@ -33,17 +33,16 @@ def seconds_per_call(function, calls: int) -> float:
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--steps", type=int, default=6, help="timed force steps (and products) after one warm-up")
-
 parser.add_argument("--models", default="surrogate", help="comma-separated surrogate models (default: the shipped)")
 args = parser.parse_args()
 
 box = read_structure(str(resources.files("deepks_es") / "data" / "water_liquid_64.xyz"))
-engines = []
-for model in args.models.split(","):
+models, engines = args.models.split(","), []
+for model in models:
     start = time.perf_counter()
     engines.append(make_engine(EngineSpec(model=model, threads=args.threads, committee_every=10**6)))
     print(f"{model}: engine built: {time.perf_counter() - start:.1f} s")
-for model, engine in zip(args.models.split(","), engines):
+for model, engine in zip(models, engines):
     force_step = seconds_per_call(lambda: engine.compute(box, observables=False), args.steps)
     start = time.perf_counter()
     engine.compute(box, observables=True)

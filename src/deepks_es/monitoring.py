@@ -122,10 +122,9 @@ def deviations(candidate: Result, reference: Result, step: int, natoms: int) -> 
 
 def reference_spec(settings: MonitorSettings) -> EngineSpec:
     """The reference engine of a validation; an SCF one with the periodic multigrid cutoff of the main job."""
-    from .engines import resolve_model
+    from .engines.registry import is_surrogate_model
 
-    model_file = resolve_model(settings.reference)
-    scf = {} if model_file is not None and model_file.kind == "surrogate" else {"ke_cutoff": PERIODIC_KE_CUTOFF}
+    scf = {} if is_surrogate_model(settings.reference) else {"ke_cutoff": PERIODIC_KE_CUTOFF}
     return EngineSpec(model=settings.reference, threads=settings.validate_threads, **scf)
 
 

@@ -24,8 +24,9 @@ from .spec import NO_MODEL, SHIPPED_MODEL, SHIPPED_SURROGATE, EngineSpec
 
 ENTRY_POINT_GROUP = "deepks_es.engines"
 REFERENCE_KIND = "reference"
+SURROGATE_KIND = "surrogate"
 BUILTIN_ENGINES = {REFERENCE_KIND: ".reference:ReferenceEngine", "deepks": ".deepks:DeePKSEngine",
-                   "surrogate": ".surrogate:SurrogateEngine"}  # kind -> engine class, imported on first use
+                   SURROGATE_KIND: ".surrogate:SurrogateEngine"}  # kind -> engine class, imported on first use
 SHIPPED_FILES = {SHIPPED_MODEL: "default_model.pt", SHIPPED_SURROGATE: "surrogate_model.pt"}
 
 EngineFactory = Callable[[EngineSpec, ModelFile | None], Engine]
@@ -87,6 +88,13 @@ def resolve_model(name: str) -> ModelFile | None:
                              "deepks-es, or pass --model PATH to a trained model file")
         return read_model_file(path)
     return read_model_file(name)
+
+
+def is_surrogate_model(name: str) -> bool:
+    """Whether model ``name`` (as :func:`resolve_model` takes it) is a surrogate, whose engine runs no SCF and
+    takes no SCF options (``ke_cutoff``, ``conv_tol``, ...)."""
+    model_file = resolve_model(name)
+    return model_file is not None and model_file.kind == SURROGATE_KIND
 
 
 def make_engine(spec: EngineSpec | str = EngineSpec(), **overrides) -> Engine:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
 
-from ..engines import EngineSpec, resolve_model
+from ..engines import EngineSpec
+from ..engines.registry import is_surrogate_model
 from ..monitoring import MonitorSettings
 from ..scf.systems import PERIODIC_KE_CUTOFF
 
@@ -73,5 +74,4 @@ def main_job(model: str | None) -> MainJob:
     (``default``, ``none``, a DeePKS-ES file) the SCF job."""
     if model is None:
         return SURROGATE_MAIN_JOB
-    model_file = resolve_model(model)
-    return SURROGATE_MAIN_JOB if model_file is not None and model_file.kind == "surrogate" else SCF_MAIN_JOB
+    return SURROGATE_MAIN_JOB if is_surrogate_model(model) else SCF_MAIN_JOB
