@@ -13,11 +13,13 @@ them back when the comparison is collected. Each step's extras carry the latest 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 
 import numpy as np
+from tqdm import tqdm
 
 from .constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from .engines import Engine, EngineSpec
@@ -133,6 +135,9 @@ def _validation_worker(connection, candidate: EngineSpec, settings: MonitorSetti
     from .engines import make_engine
 
     die_with_parent(parent)
+    # e3nn's code generation draws tqdm bars, whose default lock is a multiprocessing semaphore; the worker is
+    # killed at the end, so that semaphore would be left to the resource tracker, which warns at exit
+    tqdm.set_lock(threading.RLock())
     try:  # built before the first job arrives: the first comparison does not wait for the imports
         engines, failure = (make_engine(candidate), make_engine(reference_spec(settings))), None
     except Exception as exc:
