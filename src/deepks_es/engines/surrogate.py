@@ -16,7 +16,7 @@ from ..linalg import ao_atoms, element_weights, lowdin
 from ..model.modelfile import ModelFile
 from ..scf.systems import SCFSettings, build_system, overlap_matrix
 from ..structure import Structure, check_geometry
-from ..surrogate.baseline import broken_water
+from ..surrogate.baseline import WATER_BASELINES, broken_water
 from ..surrogate.committee import KIND, Committee, CommitteePrediction
 from .base import EngineInfo
 from .result import Result
@@ -143,7 +143,7 @@ class SurrogateEngine:
         if not (np.isfinite(result.energy) and np.all(np.isfinite(result.forces))):
             result.flag("the surrogate gave non-finite energy or forces: a corrupt model or a geometry far outside "
                         "its training data")
-        broken = broken_water(structure) if self.committee.settings.baseline == "qspcfw" else None
+        broken = broken_water(structure) if self.committee.settings.baseline in WATER_BASELINES else None
         if broken:
             result.flag(f"{broken}: the surrogate's q-SPC/Fw baseline assumes whole water molecules")
         force_spread = result.scalars["committee_force_std_ev_per_angstrom"]

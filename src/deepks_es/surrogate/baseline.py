@@ -35,6 +35,9 @@ BASELINES = ("none", "qspcfw", "qspcfw-refit")
 """Baselines a surrogate can learn on top of: nothing, q-SPC/Fw on its graph, or q-SPC/Fw with its intramolecular
 part refitted to the training data."""
 
+WATER_BASELINES = ("qspcfw", "qspcfw-refit")
+"""The baselines that are water models: they need whole O, H, H molecules (:func:`broken_water`)."""
+
 INTRAMOLECULAR_TERMS = 10
 """The number of :func:`intramolecular_terms` of a water."""
 
