@@ -841,7 +841,8 @@ def test_evaluate_cli_on_distilled_data(distilled):
 @pytest.mark.slow
 def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
     """The surrogate template through the real i-PI (100 steps of the 2-water box): the virial gives a finite
-    pressure, the committee spread is logged beside the levels and DOS, and the analysis reads the run."""
+    pressure, the committee spread is logged beside the levels and DOS, the analysis reads the run, and the
+    validation worker leaves nothing for Python's resource tracker to warn about at exit."""
     from conftest import deepks_es_run, ipi_input
     from deepks_es.analysis import analyze
 
@@ -852,6 +853,7 @@ def test_ipi_template_runs_the_surrogate_with_a_pressure(distilled, tmp_path):
     run = deepks_es_run(tmp_path / "box.xml", tmp_path, "--model", path, "--observables-every", "3",
                         "--validate-every", "25", "--validate-model", "none", "--validate-cluster", "1")
     assert run.returncode == 0, run.stderr
+    assert "leaked semaphore" not in run.stderr  # the killed validation worker held none (its tqdm lock)
     rows = np.loadtxt(tmp_path / "simulation.out", comments="#", ndmin=2)
     assert rows.shape == (101, 7) and np.all(np.isfinite(rows))
     summary = analyze(str(tmp_path))
@@ -918,10 +920,10 @@ def test_shipped_surrogate_flags_a_collapsing_structure(dimer, monkeypatch):
     oo = positions[3] - positions[0]
     positions[3:] -= oo * (1 - 1.5 / (np.linalg.norm(oo) * BOHR_ANGSTROM))
     result = engine.compute(Structure(dimer.symbols, positions), observables=False)
-    assert not result.trusted and "whole water molecules" in result.notes[0]
+    assert not result.trusted and any("whole water molecules" in note for note in result.notes)
     monkeypatch.setattr(surrogate, "FORCE_SPREAD_LIMIT", 0.01)  # the dimer's spread is ~0.04 eV/Å
     result = engine.compute(dimer, observables=False)
-    assert not result.trusted and "committee force spread" in result.notes[0]
+    assert not result.trusted and result.notes == [next(n for n in result.notes if "committee force spread" in n)]
 
 
 def test_ase_calculator_gives_a_stress(distilled, box):
