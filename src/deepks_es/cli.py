@@ -276,7 +276,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .engines import resolve_model
+    from .engines.registry import SURROGATE_KIND, resolve_model
     from .fileio import atomic_path, write_json
     from .model.network import CorrectionModel
     from .training.dataset import read_dataset
@@ -286,7 +286,7 @@ def cmd_evaluate(args) -> int:
     model_file = resolve_model(args.model)
     if model_file is None:
         raise SettingsError("evaluate needs a model: a file path, 'default' or 'surrogate'")
-    if model_file.kind == "surrogate":
+    if model_file.kind == SURROGATE_KIND:
         return _evaluate_surrogate(args, model_file)
     model = CorrectionModel.from_file(model_file)
     baselines = None
