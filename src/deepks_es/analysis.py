@@ -407,7 +407,8 @@ def _plot_levels(path: Path, time_ps: np.ndarray, levels: dict, skip: int) -> Pa
         if levels[key] is not None:
             plot(ax_edges, key, color=color, label=key.removesuffix("_ev").upper())
     ax_edges.set_ylabel("level (eV)")
-    ax_edges.legend(loc="best", fontsize=8)
+    if ax_edges.get_legend_handles_labels()[0]:  # a run that logged only the gap has no edges to name
+        ax_edges.legend(loc="best", fontsize=8)
     if skip:
         for ax in (ax_gap, ax_edges):
             ax.axvspan(time_ps[0], time_ps[skip - 1], color="0.9", zorder=0)
