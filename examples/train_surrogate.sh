@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The shipped surrogate (--model surrogate), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
+# Round 3 of the surrogate (shipped as --model surrogate until stop 45; now round 5: train_surrogate_r5.sh), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
 # boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
 # q-SPC/Fw (round 0), two active-learning rounds (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
 # fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), round 3 (the
-# smooth network, warm-started from round 2: the shipped one), and the evaluation on held-out 16-, 32- and
+# smooth network, warm-started from round 2: shipped until stop 45), and the evaluation on held-out 16-, 32- and
 # 64-water boxes and 5-water clusters from independent MDs.
 # Resumable: rerun after an interruption. Run from the repository root. The labels of boxes are made at the
-# 100-Ha multigrid cutoff the shipped surrogate was trained with (the default is now 500 Ha: README "Periodic cutoff").
+# 100-Ha multigrid cutoff round 3 was trained with (the default is now 500 Ha: README "Periodic cutoff").
 set -euo pipefail
 out=runs/surrogate
 mkdir -p "$out"
@@ -55,7 +55,7 @@ for name in al2c al2c2 al2b al2b2 anchor8 anchorhot8 testclusters; do
   [ -s "$out/$name.h5" ] || deepks-es label "$out/$name.xyz" -o "$out/$name.h5" --distill default --ke-cutoff 100
 done
 train_committee inputs/training/surrogate_al2.toml  # writes $out/al2/surrogate.pt
-# round 3, the shipped one: round 2's weights warm-start the smooth network (message_envelope: no energy jump
+# round 3 (shipped until stop 45): round 2's weights warm-start the smooth network (message_envelope: no energy jump
 # where a pair crosses the cutoff), refitted on round 2's data plus fresh q-SPC/Fw boxes and clusters
 sample anchor8b    --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 51
 sample anchorhot8b --clusters 0 --liquid-boxes 24 --md-molecules 8 --seed 52 --temperature 450

@@ -4,6 +4,7 @@ validation against a reference engine in a worker process, water clusters cut fr
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -118,7 +119,9 @@ def test_analysis_reads_null_steps_and_the_validation(tmp_path):
                           validation_homo_ev=0.2, validation_lumo_ev=0.15, validation_reference_trusted=True)
         log.write(step, step * 0.0005, -1.0, extras)
     log.close()
-    summary = analyze(tmp_path / "md", tmp_path / "analysis", limits=ValidationLimits(10.0, 0.2, 0.5))
+    with warnings.catch_warnings():  # a gap-only run: no HOMO/LUMO to name in the level plot's legend
+        warnings.simplefilter("error", UserWarning)
+        summary = analyze(tmp_path / "md", tmp_path / "analysis", limits=ValidationLimits(10.0, 0.2, 0.5))
     assert summary["levels_ev"]["gap"]["mean"] == pytest.approx(6.2)  # the three observed steps
     assert summary["dos"]["elements"] == ["O"]
     dos = np.loadtxt(tmp_path / "analysis" / "dos.csv", delimiter=",", skiprows=1)

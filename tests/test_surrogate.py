@@ -131,7 +131,7 @@ def test_channelwise_product_is_equivariant_under_rotations_and_inversion():
 def test_warm_start_ignores_only_settings_without_parameters():
     """A committee warm-starts a network of other settings only where they add no parameter: the envelope, and
     the product-basis width of a network without the product basis."""
-    old = SurrogateSettings(correlation=1, message_envelope=False)  # the shipped surrogate's kind
+    old = SurrogateSettings(correlation=1, message_envelope=False)  # rounds 0-2's kind
     assert SurrogateSettings(correlation=1, product_channels=2).holds_weights_of(old)
     assert not SurrogateSettings(correlation=3).holds_weights_of(old)
     assert not SurrogateSettings(product_channels=4).holds_weights_of(SurrogateSettings())
@@ -923,7 +923,7 @@ def test_shipped_surrogate_flags_a_collapsing_structure(dimer, monkeypatch):
     assert not result.trusted and any("whole water molecules" in note for note in result.notes)
     monkeypatch.setattr(surrogate, "FORCE_SPREAD_LIMIT", 0.01)  # the dimer's spread is ~0.04 eV/Å
     result = engine.compute(dimer, observables=False)
-    assert not result.trusted and result.notes == [next(n for n in result.notes if "committee force spread" in n)]
+    assert not result.trusted and len(result.notes) == 1 and "committee force spread" in result.notes[0]
 
 
 def test_ase_calculator_gives_a_stress(distilled, box):

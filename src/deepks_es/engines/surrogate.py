@@ -24,8 +24,8 @@ from .spec import EngineSpec
 
 UNUSED_OPTIONS = ("xc", "conv_tol", "conv_tol_grad", "extrapolation", "ke_cutoff")
 FORCE_SPREAD_LIMIT = 1.0
-"""eV/Å: a Result whose committee force spread (largest per-atom RMS) exceeds it is flagged. The shipped
-committee (round 3) gives 0.05-0.20 on the shipped water inputs (round 0: 0.13-0.21 along a 0.9-ps NVE of
+"""eV/Å: a Result whose committee force spread (largest per-atom RMS) exceeds it is flagged. Round 3's
+committee (shipped until stop 45) gave 0.05-0.20 on the shipped water inputs (round 0: 0.13-0.21 along a 0.9-ps NVE of
 8 waters); the previous, purely learned committee crossed it ~20 fs into an NVE run that collapsed (O-O 1.5 Å)."""
 O2S_DEPTH_EV = 12.0
 """eV below the HOMO: water's valence spectrum has exactly one level per molecule deeper than this (the O 2s,

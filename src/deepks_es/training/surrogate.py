@@ -94,8 +94,8 @@ class SurrogateTrainConfig:
             this surrogate model file (``surrogate``: the shipped one), reference energies, energy scale and
             on-site means included (not refitted); its network settings must equal ``network``, except
             ``message_envelope``, which adds no parameter (a model trained without it warm-starts one with
-            it, and the other way round), and ``product_channels`` where ``correlation`` is 1 (the shipped
-            surrogate and rounds 0-3 have ``correlation = 1``). For an active-learning round: the old data
+            it, and the other way round), and ``product_channels`` where ``correlation`` is 1 (rounds 0-3
+            have ``correlation = 1``; the shipped round 5 has 3). For an active-learning round: the old data
             plus frames from the model's own MD, a lower learning rate. A stage that weights no force-field term,
             with a separate Hamiltonian network, may also change the Hamiltonian's settings
             (:data:`~deepks_es.surrogate.network.HAMILTONIAN_SETTINGS`, e.g. ``hamiltonian_hidden``): it takes
