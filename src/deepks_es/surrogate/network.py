@@ -17,7 +17,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
 
-from .baseline import BASELINES, INTRAMOLECULAR_TERMS, qspcfw_energy
+from .baseline import BASELINES, INTRAMOLECULAR_TERMS, WATER_BASELINES, qspcfw_energy
 from .basis import E3NN_FROM_XYZ, ao_count, block_irreps, element_shells
 from .graph import Graph
 from .products import ChannelwiseProduct, DepthwiseTensorProduct
@@ -118,7 +118,7 @@ class SurrogateSettings:
             raise ValueError("surrogate hamiltonian_hidden needs hamiltonian_network = \"separate\"")
         if self.baseline not in BASELINES:
             raise ValueError(f"unknown surrogate baseline {self.baseline!r}; known: {', '.join(BASELINES)}")
-        if self.baseline != "none" and set(self.elements) != {"H", "O"}:
+        if self.baseline in WATER_BASELINES and set(self.elements) != {"H", "O"}:
             raise ValueError("the q-SPC/Fw baseline is for water: elements must be H and O")
 
     def holds_weights_of(self, other: SurrogateSettings) -> bool:
