@@ -276,8 +276,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .engines.registry import SURROGATE_KIND, resolve_model
+    from .engines.registry import resolve_model
     from .fileio import atomic_path, write_json
+    from .model.modelfile import SURROGATE_KIND
     from .model.network import CorrectionModel
     from .training.dataset import read_dataset
     from .training.evaluate import evaluate, markdown_table

@@ -17,15 +17,14 @@ from importlib import import_module, metadata, resources
 from pathlib import Path
 
 from ..errors import ModelError, SettingsError
-from ..model.modelfile import ModelFile, read_model_file
+from ..model.modelfile import DEFAULT_KIND, SURROGATE_KIND, ModelFile, read_model_file
 from ..parallel import set_threads
 from .base import Engine
 from .spec import NO_MODEL, SHIPPED_MODEL, SHIPPED_SURROGATE, EngineSpec
 
 ENTRY_POINT_GROUP = "deepks_es.engines"
 REFERENCE_KIND = "reference"
-SURROGATE_KIND = "surrogate"
-BUILTIN_ENGINES = {REFERENCE_KIND: ".reference:ReferenceEngine", "deepks": ".deepks:DeePKSEngine",
+BUILTIN_ENGINES = {REFERENCE_KIND: ".reference:ReferenceEngine", DEFAULT_KIND: ".deepks:DeePKSEngine",
                    SURROGATE_KIND: ".surrogate:SurrogateEngine"}  # kind -> engine class, imported on first use
 SHIPPED_FILES = {SHIPPED_MODEL: "default_model.pt", SHIPPED_SURROGATE: "surrogate_model.pt"}
 

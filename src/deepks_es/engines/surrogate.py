@@ -13,11 +13,11 @@ import torch
 from ..constants import BOHR_ANGSTROM, HARTREE_EV
 from ..errors import SettingsError
 from ..linalg import ao_atoms, element_weights, lowdin
-from ..model.modelfile import ModelFile
+from ..model.modelfile import SURROGATE_KIND, ModelFile
 from ..scf.systems import SCFSettings, build_system, overlap_matrix
 from ..structure import Structure, check_geometry
 from ..surrogate.baseline import WATER_BASELINES, broken_water
-from ..surrogate.committee import KIND, Committee, CommitteePrediction
+from ..surrogate.committee import Committee, CommitteePrediction
 from .base import EngineInfo
 from .result import Result
 from .spec import EngineSpec
@@ -69,7 +69,7 @@ class SurrogateEngine:
     smooth surface for the MD), and every K-th structure (the first included) the other members run too, for
     the spread only; in between the spread is None."""
 
-    kind = KIND
+    kind = SURROGATE_KIND
 
     def __init__(self, committee: Committee, model_name: str = "in memory", committee_every: int | None = None):
         self.committee = committee

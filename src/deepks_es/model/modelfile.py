@@ -19,7 +19,8 @@ from ..errors import ModelError
 from ..fileio import atomic_path, existing_file
 
 FILE_TAG = "deepks-es-model"
-DEFAULT_KIND = "deepks"
+DEFAULT_KIND = "deepks"  # a correction model (deepks_es.model.network); files without a kind are these
+SURROGATE_KIND = "surrogate"  # a committee of surrogate networks (deepks_es.surrogate.committee)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from .descriptors import block_moments
 from .modelfile import DEFAULT_KIND, ModelFile, read_model_file, write_model_file
 from .projectors import ProjectorSpec
 
-KIND = DEFAULT_KIND  # the engine kind of a correction model file
 FORMAT_VERSION = 1
 INPUTS = ("moments", "eigenvalues")
 UNITS = {"energy": "hartree", "length": "bohr",
@@ -121,7 +120,7 @@ class CorrectionModel(torch.nn.Module):
     @property
     def metadata(self) -> dict:
         return {
-            "kind": KIND,
+            "kind": DEFAULT_KIND,
             "format_version": FORMAT_VERSION,
             "elements": list(self.elements),
             "base_xc": self.base_xc,
@@ -146,7 +145,7 @@ class CorrectionModel(torch.nn.Module):
     def from_file(cls, file: ModelFile) -> CorrectionModel:
         """The correction model of a read model file."""
         meta, path = file.metadata, file.path
-        if file.kind != KIND:
+        if file.kind != DEFAULT_KIND:
             raise ModelError(f"{path} is a {file.kind!r} model, not a DeePKS-ES correction model")
         try:
             if meta["format_version"] != FORMAT_VERSION:

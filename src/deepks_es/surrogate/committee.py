@@ -14,12 +14,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..model.modelfile import ModelFile, write_model_file
+from ..model.modelfile import SURROGATE_KIND, ModelFile, write_model_file
 from ..structure import Structure
 from .graph import build_graph
 from .network import SurrogateModel, SurrogateSettings
-
-KIND = "surrogate"
 
 
 @dataclass
@@ -53,7 +51,7 @@ class Committee(nn.Module):
     def from_file(cls, model_file: ModelFile) -> Committee:
         """The committee in a surrogate model file; a file of another kind or shape is a ModelError."""
         meta = model_file.metadata
-        if model_file.kind != KIND:
+        if model_file.kind != SURROGATE_KIND:
             raise ModelError(f"{model_file.path} is a {model_file.kind!r} model, not a surrogate")
         try:
             committee = cls(SurrogateSettings.from_dict(meta["settings"]), int(meta["members"]),
@@ -68,7 +66,7 @@ class Committee(nn.Module):
 
     def save(self, path) -> None:
         """Write the committee as a surrogate model file (atomically)."""
-        metadata = {"kind": KIND, "settings": self.settings.as_dict(), "members": len(self.members),
+        metadata = {"kind": SURROGATE_KIND, "settings": self.settings.as_dict(), "members": len(self.members),
                     "dtype": str(self.dtype).removeprefix("torch."), "units": "atomic (Bohr, Hartree)",
                     "elements": list(self.settings.elements), "basis": self.settings.basis,
                     "pseudo": self.settings.pseudo, "provenance": self.provenance}
