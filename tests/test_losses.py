@@ -74,7 +74,7 @@ def test_frame_reproduces_the_scf(dimer, random_model, dimer_record):
     assert set(losses) == set(LOSS_TERMS)
     tolerance = {"energy": 1e-9, "density": 1e-10}  # the SCF's density vs the projector of its final Fock matrix
     for term, value in losses.items():
-        assert float(value) < tolerance.get(term, 1e-16), term
+        assert float(value.detach()) < tolerance.get(term, 1e-16), term
 
 
 def test_loss_gradient_matches_finite_difference(dimer, random_model, dimer_record):

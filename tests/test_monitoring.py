@@ -128,6 +128,8 @@ def test_analysis_reads_null_steps_and_the_validation(tmp_path):
     np.testing.assert_allclose(dos[:, 1], 1.0)
     validation = summary["validation"]
     assert validation["comparisons"] == 2 and validation["md_steps"] == [0, 4]
-    assert validation["quantities"]["validation_energy_mev_per_atom"]["values"] == [2.0, 30.0]
+    energy = validation["quantities"]["validation_energy_mev_per_atom"]
+    assert energy["values"] == [2.0, 30.0] and energy["max_abs"] == 30.0
+    assert energy["mean_abs"] == pytest.approx(16.0) and energy["rms"] == pytest.approx(np.sqrt((4 + 900) / 2))
     assert len(validation["warnings"]) == 1 and "energy" in validation["warnings"][0]
     assert (tmp_path / "analysis" / "validation.png").is_file()

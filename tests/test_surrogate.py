@@ -832,8 +832,12 @@ def test_evaluate_cli_on_distilled_data(distilled):
     assert summary["stats"]["virtual"]["n"] == sum(
         window_end(f.target["mo_energy"], int(f.target["nocc"]), VIRTUAL_WINDOW_EV) - int(f.target["nocc"]) - 1
         for f in raw) > 0
-    gaps = [row["errors"]["gap"][0] for row in json.loads((work / "eval.json").read_text())["per_frame"].values()]
+    rows = json.loads((work / "eval.json").read_text())["per_frame"].values()
+    gaps = [row["errors"]["gap"][0] for row in rows]
     assert summary["stats"]["gap"]["mean"] == pytest.approx(np.mean(gaps))  # signed: model minus label
+    force_rmse = np.array([row["errors"]["force_rmse"][0] for row in rows])  # per frame, meV/Angstrom
+    natoms = np.array([f.structure.natoms for f in raw])
+    assert summary["stats"]["forces"]["rmse"] == pytest.approx(np.sqrt(natoms @ force_rmse**2 / natoms.sum()))
     assert (work / "eval.md").is_file() and (work / "eval_spread.png").is_file()
     assert "| virtual levels ≤ LUMO + 5 eV | eV |" in (work / "eval.md").read_text()
 

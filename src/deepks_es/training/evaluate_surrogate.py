@@ -122,11 +122,17 @@ def spread_plot(summaries: list[dict], path: Path) -> Path:
 
 
 def write_summary(summary: dict, prefix: str) -> None:
-    """PREFIX.json (without per-frame rows' long lists) and PREFIX.md."""
+    """PREFIX.json (per frame: the scalar errors and the force RMSE in meV/Å instead of the long lists) and
+    PREFIX.md."""
     from ..fileio import atomic_path, write_json
 
-    slim = {**summary, "per_frame": {name: {"errors": {k: v for k, v in row["errors"].items()
-                                                       if k in ("gap", "homo", "lumo", "energy")},
+    def scalars(errors: dict) -> dict:
+        kept = {k: v for k, v in errors.items() if k in ("gap", "homo", "lumo", "energy")}
+        if "forces" in errors:
+            kept["force_rmse"] = [float(np.sqrt(np.mean(np.square(errors["forces"]))))]
+        return kept
+
+    slim = {**summary, "per_frame": {name: {"errors": scalars(row["errors"]),
                                             "spread": {k: v for k, v in row["spread"].items()
                                                        if not k.startswith("atom_")}}
                                      for name, row in summary["per_frame"].items()}}
