@@ -600,7 +600,8 @@ def _add_analyze(verbs) -> None:
                              ("--limit-gap", "gap_ev", "gap, eV")):
         analyze.add_argument(flag, type=float, default=getattr(limits, name),
                              help=f"warn above this |deviation| from the validation reference: {text} (default: "
-                                  f"{getattr(limits, name)}: the shipped surrogate's largest error on its held-out 5-water clusters)")
+                                  f"{getattr(limits, name)}: the shipped surrogate's largest error on its held-out "
+                                  "5-water clusters)")
 
 
 VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench,
