@@ -31,10 +31,10 @@ if [ "$stage" != train ]; then
   # Stage 5's clusters come from stage 4's own MD: its main job (held out) and a 2-ps NVE run from the main job's
   # last frame (README, "NVE"), ~8 min and ~1 h on 2 cores
   own=runs/surrogate500-own
-  if [ ! -s "$own/main/runs/liquid-water/simulation.pos_0.xyz" ]; then
+  if [ ! -s "$own/main/runs/liquid-water/analysis/summary.json" ]; then  # written when a run has finished
     mkdir -p "$own/main" && (cd "$own/main" && deepks-es run --model ../../surrogate500/r5_large/surrogate.pt)
   fi
-  if [ ! -s "$own/nve/simulation.pos_0.xyz" ]; then
+  if [ ! -s "$own/nve/analysis/summary.json" ]; then
     python -c "import sys; from deepks_es.structure import read_structure, write_structures; \
 write_structures(sys.argv[2], [read_structure(sys.argv[1])])" "$own/main/runs/liquid-water/simulation.pos_0.xyz" \
       "$own/start.xyz"
@@ -57,7 +57,9 @@ python examples/surrogate_force_breakdown.py "$out/r5_forcefield/surrogate.pt" "
 train_committee inputs/training/surrogate_r5_hamiltonian.toml 4  # writes $out/r5_hamiltonian/surrogate.pt
 train_committee inputs/training/surrogate_r5_bulk.toml         # writes $out/r5_bulk/surrogate.pt
 train_committee inputs/training/surrogate_r5_large.toml        # writes $out/r5_large/surrogate.pt
-[ -s "$out/ownclusters.h5" ] || { echo "$0: stage 5 needs the labels of stage 4's own MD: run '$0 label'" >&2; exit 1; }
+for name in boxes32c ownclusters owntest5; do
+  [ -s "$out/$name.h5" ] || { echo "$0: stage 5 needs $out/$name.h5 (stage 4's own MD): run '$0 label'" >&2; exit 1; }
+done
 train_committee inputs/training/surrogate_r5_own.toml          # writes $out/r5_own/surrogate.pt (shipped)
 for name in test16 testclusters test32 test64 test32b owntest5; do
   deepks-es evaluate "$out/r5_bulk/surrogate.pt" "$out/$name.h5" -o "$out/eval_r5_$name"
