@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Round 3 of the surrogate (shipped as --model surrogate until stop 45; now round 5: train_surrogate_r5.sh), end to end: DeePKS-ES (shipped model) labels of 8-water liquid
+# Round 3 of the surrogate (shipped as --model surrogate until stop 45; now round 5: train_surrogate_r5.sh), end
+# to end: DeePKS-ES (shipped model) labels of 8-water liquid
 # boxes (300 K and 450 K) and 2-8-water clusters from q-SPC/Fw MD, a 3-member committee learning DeePKS-ES minus
 # q-SPC/Fw (round 0), two active-learning rounds (round 1: the round-0 committee's own MD, labelled with DeePKS-ES,
 # fine-tunes it; round 2: clusters cut from round 1's own MD and its frames fine-tune round 1), round 3 (the

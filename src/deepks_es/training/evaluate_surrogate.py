@@ -129,7 +129,7 @@ def write_summary(summary: dict, prefix: str) -> None:
     def scalars(errors: dict) -> dict:
         kept = {k: v for k, v in errors.items() if k in ("gap", "homo", "lumo", "energy")}
         if "forces" in errors:
-            kept["force_rmse"] = [float(np.sqrt(np.mean(np.square(errors["forces"]))))]
+            kept["force_rmse"] = [error_stats(errors["forces"])["rmse"]]
         return kept
 
     slim = {**summary, "per_frame": {name: {"errors": scalars(row["errors"]),
