@@ -2,6 +2,7 @@
 
     python examples/cell_size_labels.py [STRUCTURE] [--frame N] [--reps 2,1,1] [--models default,MODEL.pt ...]
                                         [--ke-cutoff 500] [--threads N]
+    python examples/cell_size_labels.py --labels BOX.h5 SUPERCELL.h5 [--frame N]
 
 The supercell (``--reps`` copies of the box, default 2,1,1) holds the same atoms in the same local structure; its Γ
 point samples the box's Brillouin zone at n1 n2 n3 k-points. A local model (the surrogate) gives both the same energy
@@ -12,6 +13,11 @@ its LUMO only fall: the supercell's other k-points.) For each model (default: `d
 shipped model; a surrogate file for comparison), prints the box's and the supercell's energy per atom, the
 change of the box's forces (copy 0 of the supercell; RMS and largest component), and HOMO, LUMO and gap of both
 (eV; a periodic cell's levels are referenced to its mean potential, the same in both cells).
+
+With ``--labels`` it compares two ``deepks-es label`` files instead (frame N of the box's, the supercell made of
+that box in frame 0 of the other's): the target (HSE06: energy and levels, Γ point, Gaussian density fitting; no
+periodic hybrid forces) and the base functional (PBE, with forces) — HSE06's own finite-size change, whose
+labels take hours for 16 waters here.
 """
 
 from __future__ import annotations
@@ -26,16 +32,54 @@ from deepks_es.constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from deepks_es.engines import make_engine
 from deepks_es.engines.registry import is_surrogate_model
 from deepks_es.structure import read_structures
+from deepks_es.training.dataset import read_dataset
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("structure", nargs="?",
                     default=Path(__file__).parents[1] / "src/deepks_es/data/water_liquid_8.xyz")
-parser.add_argument("--frame", type=int, default=0, help="frame of STRUCTURE (default: 0)")
+parser.add_argument("--frame", type=int, default=0, help="frame of STRUCTURE or of BOX.h5 (default: 0)")
 parser.add_argument("--reps", default="2,1,1", help="copies along the three lattice vectors (default: 2,1,1)")
 parser.add_argument("--models", default="default", help="comma-separated: default, none (PBE), a model file")
 parser.add_argument("--ke-cutoff", type=float, default=500.0, help="multigrid cutoff of periodic SCFs (Hartree)")
 parser.add_argument("--threads", type=int, default=None)
+parser.add_argument("--labels", nargs=2, metavar=("BOX.h5", "SUPERCELL.h5"),
+                    help="compare the labels of a box and of its supercell instead of running engines")
 args = parser.parse_args()
+
+
+def compare(name: str, cells, energies, forces, levels) -> None:
+    """Print the change box -> supercell of the energy per atom, of the box's forces (None: not computed) and of
+    HOMO, LUMO and gap (``levels``: (homo, lumo) per cell, Hartree)."""
+    box, supercell = cells
+    per_atom = [e * HARTREE_EV * 1000 / c.natoms for e, c in zip(energies, cells)]
+    line = f"{name}: energy per atom supercell - box {per_atom[1] - per_atom[0]:+.3f} meV/atom"
+    if forces is not None:
+        change = (forces[1][:box.natoms] - forces[0]) * FORCE_EV_ANGSTROM * 1000
+        line += f"; forces supercell - box RMS {np.sqrt((change ** 2).mean()):.1f}, largest {np.abs(change).max():.1f} meV/Å"
+    print(line)
+    gaps = [lumo - homo for homo, lumo in levels]
+    for label, values in (("HOMO", [h for h, _ in levels]), ("LUMO", [l for _, l in levels]), ("GAP", gaps)):
+        values = [v * HARTREE_EV for v in values]
+        print(f"  {label:4s} box {values[0]:+.4f}  supercell {values[1]:+.4f}  change {values[1] - values[0]:+.4f} eV")
+
+
+def frontier(record: dict) -> tuple[float, float]:
+    nocc = int(record["nocc"])
+    return float(record["mo_energy"][nocc - 1]), float(record["mo_energy"][nocc])
+
+
+if args.labels:
+    frames = [read_dataset(args.labels[0])[0][args.frame], read_dataset(args.labels[1])[0][0]]
+    cells = [frame.structure for frame in frames]
+    if not np.allclose(cells[1].positions[:cells[0].natoms], cells[0].positions, atol=1e-6):
+        raise SystemExit(f"{args.labels[1]} frame 0 does not start with the atoms of {args.labels[0]} frame {args.frame}")
+    print(f"{args.labels[0]} frame {args.frame}: {cells[0].natoms} atoms; {args.labels[1]}: {cells[1].natoms} atoms")
+    for side in ("target", "base"):
+        records = [getattr(frame, side) for frame in frames]
+        forces = [r["forces"] for r in records] if all("forces" in r for r in records) else None
+        compare(f"{side} (converged {all(bool(r['converged']) for r in records)})", cells,
+                [float(r["energy"]) for r in records], forces, [frontier(r) for r in records])
+    raise SystemExit(0)
 
 box = read_structures(args.structure)[args.frame]
 supercell = box.repeated([int(n) for n in args.reps.split(",")])
@@ -49,11 +93,5 @@ for model in args.models.split(","):
         results.append(engine.compute(structure))
         print(f"  {model}: {structure.natoms} atoms in {time.perf_counter() - start:.0f} s, "
               f"converged {results[-1].converged}", flush=True)
-    small, large = results
-    change = (large.forces[:box.natoms] - small.forces) * FORCE_EV_ANGSTROM * 1000
-    per_atom = [r.energy * HARTREE_EV * 1000 / s.natoms for r, s in zip(results, (box, supercell))]
-    print(f"{model}: energy per atom supercell - box {per_atom[1] - per_atom[0]:+.3f} meV/atom; forces supercell - "
-          f"box RMS {np.sqrt((change ** 2).mean()):.1f}, largest {np.abs(change).max():.1f} meV/Å")
-    for name in ("homo", "lumo", "gap"):
-        values = [getattr(r, name) * HARTREE_EV for r in results]
-        print(f"  {name.upper():4s} box {values[0]:+.4f}  supercell {values[1]:+.4f}  change {values[1] - values[0]:+.4f} eV")
+    compare(model, (box, supercell), [r.energy for r in results], [r.forces for r in results],
+            [(r.homo, r.lumo) for r in results])

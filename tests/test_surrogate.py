@@ -739,6 +739,25 @@ def test_committee_every_kth_structure_member_zero_drives(distilled, box):
         make_engine(EngineSpec(model="none", committee_every=2))
 
 
+def test_bench_times_the_surrogate_step_by_part_as_the_md_runs_it(distilled):
+    """bench's surrogate row splits a step into the network, PySCF's overlap and the levels; with committee_every
+    it times member 0's steps (what an MD with --committee-every runs between committee steps), and says so."""
+    from deepks_es.bench.report import single_table
+    from deepks_es.bench.suite import BenchPlan, measure
+
+    _, path, _ = distilled
+    task = {"kind": "single", "method": "surrogate", "system": "box", "molecules": 32, "name": "single/surrogate"}
+    rows = [measure(BenchPlan(model="default", surrogate=str(path), committee_every=k), task) for k in (None, 1000)]
+    for row in rows:
+        assert "error" not in row, row.get("error")
+        parts = row["parts_s"]
+        assert min(parts["network"], parts["overlap"], parts["levels"]) > 0
+        assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(row["wall_s"], rel=0.05)
+    assert [row["committee_every"] for row in rows] == [None, 1000]
+    table = "\n".join(single_table(rows))
+    assert "member 0 (committee every 1000)" in table and table.count("member 0") == 1
+
+
 def test_committee_serves_its_members_mean_levels_not_the_levels_of_its_mean_hamiltonian(dimer):
     """The shipped committee: levels, element weights and gap spread from each member's own (H, S) eigenproblem;
     with --committee-every, member 0's levels and the spread of all members on committee steps."""

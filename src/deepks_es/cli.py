@@ -342,6 +342,7 @@ def cmd_bench(args) -> int:
     surrogate = args.surrogate
     plan = BenchPlan(model=str(Path(model).resolve()) if Path(model).is_file() else model,
                      surrogate=str(Path(surrogate).resolve()) if Path(surrogate).is_file() else surrogate,
+                     committee_every=args.committee_every,
                      clusters=_numbers(args.clusters, int, "--clusters"), boxes=_numbers(args.boxes, int, "--boxes"),
                      methods=_numbers(args.methods, str, "--methods"), md_molecules=args.md_molecules,
                      md_steps=args.md_steps, check_every=args.check_every, extrapolation=args.extrapolation,
@@ -550,6 +551,9 @@ def _add_bench(verbs) -> None:
                        help="of PBE, DeePKS-ES, HSE06, surrogate (default: %(default)s)")
     bench.add_argument("--surrogate", default="surrogate",
                        help="surrogate model of the surrogate method (default: the shipped one)")
+    bench.add_argument("--committee-every", type=int, default=None,
+                       help="time the surrogate as an MD with --committee-every K runs between its committee "
+                            "steps, member 0 alone (K > 5; default: every member each step)")
     bench.add_argument("--md-molecules", type=int, default=8, help="MD cluster size (default: %(default)s)")
     bench.add_argument("--md-steps", type=int, default=50, help="MD steps, 0 for none (default: %(default)s)")
     bench.add_argument("--check-every", type=int, default=10,

@@ -7,6 +7,8 @@ stages, which run one after the other (the correction's set-up, then its SCF-cyc
 are disjoint by construction; ``other`` is the rest of the evaluation (system set-up, Python glue).
 ``coulomb_exchange`` includes a density-fitting tensor built lazily on the first call (hybrids; PBE's
 density-fitted J contracts the 3-index integrals directly) and ``xc`` the Coulomb term on a multigrid.
+A surrogate step's parts are ``network`` (the members' energy, forces, virial and Hamiltonian), ``overlap``
+(PySCF's analytic S) and ``levels`` (S^-1/2, the members' dense eigenproblems, Löwdin weights).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ PARTS = {
                    (("deepks_es/scf/correction.py", "energy_potential"),)),
     "gradients": ((("deepks_es/engines/reference.py", "nuclear_gradient"),),),
     "correction_gradient": ((("deepks_es/scf/correction.py", "nuclear_gradient"),),),
+    "network": ((("deepks_es/surrogate/committee.py", "predict"),),),
+    "overlap": ((("deepks_es/scf/systems.py", "overlap_matrix"),),),
+    "levels": ((("deepks_es/engines/surrogate.py", "member_levels"),),),
 }
 
 

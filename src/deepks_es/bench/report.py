@@ -53,9 +53,11 @@ def single_table(results: list[dict]) -> list[str]:
             continue
         flag = "" if r["converged"] else " (not converged)"
         forces = "" if r["forces"] else ", energy only"
+        if r.get("committee_every"):
+            forces += f", member 0 (committee every {r['committee_every']})"
         lines.append(f"| {_system(r)} | {r['method']}{forces} | {r['natoms']} | {r['scf_cycles']}{flag} | "
                      f"{r['wall_s']:.1f} | {r['wall_s'] / max(r['scf_cycles'], 1):.2f} | {r['peak_rss_mib']:.0f} | "
-                     + " | ".join(f"{r['parts_s'][p]:.1f}" for p in parts) + " |")
+                     + " | ".join(f"{r['parts_s'][p]:.2f}" for p in parts) + " |")
     return lines
 
 

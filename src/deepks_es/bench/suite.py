@@ -55,6 +55,9 @@ class BenchPlan:
     Attributes:
         model: DeePKS-ES model (path, or ``default``).
         surrogate: surrogate model of the ``surrogate`` method (path, or ``surrogate``, the shipped one).
+        committee_every: the surrogate's ``committee_every`` (None: every member each step, for the committee
+            mean and spread; K: member 0 alone after the warm-up step, as an MD with ``--committee-every K``
+            runs between its committee steps).
         clusters, boxes: sizes of the single-point clusters and periodic boxes.
         methods: of :data:`METHODS`.
         md_molecules, md_steps: the NVT MD segment (Langevin, 300 K, 0.5 fs) with DeePKS-ES.
@@ -73,6 +76,7 @@ class BenchPlan:
 
     model: str
     surrogate: str = "surrogate"
+    committee_every: int | None = None
     clusters: tuple[int, ...] = (4, 8, 16, 32)
     boxes: tuple[int, ...] = (32, 64)
     methods: tuple[str, ...] = METHODS
@@ -141,7 +145,7 @@ def _engine(plan: BenchPlan, method: str, periodic: bool, **settings):
     from ..engines import make_engine
 
     if method == "surrogate":
-        return make_engine(plan.surrogate)
+        return make_engine(plan.surrogate, committee_every=plan.committee_every)
     if periodic:
         settings["ke_cutoff"] = plan.ke_cutoff
     if "conv_tol" not in settings:
@@ -166,7 +170,8 @@ def measure_single(plan: BenchPlan, task: dict) -> dict:
         result, parts = sorted(runs, key=lambda run: run[0].wall_s)[SURROGATE_REPEATS // 2]
     else:
         result, parts = profiled_compute(engine, structure)
-    return {"natoms": structure.natoms, "wall_s": result.wall_s,
+    driving = {"committee_every": plan.committee_every} if task["method"] == "surrogate" else {}
+    return {"natoms": structure.natoms, "wall_s": result.wall_s, **driving,
             "scf_cycles": 0 if result.scf is None else result.scf.cycles,
             "converged": result.converged, "forces": result.forces is not None, "parts_s": parts,
             "notes": result.notes}

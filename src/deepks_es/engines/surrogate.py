@@ -164,19 +164,9 @@ class SurrogateEngine:
         lives lifts the mean H's LUMO above every member's); the gap spread from each member's levels."""
         system = build_system(structure, self.settings)
         overlap = overlap_matrix(system)
-        inverse_root, _ = lowdin(overlap, root=False)
-        ao_atom = ao_atoms(system)
         served = len(prediction.hamiltonians) if self.committee_every is None else 1
-        levels, weights = [], []
-        for k, hamiltonian in enumerate(prediction.hamiltonians):  # eigenvectors only where levels are served
-            orthogonal = inverse_root @ hamiltonian @ inverse_root
-            if k < served:
-                energies, vectors = np.linalg.eigh(orthogonal)
-                weights.append(element_weights(structure.symbols, ao_atom, vectors))
-            else:
-                energies = np.linalg.eigvalsh(orthogonal)
-            levels.append(energies)
-        levels = np.array(levels)
+        levels, weights = member_levels(prediction.hamiltonians, overlap, structure.symbols, ao_atoms(system),
+                                        served)
         mo_energy = self.driving(levels)
         nocc = system.nelectron // 2
         mo_occ = np.where(np.arange(len(mo_energy)) < nocc, 2.0, 0.0)
@@ -193,3 +183,21 @@ class SurrogateEngine:
             result.flag(f"member {k}'s Hamiltonian has {count} levels more than {O2S_DEPTH_EV:g} eV below the HOMO, "
                         f"where {waters} waters have {waters} (one O 2s each): spurious states, levels untrusted")
         return result
+
+
+def member_levels(hamiltonians: np.ndarray, overlap: np.ndarray, symbols, ao_atom: np.ndarray,
+                  served: int) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
+    """((M, nao) orbital energies of each member's Kohn-Sham matrix ``hamiltonians`` (M, nao, nao) with
+    ``overlap``, in the Hamiltonian's units; the Löwdin element weights of the first ``served`` members' levels,
+    the others' eigenvalues alone). One eigendecomposition of S gives S^-1/2 for every member."""
+    inverse_root, _ = lowdin(overlap, root=False)
+    levels, weights = [], []
+    for k, hamiltonian in enumerate(hamiltonians):
+        orthogonal = inverse_root @ hamiltonian @ inverse_root
+        if k < served:
+            energies, vectors = np.linalg.eigh(orthogonal)
+            weights.append(element_weights(symbols, ao_atom, vectors))
+        else:
+            energies = np.linalg.eigvalsh(orthogonal)
+        levels.append(energies)
+    return np.array(levels), weights
