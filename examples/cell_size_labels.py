@@ -71,7 +71,8 @@ def frontier(record: dict) -> tuple[float, float]:
 if args.labels:
     frames = [read_dataset(args.labels[0])[0][args.frame], read_dataset(args.labels[1])[0][0]]
     cells = [frame.structure for frame in frames]
-    if not np.allclose(cells[1].positions[:cells[0].natoms], cells[0].positions, atol=1e-6):
+    if cells[1].natoms <= cells[0].natoms or not np.allclose(cells[1].positions[:cells[0].natoms],
+                                                             cells[0].positions, atol=1e-6):
         raise SystemExit(f"{args.labels[1]} frame 0 does not start with the atoms of {args.labels[0]} frame {args.frame}")
     print(f"{args.labels[0]} frame {args.frame}: {cells[0].natoms} atoms; {args.labels[1]}: {cells[1].natoms} atoms")
     for side in ("target", "base"):

@@ -189,6 +189,35 @@ def test_cell_size_example_finds_no_change_for_a_local_model():
     assert change["HOMO"] >= -1e-4 and change["LUMO"] <= 1e-4
 
 
+def test_cell_size_example_compares_a_box_and_its_supercell_from_their_labels(box, tmp_path):
+    """``examples/cell_size_labels.py --labels``: the target and base changes box -> supercell from two label files
+    (energy per atom, the base's forces on the box's atoms, HOMO/LUMO/gap); a supercell not made of the box is
+    refused."""
+    from deepks_es.training.dataset import frame_arrays, write_dataset
+
+    supercell = box.repeated([2, 1, 1])
+    forces = np.zeros((box.natoms, 3))
+    def record(energy, homo, lumo, forces=None):
+        return {"energy": energy, "mo_energy": np.array([homo - 0.1, homo, lumo]), "nocc": 2, "converged": True,
+                **({} if forces is None else {"forces": forces})}
+    labels = {"box": (box, record(-1.0, -0.25, 0.05), record(-0.9, -0.2, 0.0, forces)),
+              "supercell": (supercell, record(-2.0 - 0.001 * supercell.natoms / 27.211386, -0.26, 0.05),
+                            record(-1.8, -0.2, 0.0, np.full((supercell.natoms, 3), 1e-3)))}
+    for name, (structure, target, base) in labels.items():
+        write_dataset(tmp_path / f"{name}.h5", {"000000": frame_arrays(structure, target, base)}, {})
+    script = [sys.executable, str(REPO / "examples" / "cell_size_labels.py"), "--labels"]
+    run = subprocess.run([*script, str(tmp_path / "box.h5"), str(tmp_path / "supercell.h5")], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    target, base = run.stdout.split("base (converged True)")
+    assert "target (converged True): energy per atom supercell - box -1.000 meV/atom" in target
+    assert "forces" not in target and "GAP  box +8.1634  supercell +8.4355  change +0.2721 eV" in target
+    assert "energy per atom supercell - box +0.000 meV/atom; forces supercell - box RMS 51.4, largest 51.4" in base
+    wrong = subprocess.run([*script, str(tmp_path / "supercell.h5"), str(tmp_path / "box.h5")], capture_output=True,
+                           text=True, timeout=120)
+    assert wrong.returncode != 0 and "does not start with the atoms of" in wrong.stderr
+
+
 @pytest.mark.parametrize("smooth", [True, False])
 def test_energy_is_continuous_where_a_pair_crosses_the_cutoff(dimer, smooth):
     """With the message envelope a random float64 network's energy is continuous where the O-O pair crosses the
