@@ -2,6 +2,7 @@
 
     python examples/cell_size_labels.py [STRUCTURE] [--frame N] [--reps 2,1,1] [--models default,MODEL.pt ...]
                                         [--ke-cutoff 500] [--threads N]
+    python examples/cell_size_labels.py [STRUCTURE] [--frame N] [--reps 2,1,1] --write-supercell SUPERCELL.xyz
     python examples/cell_size_labels.py --labels BOX.h5 SUPERCELL.h5 [--frame N]
 
 The supercell (``--reps`` copies of the box, default 2,1,1) holds the same atoms in the same local structure; its Γ
@@ -17,7 +18,7 @@ change of the box's forces (copy 0 of the supercell; RMS and largest component),
 With ``--labels`` it compares two ``deepks-es label`` files instead (frame N of the box's, the supercell made of
 that box in frame 0 of the other's): the target (HSE06: energy and levels, Γ point, Gaussian density fitting; no
 periodic hybrid forces) and the base functional (PBE, with forces) — HSE06's own finite-size change, whose
-labels take hours for 16 waters here.
+labels take hours for 16 waters here; ``--write-supercell`` writes the supercell for ``deepks-es label``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import numpy as np
 
 from deepks_es.constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from deepks_es.engines import make_engine
+from deepks_es.errors import DeePKSError
 from deepks_es.engines.registry import is_surrogate_model
-from deepks_es.structure import read_structures
+from deepks_es.structure import read_structures, write_structures
 from deepks_es.training.dataset import read_dataset
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,6 +44,7 @@ parser.add_argument("--reps", default="2,1,1", help="copies along the three latt
 parser.add_argument("--models", default="default", help="comma-separated: default, none (PBE), a model file")
 parser.add_argument("--ke-cutoff", type=float, default=500.0, help="multigrid cutoff of periodic SCFs (Hartree)")
 parser.add_argument("--threads", type=int, default=None)
+parser.add_argument("--write-supercell", metavar="SUPERCELL.xyz", help="write the supercell and stop")
 parser.add_argument("--labels", nargs=2, metavar=("BOX.h5", "SUPERCELL.h5"),
                     help="compare the labels of a box and of its supercell instead of running engines")
 args = parser.parse_args()
@@ -69,7 +72,10 @@ def frontier(record: dict) -> tuple[float, float]:
 
 
 if args.labels:
-    frames = [read_dataset(args.labels[0])[0][args.frame], read_dataset(args.labels[1])[0][0]]
+    try:
+        frames = [read_dataset(args.labels[0])[0][args.frame], read_dataset(args.labels[1])[0][0]]
+    except (DeePKSError, IndexError) as exc:
+        raise SystemExit(f"cell_size_labels.py: {exc or 'no such frame'}") from None
     cells = [frame.structure for frame in frames]
     if cells[1].natoms <= cells[0].natoms or not np.allclose(cells[1].positions[:cells[0].natoms],
                                                              cells[0].positions, atol=1e-6):
@@ -85,6 +91,9 @@ if args.labels:
 box = read_structures(args.structure)[args.frame]
 supercell = box.repeated([int(n) for n in args.reps.split(",")])
 print(f"{args.structure} frame {args.frame}: {box.natoms} atoms; supercell {args.reps}: {supercell.natoms} atoms")
+if args.write_supercell:
+    write_structures(args.write_supercell, [supercell])
+    raise SystemExit(0)
 for model in args.models.split(","):
     scf = {} if is_surrogate_model(model) else {"ke_cutoff": args.ke_cutoff}
     engine = make_engine(model, threads=args.threads, **scf)

@@ -216,6 +216,14 @@ def test_cell_size_example_compares_a_box_and_its_supercell_from_their_labels(bo
     wrong = subprocess.run([*script, str(tmp_path / "supercell.h5"), str(tmp_path / "box.h5")], capture_output=True,
                            text=True, timeout=120)
     assert wrong.returncode != 0 and "does not start with the atoms of" in wrong.stderr
+    written = subprocess.run([sys.executable, str(REPO / "examples" / "cell_size_labels.py"),
+                              str(REPO / "inputs" / "structures" / "water_box_2.xyz"), "--write-supercell",
+                              str(tmp_path / "supercell.xyz")], capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr
+    from deepks_es.structure import read_structure
+    made, original = read_structure(tmp_path / "supercell.xyz"), read_structure(REPO / "inputs/structures/water_box_2.xyz")
+    np.testing.assert_allclose(made.positions, original.repeated([2, 1, 1]).positions, atol=1e-6)
+    np.testing.assert_allclose(made.cell[0], 2 * np.asarray(original.cell[0]), atol=1e-6)
 
 
 @pytest.mark.parametrize("smooth", [True, False])
