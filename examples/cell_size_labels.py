@@ -18,7 +18,7 @@ change of the box's forces (copy 0 of the supercell; RMS and largest component),
 With ``--labels`` it compares two ``deepks-es label`` files instead (frame N of the box's, the supercell made of
 that box in frame 0 of the other's): the target (HSE06: energy and levels, Γ point, Gaussian density fitting; no
 periodic hybrid forces) and the base functional (PBE, with forces) — HSE06's own finite-size change, whose
-labels take hours for 16 waters here; ``--write-supercell`` writes the supercell for ``deepks-es label``.
+labels take about an hour for 16 waters at one thread here; ``--write-supercell`` writes the supercell for ``deepks-es label``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 
 from deepks_es.constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from deepks_es.engines import make_engine
-from deepks_es.errors import DeePKSError
 from deepks_es.engines.registry import is_surrogate_model
+from deepks_es.errors import DeePKSError
 from deepks_es.structure import read_structures, write_structures
 from deepks_es.training.dataset import read_dataset
 
@@ -71,15 +71,30 @@ def frontier(record: dict) -> tuple[float, float]:
     return float(record["mo_energy"][nocc - 1]), float(record["mo_energy"][nocc])
 
 
-if args.labels:
+def labelled_frame(path: str, index: int):
+    """Frame ``index`` of the label file ``path`` and the file's label settings (functionals, cutoff)."""
     try:
-        frames = [read_dataset(args.labels[0])[0][args.frame], read_dataset(args.labels[1])[0][0]]
-    except (DeePKSError, IndexError) as exc:
-        raise SystemExit(f"cell_size_labels.py: {exc or 'no such frame'}") from None
-    cells = [frame.structure for frame in frames]
-    if cells[1].natoms <= cells[0].natoms or not np.allclose(cells[1].positions[:cells[0].natoms],
-                                                             cells[0].positions, atol=1e-6):
-        raise SystemExit(f"{args.labels[1]} frame 0 does not start with the atoms of {args.labels[0]} frame {args.frame}")
+        frames, attrs = read_dataset(path)
+    except DeePKSError as exc:
+        raise SystemExit(f"cell_size_labels.py: {exc}") from None
+    if not -len(frames) <= index < len(frames):
+        raise SystemExit(f"cell_size_labels.py: {path} has {len(frames)} frames, no frame {index}")
+    return frames[index], attrs.get("settings")
+
+
+if args.labels:
+    (box_frame, box_settings), (big_frame, big_settings) = (labelled_frame(args.labels[0], args.frame),
+                                                            labelled_frame(args.labels[1], 0))
+    if box_settings != big_settings:
+        raise SystemExit(f"cell_size_labels.py: {args.labels[0]} and {args.labels[1]} were labelled with other "
+                         f"settings (functionals, basis or cutoff): {box_settings} against {big_settings}")
+    frames, cells = (box_frame, big_frame), (box_frame.structure, big_frame.structure)
+    reps = np.rint(np.linalg.norm(cells[1].cell, axis=1) / np.linalg.norm(cells[0].cell, axis=1)).astype(int)
+    made = cells[0].repeated(np.maximum(reps, 1))
+    if (reps.min() < 1 or made.natoms != cells[1].natoms or not np.allclose(made.cell, cells[1].cell, atol=1e-6)
+            or not np.allclose(made.positions, cells[1].positions, atol=1e-6)):
+        raise SystemExit(f"cell_size_labels.py: {args.labels[1]} frame 0 is not a supercell of {args.labels[0]} "
+                         f"frame {args.frame}")
     print(f"{args.labels[0]} frame {args.frame}: {cells[0].natoms} atoms; {args.labels[1]}: {cells[1].natoms} atoms")
     for side in ("target", "base"):
         records = [getattr(frame, side) for frame in frames]

@@ -206,6 +206,23 @@ def test_bench_cli_tiny_run_and_resume(tmp_path, random_model):
     assert changed.returncode == 1 and "other settings" in changed.stderr
 
 
+def test_bench_resumes_a_file_written_before_a_setting_existed_and_names_a_changed_one(tmp_path):
+    """A bench.json from before a plan setting existed resumes (the setting had its default then); a changed
+    setting is refused with its name."""
+    from dataclasses import asdict
+
+    from deepks_es.bench.suite import BenchPlan, run_bench
+    from deepks_es.errors import SettingsError
+
+    plan = BenchPlan(model="default", clusters=(), boxes=(), md_steps=0, tolerances=())
+    old = {k: v for k, v in asdict(plan).items() if k != "committee_every"}
+    (tmp_path / "bench.json").write_text(json.dumps({"plan": old, "machine": {}, "results": []}))
+    assert run_bench(plan, tmp_path, log=lambda _: None)["results"] == []
+    with pytest.raises(SettingsError, match=r"other settings \(conv_tol\)"):
+        run_bench(BenchPlan(model="default", clusters=(), boxes=(), md_steps=0, tolerances=(), conv_tol=1e-8),
+                  tmp_path, log=lambda _: None)
+
+
 KILLED_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor

@@ -191,8 +191,8 @@ def test_cell_size_example_finds_no_change_for_a_local_model():
 
 def test_cell_size_example_compares_a_box_and_its_supercell_from_their_labels(box, tmp_path):
     """``examples/cell_size_labels.py --labels``: the target and base changes box -> supercell from two label files
-    (energy per atom, the base's forces on the box's atoms, HOMO/LUMO/gap); a supercell not made of the box is
-    refused."""
+    (energy per atom, the base's forces on the box's atoms, HOMO/LUMO/gap); a supercell not made of the box and a
+    missing frame are one-line errors; --write-supercell writes the supercell to label."""
     from deepks_es.training.dataset import frame_arrays, write_dataset
 
     supercell = box.repeated([2, 1, 1])
@@ -215,7 +215,10 @@ def test_cell_size_example_compares_a_box_and_its_supercell_from_their_labels(bo
     assert "energy per atom supercell - box +0.000 meV/atom; forces supercell - box RMS 51.4, largest 51.4" in base
     wrong = subprocess.run([*script, str(tmp_path / "supercell.h5"), str(tmp_path / "box.h5")], capture_output=True,
                            text=True, timeout=120)
-    assert wrong.returncode != 0 and "does not start with the atoms of" in wrong.stderr
+    assert wrong.returncode != 0 and "is not a supercell of" in wrong.stderr
+    missing = subprocess.run([*script, str(tmp_path / "box.h5"), str(tmp_path / "supercell.h5"), "--frame", "3"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "has 1 frames, no frame 3" in missing.stderr
     written = subprocess.run([sys.executable, str(REPO / "examples" / "cell_size_labels.py"),
                               str(REPO / "inputs" / "structures" / "water_box_2.xyz"), "--write-supercell",
                               str(tmp_path / "supercell.xyz")], capture_output=True, text=True, timeout=120)
@@ -777,10 +780,12 @@ def test_committee_every_kth_structure_member_zero_drives(distilled, box):
 
 
 def test_bench_times_the_surrogate_step_by_part_as_the_md_runs_it(distilled):
-    """bench's surrogate row splits a step into the network, PySCF's overlap and the levels; with committee_every
-    it times member 0's steps (what an MD with --committee-every runs between committee steps), and says so."""
-    from deepks_es.bench.report import single_table
-    from deepks_es.bench.suite import BenchPlan, measure
+    """bench's surrogate row: a step with levels and DOS, a force step, and the parts of a profiled step (network,
+    PySCF's overlap, levels); with committee_every the engine runs member 0 alone after the warm-up step (what an
+    MD with --committee-every runs between committee steps), and the table says so."""
+    from deepks_es.bench.report import ratio_table, single_table
+    from deepks_es.bench.suite import ENGINE_CALLS, BenchPlan, measure
+    from deepks_es.errors import SettingsError
 
     _, path, _ = distilled
     task = {"kind": "single", "method": "surrogate", "system": "box", "molecules": 32, "name": "single/surrogate"}
@@ -789,10 +794,15 @@ def test_bench_times_the_surrogate_step_by_part_as_the_md_runs_it(distilled):
         assert "error" not in row, row.get("error")
         parts = row["parts_s"]
         assert min(parts["network"], parts["overlap"], parts["levels"]) > 0
-        assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(row["wall_s"], rel=0.05)
-    assert [row["committee_every"] for row in rows] == [None, 1000]
+        assert parts["network"] + parts["overlap"] + parts["levels"] <= parts["total"]
+        assert row["force_wall_s"] < row["wall_s"]  # no Hamiltonian, overlap or eigenproblem
+    assert [row["committee_every"] for row in rows] == [None, 1000]  # as the engine was built
     table = "\n".join(single_table(rows))
-    assert "member 0 (committee every 1000)" in table and table.count("member 0") == 1
+    assert "member 0, as between committee steps every 1000" in table and "the whole committee" in table
+    deepks = {**rows[0], "method": "DeePKS-ES", "wall_s": 100 * rows[0]["force_wall_s"]}
+    assert "| 100.00 |" in "\n".join(ratio_table([deepks, rows[0]]))  # DeePKS-ES / the surrogate's force step
+    with pytest.raises(SettingsError, match=f"must exceed {ENGINE_CALLS}"):
+        BenchPlan(model="default", committee_every=ENGINE_CALLS)
 
 
 def test_committee_serves_its_members_mean_levels_not_the_levels_of_its_mean_hamiltonian(dimer):

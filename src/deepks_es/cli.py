@@ -552,8 +552,8 @@ def _add_bench(verbs) -> None:
     bench.add_argument("--surrogate", default="surrogate",
                        help="surrogate model of the surrogate method (default: the shipped one)")
     bench.add_argument("--committee-every", type=int, default=None,
-                       help="time the surrogate as an MD with --committee-every K runs between its committee "
-                            "steps, member 0 alone (K > 5; default: every member each step)")
+                       help="time the surrogate as an MD with --committee-every runs between its committee "
+                            "steps: member 0 alone (K > 12, the steps of one task; default: the whole committee)")
     bench.add_argument("--md-molecules", type=int, default=8, help="MD cluster size (default: %(default)s)")
     bench.add_argument("--md-steps", type=int, default=50, help="MD steps, 0 for none (default: %(default)s)")
     bench.add_argument("--check-every", type=int, default=10,

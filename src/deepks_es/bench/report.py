@@ -21,6 +21,11 @@ def _ratio(numerator: dict | None, denominator: dict | None) -> str:
     return f"{numerator['wall_s'] / denominator['wall_s']:.2f}"
 
 
+def _members(row: dict) -> str:
+    every = row.get("committee_every")
+    return "the whole committee" if every is None else f"member 0, as between committee steps every {every}"
+
+
 def correction_share(row: dict) -> float:
     """Fraction of a DeePKS-ES step spent in the correction (descriptors, network, V_delta, its forces)."""
     return (row["parts_s"]["correction"] + row["parts_s"]["correction_gradient"]) / row["wall_s"]
@@ -30,14 +35,18 @@ def ratio_table(results: list[dict]) -> list[str]:
     singles = _singles(results)
     systems = list(dict.fromkeys(system for system, _ in singles))
     lines = ["| system | DeePKS-ES / PBE | HSE06 / DeePKS-ES | correction share of the DeePKS-ES step | "
-             "DeePKS-ES (cold) / surrogate |", "|---|---|---|---|---|"]
+             "DeePKS-ES (cold) / surrogate step with levels and DOS | DeePKS-ES (cold) / surrogate force step |",
+             "|---|---|---|---|---|---|"]
     for system in systems:
         deepks = singles.get((system, "DeePKS-ES"))
         share = "–" if deepks is None else f"{100 * correction_share(deepks):.1f} %"
         hse = singles.get((system, "HSE06"))
         hse_note = "" if hse is None or hse["forces"] else " (energy only)"
+        surrogate = singles.get((system, "surrogate"))
+        force_step = None if surrogate is None or "force_wall_s" not in surrogate else {"wall_s": surrogate["force_wall_s"]}
         lines.append(f"| {system} | {_ratio(deepks, singles.get((system, 'PBE')))} | "
-                     f"{_ratio(hse, deepks)}{hse_note} | {share} | {_ratio(deepks, singles.get((system, 'surrogate')))} |")
+                     f"{_ratio(hse, deepks)}{hse_note} | {share} | {_ratio(deepks, surrogate)} | "
+                     f"{_ratio(deepks, force_step)} |")
     return lines
 
 
@@ -53,11 +62,11 @@ def single_table(results: list[dict]) -> list[str]:
             continue
         flag = "" if r["converged"] else " (not converged)"
         forces = "" if r["forces"] else ", energy only"
-        if r.get("committee_every"):
-            forces += f", member 0 (committee every {r['committee_every']})"
+        if "force_wall_s" in r:
+            forces += f" ({_members(r)}; with levels and DOS; force step {r['force_wall_s']:.3f} s)"
         lines.append(f"| {_system(r)} | {r['method']}{forces} | {r['natoms']} | {r['scf_cycles']}{flag} | "
-                     f"{r['wall_s']:.1f} | {r['wall_s'] / max(r['scf_cycles'], 1):.2f} | {r['peak_rss_mib']:.0f} | "
-                     + " | ".join(f"{r['parts_s'][p]:.2f}" for p in parts) + " |")
+                     f"{r['wall_s']:.3f} | {r['wall_s'] / max(r['scf_cycles'], 1):.3f} | {r['peak_rss_mib']:.0f} | "
+                     + " | ".join(f"{r['parts_s'].get(p, 0.0):.3f}" for p in parts) + " |")
     return lines
 
 
@@ -117,8 +126,8 @@ def scaling_table(results: list[dict]) -> list[str]:
     rows = [r for r in rows if "error" not in r]
     if not rows:
         return lines
-    lines += ["Surrogate MD step (median of 3 after a warm-up) on replicas of the shipped 64-water box; peak memory "
-              "of the measuring process.", "",
+    lines += [f"Surrogate MD step ({_members(rows[0])}; median of 3 after a warm-up) on replicas of the shipped 64-water "
+              "box; peak memory of the measuring process.", "",
               "| waters | atoms | energy + forces + virial (s) | peak (MiB) | + H, levels, DOS (s) | peak (MiB) |",
               "|---|---|---|---|---|---|"]
     for r in rows:

@@ -20,7 +20,7 @@ import resource
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
@@ -43,6 +43,9 @@ REFERENCE_TOL = 1e-12  # Hartree: "fully converged"
 MD_TIMESTEP_FS = 0.5
 MD_TEMPERATURE = 300.0
 SCALING_REPEATS = 3  # timed surrogate steps per size in the scaling scan, after one warm-up step
+ENGINE_CALLS = max(2 + 2 * SURROGATE_REPEATS, 2 * (1 + SCALING_REPEATS))
+"""The most structures one surrogate engine computes in a bench task: a ``committee_every`` above it makes every
+timed step member 0's (the warm-up step, the first, is the whole committee's)."""
 PER_RUN = ("clusters", "boxes", "methods", "md_molecules", "md_steps", "check_every", "tolerances", "scaling",
            "scaling_observables")  # what to
 # measure, free to differ between runs into one output directory (how to measure may not)
@@ -55,9 +58,9 @@ class BenchPlan:
     Attributes:
         model: DeePKS-ES model (path, or ``default``).
         surrogate: surrogate model of the ``surrogate`` method (path, or ``surrogate``, the shipped one).
-        committee_every: the surrogate's ``committee_every`` (None: every member each step, for the committee
-            mean and spread; K: member 0 alone after the warm-up step, as an MD with ``--committee-every K``
-            runs between its committee steps).
+        committee_every: None: the surrogate's whole committee each step (its mean and spread); K (above
+            :data:`ENGINE_CALLS`): member 0 alone after the warm-up step, the step an MD with
+            ``--committee-every`` runs between its committee steps.
         clusters, boxes: sizes of the single-point clusters and periodic boxes.
         methods: of :data:`METHODS`.
         md_molecules, md_steps: the NVT MD segment (Langevin, 300 K, 0.5 fs) with DeePKS-ES.
@@ -91,6 +94,12 @@ class BenchPlan:
     seed: int = 0
     scaling: tuple[int, ...] = ()
     scaling_observables: int = 256
+
+    def __post_init__(self):
+        if self.committee_every is not None and self.committee_every <= ENGINE_CALLS:
+            raise SettingsError(f"bench --committee-every must exceed {ENGINE_CALLS} (the steps one surrogate "
+                                f"engine takes in a task), so that every timed step is member 0's; got "
+                                f"{self.committee_every}")
 
     def tasks(self) -> list[dict]:
         """The measurements, cheapest first within each kind."""
@@ -159,19 +168,25 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
+def _median_wall(engine, structure: Structure, repeats: int, **kwargs) -> float:
+    return float(np.median([engine.compute(structure, **kwargs).wall_s for _ in range(repeats)]))
+
+
 def measure_single(plan: BenchPlan, task: dict) -> dict:
-    """Cold single point (PySCF's initial guess): wall time per part, SCF cycles. The surrogate has no SCF and
-    no cold start: its time is the median of :data:`SURROGATE_REPEATS` steps after a warm-up step."""
+    """Cold single point (PySCF's initial guess): wall time per part (cProfile), SCF cycles. The surrogate has no
+    SCF and no cold start: after a warm-up step, the median of :data:`SURROGATE_REPEATS` steps with the
+    observables (H, levels, DOS) and of as many with energy, forces and virial alone (``force_wall_s``), both
+    without the profiler, then one profiled step with the observables for the parts (``parts_s["total"]``)."""
     structure = water_system(task["system"], task["molecules"])
     engine = _engine(plan, task["method"], structure.is_periodic)
+    surrogate = {}
     if task["method"] == "surrogate":
         engine.compute(structure)
-        runs = [profiled_compute(engine, structure) for _ in range(SURROGATE_REPEATS)]
-        result, parts = sorted(runs, key=lambda run: run[0].wall_s)[SURROGATE_REPEATS // 2]
-    else:
-        result, parts = profiled_compute(engine, structure)
-    driving = {"committee_every": plan.committee_every} if task["method"] == "surrogate" else {}
-    return {"natoms": structure.natoms, "wall_s": result.wall_s, **driving,
+        surrogate = {"committee_every": engine.committee_every,
+                     "observables_wall_s": _median_wall(engine, structure, SURROGATE_REPEATS),
+                     "force_wall_s": _median_wall(engine, structure, SURROGATE_REPEATS, observables=False)}
+    result, parts = profiled_compute(engine, structure)
+    return {"natoms": structure.natoms, "wall_s": surrogate.pop("observables_wall_s", result.wall_s), **surrogate,
             "scf_cycles": 0 if result.scf is None else result.scf.cycles,
             "converged": result.converged, "forces": result.forces is not None, "parts_s": parts,
             "notes": result.notes}
@@ -238,7 +253,7 @@ def measure_scaling(plan: BenchPlan, task: dict) -> dict:
     energy, forces and virial; with observables (H, dense levels, DOS) up to ``plan.scaling_observables``."""
     structure = replicated_box(task["molecules"])
     engine = _engine(plan, "surrogate", True)
-    outcome = {"natoms": structure.natoms}
+    outcome = {"natoms": structure.natoms, "committee_every": engine.committee_every}
     modes = [("forces", False)] + ([("observables", True)] if task["molecules"] <= plan.scaling_observables else [])
     for name, observables in modes:
         times = []
@@ -281,9 +296,13 @@ def run_bench(plan: BenchPlan, out_dir: str | os.PathLike, log=print) -> dict:
     path = out / "bench.json"
     data = json.loads(path.read_text()) if path.is_file() else {}
     settings = {k: v for k, v in json.loads(json.dumps(asdict(plan))).items() if k not in PER_RUN}
-    if data and {k: v for k, v in data["plan"].items() if k not in PER_RUN} != settings:
-        raise SettingsError(f"{path} was measured with other settings (model, tolerances, MD): use a new "
-                            "output directory")
+    if data:
+        defaults = json.loads(json.dumps({f.name: f.default for f in fields(BenchPlan) if f.default is not MISSING}))
+        stored = {**defaults, **data["plan"]}  # a file written before a setting existed had its default
+        differing = sorted(k for k in settings if stored.get(k) != settings[k])
+        if differing:
+            raise SettingsError(f"{path} was measured with other settings ({', '.join(differing)}): use a new "
+                                "output directory")
     data = {"plan": asdict(plan), "machine": machine(), "results": data.get("results", [])}
     done = {r["name"] for r in data["results"] if "error" not in r}
     data["results"] = [r for r in data["results"] if r["name"] in done]
