@@ -8,11 +8,13 @@
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
 # The 8-water labels are kept in the repository (inputs/training/periodic/test_boxes8.h5.parts/, 1.5 MB a box), so
 # labelling resumes from them (and costs nothing once all 4 are there; 32-37 min a box at 1 thread, measured in stop 33);
-# the 16-water ones (~6 MB a box) are not: the first run labels them (resumable per box; over 2 h a box at 1 thread,
-# most of it PySCF's density-fitting build for HSE06, stop 38);
+# the 16-water ones (~6 MB a box) are not: the first run labels them (resumable per box; most of it PySCF's
+# density-fitting build for HSE06: over 2 h a box at 1 thread with PySCF's default memory in stop 38, 1 h 9 min
+# for both boxes side by side with `mpiexec -n 2`, one thread a rank and PYSCF_MAX_MEMORY=9000 in stop 47);
 # the evaluation goes to runs/periodic-test/ (4-5 min at 1 thread): the model's SCF at the converged 500-Ha cutoff
 # (HSE06's Gaussian density fitting does not use the mesh, so the 100-Ha labels' targets stand).
 set -euo pipefail
+export PYSCF_MAX_MEMORY=${PYSCF_MAX_MEMORY:-9000}  # MB: PySCF's density fitting builds in core (default 4000)
 model=${1:-default}
 cd "$(dirname "$0")/.."
 out=runs/periodic-test
