@@ -35,6 +35,7 @@ from deepks_es.engines.registry import is_surrogate_model
 from deepks_es.errors import DeePKSError
 from deepks_es.structure import read_structures, write_structures
 from deepks_es.training.dataset import read_dataset
+from deepks_es.training.records import record_levels_ev
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("structure", nargs="?",
@@ -52,7 +53,7 @@ args = parser.parse_args()
 
 def compare(name: str, cells, energies, forces, levels) -> None:
     """Print the change box -> supercell of the energy per atom, of the box's forces (None: not computed) and of
-    HOMO, LUMO and gap (``levels``: (homo, lumo) per cell, Hartree)."""
+    HOMO, LUMO and gap (``levels``: (homo, lumo) per cell, eV)."""
     box, supercell = cells
     per_atom = [e * HARTREE_EV * 1000 / c.natoms for e, c in zip(energies, cells)]
     line = f"{name}: energy per atom supercell - box {per_atom[1] - per_atom[0]:+.3f} meV/atom"
@@ -62,13 +63,7 @@ def compare(name: str, cells, energies, forces, levels) -> None:
     print(line)
     gaps = [lumo - homo for homo, lumo in levels]
     for label, values in (("HOMO", [h for h, _ in levels]), ("LUMO", [l for _, l in levels]), ("GAP", gaps)):
-        values = [v * HARTREE_EV for v in values]
         print(f"  {label:4s} box {values[0]:+.4f}  supercell {values[1]:+.4f}  change {values[1] - values[0]:+.4f} eV")
-
-
-def frontier(record: dict) -> tuple[float, float]:
-    nocc = int(record["nocc"])
-    return float(record["mo_energy"][nocc - 1]), float(record["mo_energy"][nocc])
 
 
 def labelled_frame(path: str, index: int):
@@ -100,7 +95,8 @@ if args.labels:
         records = [getattr(frame, side) for frame in frames]
         forces = [r["forces"] for r in records] if all("forces" in r for r in records) else None
         compare(f"{side} (converged {all(bool(r['converged']) for r in records)})", cells,
-                [float(r["energy"]) for r in records], forces, [frontier(r) for r in records])
+                [float(r["energy"]) for r in records], forces,
+                [(levels["homo"], levels["lumo"]) for levels in map(record_levels_ev, records)])
     raise SystemExit(0)
 
 box = read_structures(args.structure)[args.frame]
@@ -119,4 +115,4 @@ for model in args.models.split(","):
         print(f"  {model}: {structure.natoms} atoms in {time.perf_counter() - start:.0f} s, "
               f"converged {results[-1].converged}", flush=True)
     compare(model, (box, supercell), [r.energy for r in results], [r.forces for r in results],
-            [(r.homo, r.lumo) for r in results])
+            [(r.homo * HARTREE_EV, r.lumo * HARTREE_EV) for r in results])
