@@ -6,11 +6,11 @@
 # labelled with periodic HSE06 (Gaussian density fitting, Γ point) and PBE (multigrid), then
 # `deepks-es evaluate MODEL` against HSE06.
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
-# The 8-water labels are kept in the repository (inputs/training/periodic/test_boxes8.h5.parts/, 1.5 MB a box), so
-# labelling resumes from them (and costs nothing once all 4 are there; 32-37 min a box at 1 thread, measured in stop 33);
-# the 16-water ones (~6 MB a box) are not: the first run labels them (resumable per box; most of it PySCF's
-# density-fitting build for HSE06: over 2 h a box at 1 thread with PySCF's default memory in stop 38, 1 h 9 min
-# for both boxes side by side with `mpiexec -n 2`, one thread a rank and PYSCF_MAX_MEMORY=9000 in stop 47);
+# All the labels are kept in the repository (inputs/training/periodic/test_boxes{8,16}.h5.parts/, 0.7 and 2.9 MB a
+# box in label's compact parts), so labelling costs nothing and only gathers them. Remade from scratch (remove a
+# parts folder) it is expensive: 32-37 min an 8-water box at 1 thread (stop 33); for the 16-water ones, most of it
+# PySCF's density-fitting build for HSE06, over 2 h a box at 1 thread with PySCF's default memory (stop 38), 1 h 9 min
+# for both boxes side by side with `mpiexec -n 2`, one thread a rank and PYSCF_MAX_MEMORY=9000 (stop 47);
 # the evaluation goes to runs/periodic-test/ (4-5 min at 1 thread): the model's SCF at the converged 500-Ha cutoff
 # (HSE06's Gaussian density fitting does not use the mesh, so the 100-Ha labels' targets stand).
 set -euo pipefail

@@ -164,6 +164,39 @@ def test_label_gathers_the_finished_frames_only(pipeline):
     assert run.returncode == 1 and "no finished frames" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_label_parts_are_compact_and_a_plain_or_broken_part_is_handled(pipeline):
+    """A part keeps each symmetric matrix as its upper triangle and the base's overlap as a reference to the
+    target's, read back as the full arrays; a part written plainly (before the compact form) is rewritten compactly
+    by the next run, the dataset unchanged; an unreadable part is a one-line error."""
+    import shutil
+
+    from deepks_es.training.parts import load_part, pack, unpack
+
+    parts = pipeline / "compact.h5.parts"
+    shutil.copytree(pipeline / "data.h5.parts", parts, ignore=shutil.ignore_patterns("run.lock"))
+    with np.load(parts / "000000.npz") as data:
+        assert {"target/fock@upper", "target/dm@upper", "base/overlap@same"} <= set(data.files)
+        assert "target/fock" not in data.files and "target/mo_coeff" in data.files
+    full = load_part(parts / "000000.npz")
+    plain = {**full, "base/overlap": full["base/overlap"].copy()}
+    np.savez_compressed(parts / "000000.npz", **plain)
+    run = cli("label", "configs.xyz", "-o", "compact.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 0, run.stderr
+    with np.load(parts / "000000.npz") as data:
+        assert "target/fock@upper" in data.files
+    for a, b in zip(read_dataset(pipeline / "data.h5")[0], read_dataset(pipeline / "compact.h5")[0]):
+        for key, value in a.target.items():
+            np.testing.assert_array_equal(b.target[key], value)
+    lopsided = {"m/fock": np.array([[1.0, 2.0], [2.5, 1.0]]), "n/fock": np.eye(3), "n/overlap": np.eye(3)}
+    assert set(pack(lopsided)) == {"m/fock", "n/fock@upper", "n/overlap@same"}  # not symmetric: kept whole
+    for key, value in unpack(pack(lopsided)).items():
+        np.testing.assert_array_equal(value, lopsided[key])
+    (parts / "000001.npz").write_bytes(b"not a zip")
+    run = cli("label", "configs.xyz", "-o", "compact.h5", "--quiet", cwd=pipeline, timeout=60)
+    assert run.returncode == 1 and "unreadable label part" in run.stderr and "Traceback" not in run.stderr
+    shutil.rmtree(parts)
+
+
 def test_label_refuses_an_output_another_live_run_writes(pipeline):
     """A second label run on one output stops with one line while the first lives; a dead run's lock is taken."""
     lock = pipeline / "data.h5.parts" / "run.lock"

@@ -4,8 +4,8 @@ With ``distill`` (a DeePKS-ES model name: ``default`` or a path) each frame gets
 the self-consistent DeePKS-ES solution as ``target/`` (energy, forces, Kohn-Sham matrix
 H_base[rho] + V_delta, overlap, orbitals): the labels a surrogate is distilled from.
 
-Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (compressed,
-written atomically), so a crashed or killed run resumes where it stopped and never
+Each finished frame is first saved as ``<DATA>.parts/<index>.npz`` (compressed and compact:
+:mod:`.parts`; written atomically), so a crashed or killed run resumes where it stopped and never
 recomputes a finished frame, and labelling too long for one sitting is carried on
 elsewhere with a copy of the parts directory (the repository keeps its periodic
 HSE06 labels so: ``inputs/training/periodic/``); when every frame is done the parts
@@ -32,11 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeePKSError
-from ..fileio import atomic_path, write_json
+from ..fileio import write_json
 from ..parallel import abort_all, barrier, cores_per_process, mpi_rank_size, set_threads
 from ..scf.systems import PERIODIC_KE_CUTOFF, SCFSettings
 from ..structure import Structure, read_structures
 from .dataset import frame_arrays, write_dataset
+from .parts import compact_parts, load_part, save_part
 from .records import scf_record
 
 
@@ -146,7 +147,8 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         parts.mkdir(parents=True, exist_ok=True)
         try:
             _lock(lock)
-        except DeePKSError as exc:
+            compact_parts(parts)  # parts written before the compact form, rewritten in it
+        except DeePKSError as exc:  # a lock left by a failed compaction is taken over by the next run
             _stop_all_ranks(exc, rank, size)
             raise
         write_json(stamp, fingerprint)
@@ -177,8 +179,7 @@ def _label_parts(structures, names, parts: Path, settings, rank: int, size: int,
                 continue
             arrays = label_structure(structures[i], settings, engine)
             arrays["source_index"] = np.int64(i)
-            with atomic_path(parts / f"{name}.npz") as tmp, open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
+            save_part(parts / f"{name}.npz", arrays)
             (parts / f"{name}.claim").unlink()
             if bar is not None:
                 bar.update(done() - bar.n)
@@ -212,8 +213,7 @@ def _gather(output: Path, parts: Path, names, settings, configs: Path, total: in
                           "output still working?): rerun to finish them")
     frames = {}
     for name in names:
-        with np.load(parts / f"{name}.npz") as data:
-            frames[name] = {key: data[key] for key in data.files}
+        frames[name] = load_part(parts / f"{name}.npz")
     write_dataset(output, frames, {**settings.as_attrs(), "configs": str(configs), "configurations": total})
     if len(names) < total:
         print(f"deepks-es label: {output} holds the {len(names)} of {total} frames finished so far",
