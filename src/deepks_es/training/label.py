@@ -148,7 +148,7 @@ def label(configs: str | os.PathLike, output: str | os.PathLike, settings: Label
         try:
             _lock(lock)
             compact_parts(parts)  # parts written before the compact form, rewritten in it
-        except DeePKSError as exc:  # a lock left by a failed compaction is taken over by the next run
+        except Exception as exc:  # a lock left by a failed compaction is taken over by the next run
             _stop_all_ranks(exc, rank, size)
             raise
         write_json(stamp, fingerprint)
