@@ -90,7 +90,7 @@ def main() -> None:
         if args.evaluations:
             frames = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
             for name, (_, _, spacing) in rows.items():
-                error = frames[name]["errors"]["homo"][0]
+                error = float(np.atleast_1d(frames[name]["errors"]["homo"])[0])  # a surrogate or a DeePKS-ES evaluation
                 pairs.append((spacing, error))
                 print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, surrogate HOMO error {error:+.3f} eV")
     if len(pairs) > 2:

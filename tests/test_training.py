@@ -286,6 +286,12 @@ def test_evaluate_table(pipeline):
     assert metrics["base"]["gap"]["mae"] > 1.0  # PBE underestimates the HSE06 gap
     assert metrics["model"]["gap"]["mae"] < metrics["base"]["gap"]["mae"]
     assert "| gap | eV |" in (pipeline / "eval.md").read_text()
+    rows = [row for row in summary["per_frame"].values() if row["converged"]]
+    assert len(summary["per_frame"]) == 3 and len(rows) == summary["scf_converged"]
+    for method in ("model", "base", "scissor"):
+        gaps = [row["errors"][method]["gap"] for row in rows]
+        assert np.mean(np.abs(gaps)) == pytest.approx(metrics[method]["gap"]["mae"], rel=1e-9)
+    assert all(row["target_gap"] > 5.0 and row["waters"] in (1, 2) for row in rows)
     run = cli("evaluate", "train/model.pt", "data.h5", "--subset", "validation", "--json", "--quiet", cwd=pipeline)
     assert run.returncode in (0, 3) and json.loads(run.stdout)["frames"] == 1
 

@@ -6,7 +6,8 @@ taken against the frame's target labels. Side by side: the plain base functional
 the scissor baseline (base levels shifted by the constant HOMO/LUMO/gap/occupied
 shifts fitted on the training set; energies and forces as the base). Units: energy
 per atom meV, forces meV/Angstrom, levels eV, Hamiltonian µHa (Löwdin-basis
-elements).
+elements). The summary's ``per_frame`` gives each frame's SCF outcome, its target gap and its signed gap,
+HOMO, LUMO (and energy) errors per method.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ QUANTITIES = {  # key: (label, unit)
     "hamiltonian": ("H (Löwdin)", "µHa"),
 }
 METHODS = ("model", "base", "scissor")
+FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # one number a frame: the evaluation's per_frame rows
 
 
 def _lowdin_fock(record: dict) -> np.ndarray:
@@ -84,7 +86,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
         raise DeePKSError("the model records no training baselines (per-element energy offsets, scissor shifts): "
                           "pass --baselines TRAIN.h5")
     collected = {m: {} for m in METHODS}
-    converged, cycles, skipped = 0, [], []
+    converged, cycles, skipped, per_frame = 0, [], [], {}
     iterator = frames
     if progress:
         import sys
@@ -100,9 +102,14 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
         record = scf_record(DeePKSEngine(model, base_settings), frame.structure, dm0=frame.base["dm"])
         converged += bool(record["converged"])
         cycles.append(int(record["scf_cycles"]))
+        row = per_frame[frame.name] = {"waters": frame.structure.natoms // 3, "converged": bool(record["converged"]),
+                                       "scf_cycles": int(record["scf_cycles"])}
         if not record["converged"]:
             continue
-        for method, errs in frame_errors(frame, record, baselines).items():
+        errors = frame_errors(frame, record, baselines)
+        row.update(target_gap=float(record_levels_ev(frame.target)["gap"]),
+                   errors={m: {k: float(e[k][0]) for k in FRAME_ERRORS if k in e} for m, e in errors.items()})
+        for method, errs in errors.items():
             for key, value in errs.items():
                 collected[method].setdefault(key, []).append(value)
     metrics = {method: {key: error_stats(np.concatenate(values)) for key, values in errs.items()}
@@ -113,7 +120,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
             "model_ke_cutoff": settings.periodic_ke_cutoff if any(f.structure.is_periodic for f in frames) else None,
             "scf_converged": converged, "scf_attempted": len(frames) - len(skipped), "mean_scf_cycles":
             float(np.mean(cycles)) if cycles else None, "skipped_unconverged_labels": skipped,
-            "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics}
+            "units": {k: unit for k, (_, unit) in QUANTITIES.items()}, "metrics": metrics, "per_frame": per_frame}
 
 
 def error_stats(values) -> dict:
