@@ -9,7 +9,7 @@
 #     liquid 8-water boxes in inputs/training/periodic/ (labels the missing ones first, ~35 min a box at 1 thread),
 #     then also the periodic test set (examples/periodic_test_set.sh).
 #   periodic16: inputs/training/water_periodic16.toml, the shipped model's training plus the periodic HSE06 labels
-#     of 2 liquid 16-water boxes (inputs/training/periodic/boxes16.xyz; parts kept in the repository, 1 h 9 min for
+#     of 2 liquid 16-water boxes (inputs/training/periodic/boxes16.xyz; parts kept in the repository, 70 min for
 #     the two with 2 ranks if remade), then the periodic test set.
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes; the 8 test clusters of 9-15 waters
