@@ -72,10 +72,14 @@ def unpack(packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _write(path: str | os.PathLike, packed: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **packed)
+
+
 def save_part(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write one frame's arrays to ``path`` compactly and atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **pack(arrays))
+    _write(path, pack(arrays))
 
 
 def _read(path: Path, keys_only: bool = False):
@@ -100,7 +104,8 @@ def compact_parts(parts: str | os.PathLike) -> int:
         if any(key.endswith((UPPER, SAME)) for key in _read(path, keys_only=True)):
             continue
         stored = _read(path)
-        if set(pack(stored)) != set(stored):
-            save_part(path, stored)
+        packed = pack(stored)
+        if set(packed) != set(stored):
+            _write(path, packed)
             rewritten += 1
     return rewritten
