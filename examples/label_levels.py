@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from deepks_es.constants import HARTREE_EV
+from deepks_es.errors import StructureError
 from deepks_es.linalg import ao_atoms, lowdin
 from deepks_es.scf.systems import build_system
 from deepks_es.training.dataset import read_dataset
@@ -49,8 +50,10 @@ def spreads(path: str) -> dict[str, tuple[float, float, float, int]]:
             raise SystemExit(f"{path}: --spread needs target and base labels (not a distilled dataset)")
         if not (target.get("converged", True) and base.get("converged", True)):
             continue
-        if frame.structure.symbols != ("O", "H", "H") * (frame.structure.natoms // 3):
-            raise SystemExit(f"{path} frame {frame.name}: the atoms are not consecutive O, H, H waters")
+        try:
+            waters = frame.structure.water_count()
+        except StructureError as exc:
+            raise SystemExit(f"{path} frame {frame.name}: {exc}") from None
         water = ao_atoms(build_system(frame.structure, settings.for_structure(frame.structure)[1])) // 3
         nocc, orthogonal = int(target["nocc"]), lowdin(target["overlap"])[1] @ target["mo_coeff"]
         participation = []
@@ -58,7 +61,7 @@ def spreads(path: str) -> dict[str, tuple[float, float, float, int]]:
             weights = np.bincount(water, orthogonal[:, orbital] ** 2)
             participation.append(1.0 / np.sum((weights / weights.sum()) ** 2))
         gap = record_levels_ev(target)["gap"] - record_levels_ev(base)["gap"]
-        rows[frame.name] = (gap, *participation, frame.structure.natoms // 3)
+        rows[frame.name] = (gap, *participation, waters)
     return rows
 
 

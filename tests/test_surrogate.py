@@ -21,7 +21,7 @@ from deepks_es.engines.registry import resolve_model
 from deepks_es.observables import DOSGrid
 from deepks_es.scf.systems import SCFSettings, build_system, overlap_matrix
 from deepks_es.structure import Structure
-from deepks_es.surrogate.baseline import BASELINES, lennard_jones, qspcfw_energy, shifted_force_lennard_jones
+from deepks_es.surrogate.baseline import BASELINES, qspcfw_energy
 from deepks_es.surrogate.basis import ao_rotation, block_irreps, element_shells
 from deepks_es.surrogate.committee import Committee
 from deepks_es.surrogate.graph import build_graph
@@ -300,24 +300,17 @@ def test_refit_baseline_is_fitted_back_from_its_own_forces(tetramer, dimer, box)
     assert not hasattr(SurrogateModel(SurrogateSettings(baseline="qspcfw")), "intramolecular_refit")
 
 
-def test_qspcfw_baseline_on_the_graph_is_the_sampler_force_field():
-    """The baseline finds the molecules from the geometry: shuffled and wrapped atoms give the energy of the
-    sampler's q-SPC/Fw (O, H, H order, minimum image; its Lennard-Jones energy-shifted, the baseline's
-    force-shifted at the cutoff)."""
+def test_qspcfw_baseline_finds_the_molecules_of_shuffled_and_wrapped_atoms():
+    """The baseline finds the molecules from the geometry: shuffled atoms, each wrapped into the cell, give the
+    energy of the same box as ordered O, H, H molecules (the sampler's q-SPC/Fw)."""
     from deepks_es.constants import ANGSTROM_BOHR
     from deepks_es.training.sample import FlexibleSPC, random_water_box
 
     rng = np.random.default_rng(0)
     xyz, length = random_water_box(32, rng)
     xyz = xyz + rng.normal(scale=0.04, size=xyz.shape)
-    cutoff = 4.0  # Angstrom, below half the edge: one image per pair, as in the minimum-image sampler
-    dense, _ = FlexibleSPC.energy_forces(xyz, np.full(3, length), cutoff)
-    oxygens = xyz[0::3]
-    delta = oxygens[:, None] - oxygens[None]
-    r_oo = np.linalg.norm(delta - length * np.round(delta / length), axis=-1)[np.triu_indices(32, 1)]
-    r_oo = torch.tensor(r_oo[r_oo < cutoff])
-    dense += float((shifted_force_lennard_jones(r_oo, cutoff) - lennard_jones(r_oo)
-                    + lennard_jones(torch.tensor(cutoff))).sum())
+    cutoff = 4.0  # Angstrom
+    ordered, _ = FlexibleSPC.energy_forces(xyz, np.eye(3) * length, cutoff)
     order = rng.permutation(96)
     cell = np.eye(3) * length * ANGSTROM_BOHR
     structure = Structure(tuple(np.array(("O", "H", "H") * 32)[order]), (xyz[order] * ANGSTROM_BOHR) % cell[0, 0],
@@ -326,7 +319,7 @@ def test_qspcfw_baseline_on_the_graph_is_the_sampler_force_field():
     vectors = graph.vectors(torch.tensor(structure.positions), torch.tensor(cell))
     oxygen = torch.tensor([s == "O" for s in structure.symbols])
     energy = float(qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, cutoff * ANGSTROM_BOHR))
-    assert energy * 27.211386245988 == pytest.approx(dense, abs=1e-6)
+    assert energy * 27.211386245988 == pytest.approx(ordered, abs=1e-6)
 
 
 # -- distillation end to end: label --distill, train a 2-member committee, evaluate, the engine ----------------
@@ -721,8 +714,8 @@ def test_data_weights_scale_a_files_terms_and_the_references_fit_the_counted_ene
     config = SurrogateTrainConfig.from_table(table, work, "t")
     assert config.data == (work / "data.h5", work / "more.h5")
     assert config.data_weights == {str(work / "more.h5"): {"energy": 0.0, "forces": 2.0}}
-    for entry, match in [({"path": "a.h5", "weights": {"charge": 1.0}}, "unknown surrogate loss term"),
-                         ({"file": "a.h5"}, "a data table is"), ({"path": "a.h5", "weights": {"energy": -1.0}},
+    for entry, match in [({"path": "a.h5", "weights": {"charge": 1.0}}, "unknown loss term"),
+                         ({"file": "a.h5"}, "a data entry is"), ({"path": "a.h5", "weights": {"energy": -1.0}},
                                                                    "data weights >= 0")]:
         with pytest.raises(SettingsError, match=match):
             SurrogateTrainConfig.from_table({**table, "data": [entry]}, work, "t")

@@ -80,17 +80,46 @@ def test_every_training_config_in_the_repository_reads():
     assert len(configs) >= 15 and kinds == {"TrainConfig", "SurrogateTrainConfig"}
 
 
-def test_flexible_water_forces_are_the_energy_gradient():
+def test_flexible_water_sums_every_image_within_its_cutoff_and_its_forces_are_the_energy_gradient():
+    """The sampler's q-SPC/Fw in a 4-water box (4.9-Angstrom edge, far below twice the 9-Angstrom cutoff): the
+    box and its 2x2x2 supercell have the same energy per cell and the same forces (a minimum-image force field
+    cut at half the edge gives neither), and the forces are minus the energy's finite-difference gradient."""
     positions, length = random_water_box(4, np.random.default_rng(0))
-    box = np.full(3, length)
-    energy, forces = FlexibleSPC.energy_forces(positions, box, length / 2 - 0.01)
+    cell = np.eye(3) * length
+    energy, forces = FlexibleSPC.energy_forces(positions, cell, 9.0)
+    tiles = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * length
+    big_energy, big_forces = FlexibleSPC.energy_forces(np.concatenate([positions + t for t in tiles]), 2 * cell, 9.0)
+    assert big_energy / 8 == pytest.approx(energy, abs=1e-9)
+    np.testing.assert_allclose(big_forces.reshape(8, -1, 3), np.broadcast_to(forces, (8, *forces.shape)), atol=1e-9)
     for atom, axis in ((0, 0), (4, 2), (11, 1)):
         shifted = [positions.copy(), positions.copy()]
         shifted[0][atom, axis] += 1e-5
         shifted[1][atom, axis] -= 1e-5
-        fd = -(FlexibleSPC.energy_forces(shifted[0], box, length / 2 - 0.01)[0]
-               - FlexibleSPC.energy_forces(shifted[1], box, length / 2 - 0.01)[0]) / 2e-5
+        fd = -(FlexibleSPC.energy_forces(shifted[0], cell, 9.0)[0]
+               - FlexibleSPC.energy_forces(shifted[1], cell, 9.0)[0]) / 2e-5
         assert forces[atom, axis] == pytest.approx(fd, rel=1e-5, abs=1e-7)
+
+
+def test_first_shell_counts_every_periodic_image(tmp_path):
+    """examples/first_shell.py: one water in a 3.0-Angstrom cube has its O's six images at 3.0 Angstrom (a
+    minimum-image count finds none), and so has every O of the 2x2x2 supercell; non-water frames are refused."""
+    from deepks_es.constants import ANGSTROM_BOHR
+    from deepks_es.structure import Structure, write_structures
+
+    water = np.array([[0.0, 0.0, 0.0], [0.76, 0.59, 0.0], [-0.76, 0.59, 0.0]]) * ANGSTROM_BOHR
+    edge = 3.0 * ANGSTROM_BOHR
+    tiles = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * edge
+    write_structures(tmp_path / "cubic.xyz", [
+        Structure(("O", "H", "H"), water, np.eye(3) * edge),
+        Structure(("O", "H", "H") * 8, np.concatenate([water + t for t in tiles]), np.eye(3) * 2 * edge)])
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "first_shell.py"), "cubic.xyz"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "O within 3.3 Å 6.00 ± 0.00, mean distance to the 4 nearest O 3.000 ± 0.000 Å" in run.stdout
+    write_structures(tmp_path / "flipped.xyz", [Structure(("H", "O", "H"), water, np.eye(3) * edge)])
+    run = subprocess.run([sys.executable, str(REPO / "examples" / "first_shell.py"), "flipped.xyz"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "consecutive O, H, H" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_sample_is_seeded_and_whole():
@@ -390,6 +419,46 @@ def test_train_on_several_datasets(pipeline, tmp_path):
     (tmp_path / "list.toml").write_text('train = []\nworkdir = "w"\n')
     with pytest.raises(SettingsError, match="train must be a file or a list"):
         TrainConfig.from_toml(tmp_path / "list.toml")
+
+
+def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
+    """``train = [..., {path, weights}]``: the factors reach that file's frames only; frames at factor 0 leave the
+    network as it was, the same frames at factor 1 move it; malformed entries are one-line errors."""
+    import shutil
+
+    import torch
+
+    from deepks_es.training.frames import LOSS_TERMS
+    from deepks_es.training.train import Trainer
+
+    for name in ("clusters.h5", "ignored.h5"):
+        shutil.copy(pipeline / "data.h5", tmp_path / name)
+    zeros = ", ".join(f"{term} = 0" for term in LOSS_TERMS)
+    (tmp_path / "train.toml").write_text(
+        f'train = ["clusters.h5", {{path = "ignored.h5", weights = {{{zeros}}}}}]\nworkdir = "w"\nhidden = [8]\n'
+        'iterations = 1\nepochs = 1\nbatch_frames = 1\nvalidation_fraction = 0.0\n')
+    config = TrainConfig.from_toml(tmp_path / "train.toml")
+    assert config.train == (tmp_path / "clusters.h5", tmp_path / "ignored.h5")
+    assert config.train_weights == {str(tmp_path / "ignored.h5"): dict.fromkeys(LOSS_TERMS, 0.0)}
+    trainer = Trainer(config, log=lambda message: None)
+    frames, _ = trainer._prepare(trainer._phase_records(0))
+    ignored = [f for f in frames if f.name.startswith("ignored/")]
+    kept = [f for f in frames if f.name.startswith("clusters/")]
+    assert len(ignored) == len(kept) == 3 and all(not f.factors for f in kept)
+    trainer._initialise(frames)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer._train(0, 0, 1, ignored, [], None)
+    assert all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
+    trainer._train(0, 0, 1, kept, [], None)
+    assert not all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
+    assert trainer.model.provenance["train_weights"] == config.train_weights
+    for entry, message in (('{file = "a.h5"}', "a data entry is"), ('{path = "a.h5", weights = {spin = 1}}',
+                                                                     "unknown loss term"),
+                           ('{path = "a.h5", weights = {energy = -1}}', "data weights >= 0"),
+                           ('{path = "a.h5", weights = {energy = "x"}}', "must be numbers")):
+        (tmp_path / "bad.toml").write_text(f'train = [{entry}]\nworkdir = "w"\n')
+        with pytest.raises(SettingsError, match=message):
+            TrainConfig.from_toml(tmp_path / "bad.toml")
 
 
 def test_bad_training_inputs(tmp_path):

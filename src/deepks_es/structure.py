@@ -95,12 +95,16 @@ class Structure:
         fractional = vectors @ np.linalg.inv(self.cell)
         return (fractional - np.round(fractional)) @ self.cell
 
+    def water_count(self) -> int:
+        """The number of waters; the atoms must be waters as consecutive O, H, H (StructureError otherwise)."""
+        if self.symbols != ("O", "H", "H") * (self.natoms // 3) or self.natoms % 3:
+            raise StructureError("the atoms must be consecutive O, H, H waters")
+        return self.natoms // 3
+
     def whole_waters(self) -> np.ndarray:
         """(nmol, 3, 3) positions, Bohr, of the waters with each H at the minimum image of its own O; the atoms must
         be waters as consecutive O, H, H."""
-        if self.symbols != ("O", "H", "H") * (self.natoms // 3) or self.natoms % 3:
-            raise StructureError("the atoms must be consecutive O, H, H waters")
-        water = self.positions.reshape(-1, 3, 3)
+        water = self.positions.reshape(self.water_count(), 3, 3)
         return water[:, :1] + self.minimum_image(water - water[:, :1])
 
     def water_cluster(self, centre: int, molecules: int) -> Structure:

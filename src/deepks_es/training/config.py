@@ -23,13 +23,45 @@ def read_toml(path: str | os.PathLike) -> dict:
         raise SettingsError(f"{path}: not valid TOML: {exc}") from None
 
 
+def check_terms(table: dict, known: tuple[str, ...], where: str) -> None:
+    """A SettingsError naming the keys of ``table`` that are not loss terms in ``known``."""
+    bad = sorted(set(table) - set(known))
+    if bad:
+        raise SettingsError(f"{where}: unknown loss term(s) {', '.join(bad)}; known: {', '.join(known)}")
+
+
+def data_sources(entries: list, root: Path, where: str, terms: tuple[str, ...]) -> tuple[tuple[Path, ...], dict]:
+    """Training-data entries, each a path or a table ``{path = "FILE.h5", weights = {TERM = FACTOR}}``, as paths
+    resolved against ``root`` and the factors per resolved path (``str``): on that file's frames they multiply the
+    loss weights of the terms named (as MACE's ``config_type_weights``)."""
+    paths, factors = [], {}
+    for entry in entries:
+        if isinstance(entry, str):
+            paths.append((root / entry).resolve())
+            continue
+        if (not isinstance(entry, dict) or set(entry) - {"path", "weights"} or not isinstance(entry.get("path"), str)
+                or not isinstance(entry.get("weights", {}), dict)):
+            raise SettingsError(f"{where}: a data entry is a file or a table {{path = 'FILE.h5', weights = "
+                                f"{{TERM = FACTOR}}}}, not {entry!r}")
+        check_terms(entry.get("weights", {}), terms, where)
+        paths.append((root / entry["path"]).resolve())
+        try:
+            factors[str(paths[-1])] = {term: float(value) for term, value in entry.get("weights", {}).items()}
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
+    return tuple(paths), factors
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What to train on, the network, the loss weights and the schedule.
 
     Attributes:
         train: labelled HDF5 files (``deepks-es label``), one or more labelled alike: e.g. clusters and periodic
-            boxes (``train = "a.h5"`` or ``train = ["clusters.h5", "boxes.h5"]`` in the TOML).
+            boxes (``train = "a.h5"`` or ``train = ["clusters.h5", "boxes.h5"]`` in the TOML). An entry may be a
+            table ``{path = "boxes.h5", weights = {eigenvalues = 4.0}}`` whose factors multiply the loss weights
+            on that file's frames (e.g. a few large boxes among many small ones).
+        train_weights: those factors, per resolved path (a term not named: 1).
         workdir: checkpoints, loss curves, per-iteration SCF results and the final ``model.pt``.
         validation_fraction: frames of ``train`` held out to monitor the loss (seeded split).
         hidden: hidden-layer widths of the per-element network.
@@ -51,6 +83,7 @@ class TrainConfig:
 
     train: tuple[Path, ...]
     workdir: Path
+    train_weights: dict = field(default_factory=dict)
     validation_fraction: float = 0.15
     hidden: tuple[int, ...] = (64, 64, 64)
     weights: dict = field(default_factory=lambda: {"energy": 10.0, "forces": 4.0, "hamiltonian": 0.2,
@@ -80,10 +113,13 @@ class TrainConfig:
         for key in ("train", "workdir"):
             if key not in raw:
                 raise SettingsError(f"{path}: '{key}' is required")
-        train = [raw["train"]] if isinstance(raw["train"], str) else raw["train"]
-        if not (isinstance(train, list) and train and all(isinstance(t, str) for t in train)):
+        if "train_weights" in raw:
+            raise SettingsError(f"{path}: give a file's loss factors in its train entry, "
+                                "{path = 'FILE.h5', weights = {TERM = FACTOR}}")
+        train = raw["train"] if isinstance(raw["train"], list) else [raw["train"]]
+        if not train or not all(isinstance(t, (str, dict)) for t in train):
             raise SettingsError(f"{path}: train must be a file or a list of files, e.g. train = [\"a.h5\", \"b.h5\"]")
-        raw["train"] = tuple((path.parent / t).resolve() for t in train)
+        raw["train"], raw["train_weights"] = data_sources(train, path.parent, str(path), LOSS_TERMS)
         raw["workdir"] = (path.parent / raw["workdir"]).resolve()
         if "hidden" in raw:
             if not isinstance(raw["hidden"], list):
@@ -92,9 +128,7 @@ class TrainConfig:
         if "weights" in raw:
             if not isinstance(raw["weights"], dict):
                 raise SettingsError(f"{path}: weights must be a table, e.g. [weights] energy = 10.0")
-            bad = sorted(set(raw["weights"]) - set(LOSS_TERMS))
-            if bad:
-                raise SettingsError(f"{path}: unknown loss term(s) {', '.join(bad)}; known: {', '.join(LOSS_TERMS)}")
+            check_terms(raw["weights"], LOSS_TERMS, str(path))
             raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in LOSS_TERMS}
         try:
             config = cls(**raw)
@@ -107,7 +141,8 @@ class TrainConfig:
                       "periodic_ke_cutoff > 0": config.periodic_ke_cutoff is None or config.periodic_ke_cutoff > 0,
                       "learning rates > 0": config.learning_rate > 0 and config.final_learning_rate > 0,
                       "hidden widths >= 1": all(h >= 1 for h in config.hidden),
-                      "weights >= 0": all(w >= 0 for w in config.weights.values())}
+                      "weights >= 0": all(w >= 0 for w in config.weights.values()),
+                      "data weights >= 0": all(w >= 0 for f in config.train_weights.values() for w in f.values())}
         except (TypeError, ValueError, AttributeError) as exc:
             raise SettingsError(f"{path}: a setting has the wrong type ({exc})") from None
         failed = [name for name, ok in checks.items() if not ok]

@@ -31,12 +31,13 @@ VERSION = 1
 @dataclass
 class Frame:
     """One labelled configuration: the structure and its target/base records (see :mod:`.records`); a
-    distillation frame (``deepks-es label --distill``) has no base."""
+    distillation frame (``deepks-es label --distill``) has no base. ``source``: the file it was read from."""
 
     name: str
     structure: Structure
     target: dict
     base: dict | None
+    source: Path | None = None
 
 
 def frame_arrays(structure: Structure, target: dict, base: dict | None = None) -> dict[str, np.ndarray]:
@@ -79,7 +80,7 @@ def read_dataset(path: str | os.PathLike) -> tuple[list[Frame], dict]:
             if h5.attrs.get("format") != FILE_TAG:
                 raise DeePKSError(f"{path} is not a deepks-es dataset (made by deepks-es label)")
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-            frames = [_read_frame(name, group) for name, group in h5["frames"].items()]
+            frames = [_read_frame(name, group, path) for name, group in h5["frames"].items()]
     except DeePKSError:
         raise
     except (OSError, KeyError) as exc:
@@ -116,9 +117,9 @@ def qualified_name(path: str | os.PathLike, name: str, several: bool) -> str:
     return f"{Path(path).stem}/{name}" if several else name
 
 
-def _read_frame(name: str, group) -> Frame:
+def _read_frame(name: str, group, source: Path) -> Frame:
     cell = group["cell"][()] if "cell" in group else None
     structure = Structure(tuple(group.attrs["symbols"].split()), group["positions"][()], cell)
     records = {part: {k: v[()] for k, v in group[part].items()} if part in group else None
                for part in ("target", "base")}
-    return Frame(name, structure, records["target"], records["base"])
+    return Frame(name, structure, records["target"], records["base"], source)

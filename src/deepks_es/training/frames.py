@@ -55,11 +55,13 @@ class TrainingFrame:
     target_fock: torch.Tensor
     target_eigenvalues: torch.Tensor
     target_projector: torch.Tensor
+    factors: dict  # loss-weight factor per term for this frame (TrainConfig.train_weights; a term not named: 1)
 
 
 def prepare_frame(name: str, structure: Structure, base: dict, target: dict, model: CorrectionModel,
-                  settings: SCFSettings) -> TrainingFrame:
-    """Tensors of one frame at the density of ``base`` (a base-functional record, see :func:`.records.base_part`)."""
+                  settings: SCFSettings, factors: dict | None = None) -> TrainingFrame:
+    """Tensors of one frame at the density of ``base`` (a base-functional record, see :func:`.records.base_part`);
+    ``factors`` multiply its loss weights per term."""
     correction = Correction(model, build_system(structure, settings))
     with_forces = "forces" in base and "forces" in target
     descriptors, u, jac = correction.descriptor_jacobians(base["dm"], with_forces)
@@ -75,7 +77,8 @@ def prepare_frame(name: str, structure: Structure, base: dict, target: dict, mod
         target_energy=(torch.tensor(float(target["energy"]), dtype=torch.float64)
                        if energies_comparable(structure) else None),
         target_forces=t(target["forces"]) if with_forces else None, target_fock=t(x @ target["fock"] @ x),
-        target_eigenvalues=t(target["mo_energy"][:nocc + 1]), target_projector=t(0.5 * x_inv @ target["dm"] @ x_inv))
+        target_eigenvalues=t(target["mo_energy"][:nocc + 1]), target_projector=t(0.5 * x_inv @ target["dm"] @ x_inv),
+        factors=dict(factors or {}))
 
 
 def predict(model: CorrectionModel, frame: TrainingFrame) -> dict[str, torch.Tensor]:

@@ -1,7 +1,9 @@
 """Training configurations of water: clusters cut from liquid-water MD, and small periodic boxes.
 
 The MD is a documented cheap model, not DFT: flexible q-SPC/Fw water
-(:class:`FlexibleSPC`) in a cubic box at 0.997 g/cm^3, Langevin thermostat at
+(:class:`FlexibleSPC`, intermolecular terms over every periodic image within 9
+Angstrom: boxes of 8 or 16 waters get a first shell within 0.04 Angstrom of a
+64-water box's) in a cubic box at 0.997 g/cm^3, Langevin thermostat at
 ``temperature``, 0.5 fs steps. Snapshots are taken every
 ``stride`` steps after ``equilibration`` steps; each cluster is the ``n`` molecules
 nearest (minimum image, O-O) to a random molecule of a snapshot, made whole around
@@ -120,53 +122,46 @@ def random_water_box(nmol: int, rng: np.random.Generator, min_oo: float = 2.5,
 
 
 class FlexibleSPC(Calculator):
-    """q-SPC/Fw flexible water (Paesani et al., J. Chem. Phys. 125, 184507, 2006) as an ASE calculator.
-
-    Harmonic O-H bonds and H-O-H angle; intermolecular O-O Lennard-Jones and
-    point charges, both cut at ``cutoff`` (Angstrom): LJ energy shifted to zero,
-    Coulomb damped-shifted-force (the terms of :mod:`deepks_es.surrogate.baseline`).
-    Atoms must come as O, H, H per molecule in an orthorhombic periodic box.
-    Energies and forces by torch autograd, in eV and eV/Angstrom.
+    """q-SPC/Fw flexible water (Paesani et al., J. Chem. Phys. 125, 184507, 2006) as an ASE calculator: the terms
+    of :func:`deepks_es.surrogate.baseline.qspcfw_energy` (harmonic O-H bonds and H-O-H angle; intermolecular
+    damped-shifted-force Coulomb and O-O Lennard-Jones, both shifted to zero energy and force at ``cutoff``,
+    Angstrom) over every periodic image within the cutoff, so a box smaller than twice the cutoff has the
+    liquid's interactions, not only those of its nearest images. Energies and forces by torch autograd, in eV
+    and eV/Angstrom.
     """
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, cutoff: float):
+    def __init__(self, cutoff: float = 9.0):
         super().__init__()
         self.cutoff = cutoff
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        energy, forces = self.energy_forces(self.atoms.positions, np.diag(self.atoms.cell.array), self.cutoff)
+        cell = np.asarray(self.atoms.cell.array) if self.atoms.pbc.all() else None
+        energy, forces = self.energy_forces(self.atoms.positions, cell, self.cutoff)
         self.results = {"energy": energy, "forces": forces}
 
     @staticmethod
-    def energy_forces(positions: np.ndarray, box: np.ndarray, cutoff: float) -> tuple[float, np.ndarray]:
+    def energy_forces(positions: np.ndarray, cell: np.ndarray | None, cutoff: float) -> tuple[float, np.ndarray]:
+        """Energy (eV) and forces (eV/Angstrom) of O, H, H, ... ``positions`` (Angstrom) in ``cell`` (rows,
+        Angstrom; None: a cluster)."""
         import torch
 
-        from ..surrogate.baseline import (CHARGE_H, CHARGE_O, COULOMB, angle_energy, bond_energy, dsf_coulomb,
-                                          lennard_jones)
+        from ..constants import ANGSTROM_BOHR, HARTREE_EV
+        from ..surrogate.baseline import qspcfw_energy
+        from ..surrogate.graph import build_graph
 
-        x = torch.tensor(positions, dtype=torch.float64, requires_grad=True)
-        mol = x.reshape(-1, 3, 3)
-        oh = mol[:, 1:] - mol[:, :1]
-        energy = bond_energy(oh.norm(dim=-1)).sum() + angle_energy(oh[:, 0], oh[:, 1]).sum()
-        nmol = mol.shape[0]
-        box_t = torch.tensor(box, dtype=torch.float64)
-        delta = x[:, None, :] - x[None, :, :]
-        delta = delta - box_t * torch.round(delta / box_t)
-        molecule = torch.arange(3 * nmol) // 3
-        pair = (molecule[:, None] < molecule[None, :])
-        r = torch.where(pair, delta.norm(dim=-1), torch.full_like(delta[..., 0], 2 * cutoff))
-        inside = r < cutoff
-        charges = torch.tensor((CHARGE_O, CHARGE_H, CHARGE_H) * nmol, dtype=torch.float64)
-        qq = charges[:, None] * charges[None, :]
-        energy = energy + COULOMB * (qq * dsf_coulomb(r, cutoff))[inside].sum()
-        oxygen = (torch.arange(3 * nmol) % 3 == 0)
-        oo = inside & oxygen[:, None] & oxygen[None, :]
-        energy = energy + (lennard_jones(r[oo]) - lennard_jones(torch.tensor(cutoff))).sum()
+        symbols = ("O", "H", "H") * (len(positions) // 3)
+        structure = Structure(symbols, np.asarray(positions) * ANGSTROM_BOHR,
+                              None if cell is None else np.asarray(cell) * ANGSTROM_BOHR)
+        graph = build_graph(structure, cutoff * ANGSTROM_BOHR)
+        x = torch.tensor(structure.positions, dtype=torch.float64, requires_grad=True)
+        vectors = graph.vectors(x, None if cell is None else torch.tensor(structure.cell, dtype=torch.float64))
+        oxygen = torch.tensor([s == "O" for s in symbols])
+        energy = qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, graph.cutoff) * HARTREE_EV
         (grad,) = torch.autograd.grad(energy, x)
-        return float(energy.detach()), -grad.numpy()
+        return float(energy.detach()), -grad.numpy() * ANGSTROM_BOHR
 
 
 def run_snapshots(plan: SamplingPlan, count: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -198,7 +193,7 @@ def md_snapshots(plan: SamplingPlan, count: int, rng: np.random.Generator) -> tu
     nmol = plan.md_molecules
     positions, length = random_water_box(nmol, rng, min_oo=2.6)
     atoms = Atoms("OH2" * nmol, positions=positions, cell=[length] * 3, pbc=True)
-    atoms.calc = FlexibleSPC(cutoff=min(9.0, length / 2 - 0.01))
+    atoms.calc = FlexibleSPC()
     thermalize_momenta(atoms, plan.temperature, rng=rng)
     md = Langevin(atoms, 0.5 * units.fs, temperature_K=plan.temperature, friction=0.01 / units.fs, fixcm=False,
                   rng=rng)  # 100 fs thermostat time

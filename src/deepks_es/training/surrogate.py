@@ -30,6 +30,7 @@ from ..surrogate.graph import Graph, build_graph
 from ..surrogate.network import HAMILTONIAN_PARTS, SurrogateModel, SurrogateSettings
 from .averaging import WeightAverage
 from .checkpoint import load_checkpoint
+from .config import check_terms, data_sources
 from .dataset import read_dataset
 
 FORCE_FIELD_TERMS = ("energy", "forces")
@@ -142,12 +143,12 @@ class SurrogateTrainConfig:
             if key not in raw:
                 raise SettingsError(f"{where}: surrogate '{key}' is required")
         entries = raw["data"] if isinstance(raw["data"], list) else [raw["data"]]
-        raw["data"], raw["data_weights"] = _data_sources(entries, root, where)
+        raw["data"], raw["data_weights"] = data_sources(entries, root, where, SURROGATE_TERMS)
         raw["workdir"] = (root / raw["workdir"]).resolve()
         if raw.get("init_model") is not None and str(raw["init_model"]).lower() not in SHIPPED_FILES:
             raw["init_model"] = str((root / raw["init_model"]).resolve())
         if "weights" in raw:
-            _check_terms(raw["weights"], where)
+            check_terms(raw["weights"], SURROGATE_TERMS, where)
             raw["weights"] = {term: float(raw["weights"].get(term, 0.0)) for term in SURROGATE_TERMS}
         try:
             network = dict(raw.pop("network", {}))
@@ -175,32 +176,6 @@ class SurrogateTrainConfig:
         if failed:
             raise SettingsError(f"{where}: need {', '.join(failed)}")
         return config
-
-
-def _check_terms(table: dict, where: str) -> None:
-    bad = sorted(set(table) - set(SURROGATE_TERMS))
-    if bad:
-        raise SettingsError(f"{where}: unknown surrogate loss term(s) {', '.join(bad)}; known: "
-                            f"{', '.join(SURROGATE_TERMS)}")
-
-
-def _data_sources(entries: list, root: Path, where: str) -> tuple[tuple[Path, ...], dict]:
-    """The ``data`` entries (paths, or ``{path, weights}`` tables) as resolved paths and their loss factors."""
-    paths, factors = [], {}
-    for entry in entries:
-        if not isinstance(entry, dict):
-            paths.append((root / entry).resolve())
-            continue
-        if set(entry) - {"path", "weights"} or "path" not in entry or not isinstance(entry.get("weights", {}), dict):
-            raise SettingsError(f"{where}: a data table is {{path = 'FILE.h5', weights = {{TERM = FACTOR}}}}, "
-                                f"not {entry}")
-        _check_terms(entry.get("weights", {}), where)
-        paths.append((root / entry["path"]).resolve())
-        try:
-            factors[str(paths[-1])] = {term: float(value) for term, value in entry.get("weights", {}).items()}
-        except (TypeError, ValueError):
-            raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
-    return tuple(paths), factors
 
 
 @dataclass

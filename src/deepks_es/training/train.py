@@ -97,6 +97,8 @@ class Trainer:
                             "validation_fraction": config.validation_fraction}
         if config.periodic_ke_cutoff is not None:  # the SCF phases' cutoff (absent: the labels', as before)
             self.fingerprint["periodic_ke_cutoff"] = self.settings.periodic_ke_cutoff
+        if config.train_weights:  # absent without per-file factors, as before
+            self.fingerprint["train_weights"] = config.train_weights
 
     # -- the scheme -------------------------------------------------------------------------------
     def run(self) -> Path:
@@ -172,7 +174,8 @@ class Trainer:
                 skipped.append(frame.name)
                 continue
             _, settings = self.settings.for_structure(frame.structure)
-            prepared = prepare_frame(frame.name, frame.structure, record, frame.target, self.model, settings)
+            prepared = prepare_frame(frame.name, frame.structure, record, frame.target, self.model, settings,
+                                     self.config.train_weights.get(str(frame.source)))
             (validation if frame.name in self.validation_names else train).append(prepared)
         if skipped:
             self.log(f"left out (SCF not converged): {', '.join(skipped)}")
@@ -200,7 +203,8 @@ class Trainer:
         self.model.provenance = {"kind": "deepks-es train", "baselines": baselines,
                                  "train_data": [str(p) for p in self.config.train],
                                  "validation_frames": sorted(self.validation_names),
-                                 "weights": self.config.weights, "iterations": self.config.iterations,
+                                 "weights": self.config.weights, "train_weights": self.config.train_weights,
+                                 "iterations": self.config.iterations,
                                  "periodic_ke_cutoff": self.settings.periodic_ke_cutoff, "seed": self.config.seed}
 
     def _train(self, phase, first_epoch, epochs, train, validation, optimizer_state) -> None:
@@ -220,7 +224,8 @@ class Trainer:
                 optimizer.zero_grad()
                 for frame in batch:
                     losses = frame_losses(self.model, frame)
-                    total = sum(config.weights[k] * v for k, v in losses.items()) / len(batch)
+                    total = sum(config.weights[k] * frame.factors.get(k, 1.0) * v
+                                for k, v in losses.items()) / len(batch)
                     total.backward()
                     totals.add(losses)
                 optimizer.step()
