@@ -28,6 +28,8 @@ def first_shell(structure: Structure) -> tuple[float, float]:
     vectors = graph.vectors(torch.tensor(oxygens.positions), torch.tensor(oxygens.cell))
     lengths = vectors.norm(dim=1).numpy() * BOHR_ANGSTROM
     per_oxygen = [np.sort(lengths[graph.src.numpy() == i]) for i in range(oxygens.natoms)]
+    if min(len(d) for d in per_oxygen) < NEAREST:
+        raise SystemExit(f"an O has fewer than {NEAREST} O within 6 Å: not liquid water")
     return (float(np.mean([np.sum(d < SHELL) for d in per_oxygen])),
             float(np.mean([d[:NEAREST].mean() for d in per_oxygen])))
 

@@ -301,16 +301,32 @@ def test_refit_baseline_is_fitted_back_from_its_own_forces(tetramer, dimer, box)
 
 
 def test_qspcfw_baseline_finds_the_molecules_of_shuffled_and_wrapped_atoms():
-    """The baseline finds the molecules from the geometry: shuffled atoms, each wrapped into the cell, give the
-    energy of the same box as ordered O, H, H molecules (the sampler's q-SPC/Fw)."""
+    """The baseline (and the sampler's q-SPC/Fw, which is it) finds the molecules from the geometry: ordered atoms,
+    and shuffled atoms each wrapped into the cell, give the energy of a dense minimum-image sum written here with
+    the molecules taken from the atom order (cutoff below half the edge: one image per pair)."""
     from deepks_es.constants import ANGSTROM_BOHR
+    from deepks_es.surrogate.baseline import (CHARGE_H, CHARGE_O, COULOMB, angle_energy, bond_energy, dsf_coulomb,
+                                              shifted_force_lennard_jones)
     from deepks_es.training.sample import FlexibleSPC, random_water_box
 
     rng = np.random.default_rng(0)
     xyz, length = random_water_box(32, rng)
     xyz = xyz + rng.normal(scale=0.04, size=xyz.shape)
     cutoff = 4.0  # Angstrom
+    x = torch.tensor(xyz)
+    oh = x.reshape(-1, 3, 3)[:, 1:] - x.reshape(-1, 3, 3)[:, :1]
+    dense = bond_energy(oh.norm(dim=-1)).sum() + angle_energy(oh[:, 0], oh[:, 1]).sum()
+    delta = x[:, None] - x[None]
+    r = (delta - length * torch.round(delta / length)).norm(dim=-1)
+    atom = torch.arange(96)
+    inside = (atom[:, None] // 3 < atom[None] // 3) & (r < cutoff)
+    charge = torch.tensor((CHARGE_O, CHARGE_H, CHARGE_H) * 32, dtype=torch.float64)
+    dense = dense + COULOMB * (charge[:, None] * charge[None] * dsf_coulomb(torch.where(inside, r, cutoff),
+                                                                               cutoff))[inside].sum()
+    dense = dense + shifted_force_lennard_jones(r[inside & (atom[:, None] % 3 == 0) & (atom[None] % 3 == 0)],
+                                                cutoff).sum()
     ordered, _ = FlexibleSPC.energy_forces(xyz, np.eye(3) * length, cutoff)
+    assert ordered == pytest.approx(float(dense), abs=1e-6)
     order = rng.permutation(96)
     cell = np.eye(3) * length * ANGSTROM_BOHR
     structure = Structure(tuple(np.array(("O", "H", "H") * 32)[order]), (xyz[order] * ANGSTROM_BOHR) % cell[0, 0],
@@ -319,7 +335,7 @@ def test_qspcfw_baseline_finds_the_molecules_of_shuffled_and_wrapped_atoms():
     vectors = graph.vectors(torch.tensor(structure.positions), torch.tensor(cell))
     oxygen = torch.tensor([s == "O" for s in structure.symbols])
     energy = float(qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, cutoff * ANGSTROM_BOHR))
-    assert energy * 27.211386245988 == pytest.approx(ordered, abs=1e-6)
+    assert energy * 27.211386245988 == pytest.approx(float(dense), abs=1e-6)
 
 
 # -- distillation end to end: label --distill, train a 2-member committee, evaluate, the engine ----------------

@@ -428,7 +428,7 @@ def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
 
     import torch
 
-    from deepks_es.training.frames import LOSS_TERMS
+    from deepks_es.training.frames import LOSS_TERMS, weighted_loss
     from deepks_es.training.train import Trainer
 
     for name in ("clusters.h5", "ignored.h5"):
@@ -451,7 +451,16 @@ def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
     assert all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
     trainer._train(0, 0, 1, kept, [], None)
     assert not all(torch.equal(v, start[k]) for k, v in trainer.model.state_dict().items())
-    assert trainer.model.provenance["train_weights"] == config.train_weights
+    frame = kept[0]  # one term at factor 2 adds that term once more, weighted: no other term moves
+    plain, losses = weighted_loss(trainer.model, frame, config.weights)
+    frame.factors = {"eigenvalues": 2.0}
+    doubled, _ = weighted_loss(trainer.model, frame, config.weights)
+    assert float(doubled - plain) == pytest.approx(config.weights["eigenvalues"] * float(losses["eigenvalues"]),
+                                                   rel=1e-12)
+    assert float(losses["eigenvalues"]) > 0
+    (tmp_path / "ones.toml").write_text('train = ["a.h5", {path = "b.h5", weights = {energy = 1.0}}]\n'
+                                        'workdir = "w"\n')
+    assert TrainConfig.from_toml(tmp_path / "ones.toml").train_weights == {}  # a factor of 1 is the default
     for entry, message in (('{file = "a.h5"}', "a data entry is"), ('{path = "a.h5", weights = {spin = 1}}',
                                                                      "unknown loss term"),
                            ('{path = "a.h5", weights = {energy = -1}}', "data weights >= 0"),

@@ -33,7 +33,8 @@ def check_terms(table: dict, known: tuple[str, ...], where: str) -> None:
 def data_sources(entries: list, root: Path, where: str, terms: tuple[str, ...]) -> tuple[tuple[Path, ...], dict]:
     """Training-data entries, each a path or a table ``{path = "FILE.h5", weights = {TERM = FACTOR}}``, as paths
     resolved against ``root`` and the factors per resolved path (``str``): on that file's frames they multiply the
-    loss weights of the terms named (as MACE's ``config_type_weights``)."""
+    loss weights of the terms named (as MACE's ``config_type_weights``). Factors of 1 are left out, so a file
+    without others has no entry and a training's fingerprint does not depend on how its defaults are written."""
     paths, factors = [], {}
     for entry in entries:
         if isinstance(entry, str):
@@ -46,9 +47,11 @@ def data_sources(entries: list, root: Path, where: str, terms: tuple[str, ...]) 
         check_terms(entry.get("weights", {}), terms, where)
         paths.append((root / entry["path"]).resolve())
         try:
-            factors[str(paths[-1])] = {term: float(value) for term, value in entry.get("weights", {}).items()}
+            given = {term: float(value) for term, value in entry.get("weights", {}).items()}
         except (TypeError, ValueError):
             raise SettingsError(f"{where}: data weights of {entry['path']} must be numbers") from None
+        if any(value != 1.0 for value in given.values()):
+            factors[str(paths[-1])] = {term: value for term, value in given.items() if value != 1.0}
     return tuple(paths), factors
 
 
@@ -61,7 +64,8 @@ class TrainConfig:
             boxes (``train = "a.h5"`` or ``train = ["clusters.h5", "boxes.h5"]`` in the TOML). An entry may be a
             table ``{path = "boxes.h5", weights = {eigenvalues = 4.0}}`` whose factors multiply the loss weights
             on that file's frames (e.g. a few large boxes among many small ones).
-        train_weights: those factors, per resolved path (a term not named: 1).
+        train_weights: those factors, per resolved path (a term not named: 1). They scale the loss only: the
+            file's frames still enter the input normalisation, the baselines, each phase's SCF and the loss curves.
         workdir: checkpoints, loss curves, per-iteration SCF results and the final ``model.pt``.
         validation_fraction: frames of ``train`` held out to monitor the loss (seeded split).
         hidden: hidden-layer widths of the per-element network.
@@ -106,16 +110,13 @@ class TrainConfig:
     @classmethod
     def from_raw(cls, raw: dict, path: Path) -> TrainConfig:
         """The config of a parsed TOML file at ``path`` (relative paths are relative to it)."""
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"train_weights"}  # given in the train entries
         unknown = sorted(set(raw) - known)
         if unknown:
             raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         for key in ("train", "workdir"):
             if key not in raw:
                 raise SettingsError(f"{path}: '{key}' is required")
-        if "train_weights" in raw:
-            raise SettingsError(f"{path}: give a file's loss factors in its train entry, "
-                                "{path = 'FILE.h5', weights = {TERM = FACTOR}}")
         train = raw["train"] if isinstance(raw["train"], list) else [raw["train"]]
         if not train or not all(isinstance(t, (str, dict)) for t in train):
             raise SettingsError(f"{path}: train must be a file or a list of files, e.g. train = [\"a.h5\", \"b.h5\"]")

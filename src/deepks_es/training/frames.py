@@ -108,3 +108,10 @@ def frame_losses(model: CorrectionModel, frame: TrainingFrame) -> dict[str, torc
     if "forces" in out:
         losses["forces"] = force_loss(out["forces"], frame.target_forces)
     return losses
+
+
+def weighted_loss(model: CorrectionModel, frame: TrainingFrame, weights: dict) -> tuple[torch.Tensor, dict]:
+    """The objective of one frame, sum_k weights[k] * frame.factors[k] * loss_k, and its terms
+    (:func:`frame_losses`)."""
+    losses = frame_losses(model, frame)
+    return sum(weights[k] * frame.factors.get(k, 1.0) * v for k, v in losses.items()), losses

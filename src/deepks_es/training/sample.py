@@ -138,6 +138,8 @@ class FlexibleSPC(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any() and not self.atoms.pbc.all():
+            raise SettingsError("q-SPC/Fw sampling needs a box periodic in all three directions or in none")
         cell = np.asarray(self.atoms.cell.array) if self.atoms.pbc.all() else None
         energy, forces = self.energy_forces(self.atoms.positions, cell, self.cutoff)
         self.results = {"energy": energy, "forces": forces}

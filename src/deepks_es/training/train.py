@@ -27,7 +27,7 @@ from ..model.network import CorrectionModel
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, read_toml
 from .dataset import Frame, read_datasets
-from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame
+from .frames import LOSS_TERMS, TrainingFrame, frame_losses, prepare_frame, weighted_loss
 from .label import LabelSettings, energies_comparable
 from .records import base_part, record_levels_ev, scf_record
 
@@ -223,10 +223,8 @@ class Trainer:
                 batch = [train[i] for i in order[start:start + config.batch_frames]]
                 optimizer.zero_grad()
                 for frame in batch:
-                    losses = frame_losses(self.model, frame)
-                    total = sum(config.weights[k] * frame.factors.get(k, 1.0) * v
-                                for k, v in losses.items()) / len(batch)
-                    total.backward()
+                    total, losses = weighted_loss(self.model, frame, config.weights)
+                    (total / len(batch)).backward()
                     totals.add(losses)
                 optimizer.step()
             row = {"phase": phase, "epoch": epoch + 1, "step": len(self.history) + 1,
