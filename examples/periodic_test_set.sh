@@ -3,10 +3,14 @@
 # 1.0 g/cm3, seed 2399: no training frame comes from them; inputs/training/periodic/test_boxes{8,16}.xyz, made with
 #   deepks-es sample -o test_boxes8.xyz --clusters 0 --liquid-boxes 4 --md-molecules 8 --seed 2399
 #   deepks-es sample -o test_boxes16.xyz --clusters 0 --liquid-boxes 2 --md-molecules 16 --seed 2399),
+# and since stop 49 2 boxes of 16 waters from the sampler's corrected MD (every periodic image within 9 Å; the
+# earlier small boxes' force field was cut at half the edge, which distorted their first shell; README, "The
+# sampler's small boxes"): test_liquid16.xyz, made with
+#   deepks-es sample -o test_liquid16.xyz --clusters 0 --liquid-boxes 2 --md-molecules 16 --seed 2399,
 # labelled with periodic HSE06 (Gaussian density fitting, Γ point) and PBE (multigrid), then
 # `deepks-es evaluate MODEL` against HSE06.
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
-# All the labels are kept in the repository (inputs/training/periodic/test_boxes{8,16}.h5.parts/, 0.7 and 2.9 MB a
+# All the labels are kept in the repository (inputs/training/periodic/test_*.h5.parts/, 0.7 and 2.9 MB a
 # box in label's compact parts), so labelling costs nothing and only gathers them. Remade from scratch (remove a
 # parts folder) it is expensive: 32-37 min an 8-water box at 1 thread (stop 33); for the 16-water ones, most of it
 # PySCF's density-fitting build for HSE06, over 2 h a box at 1 thread with PySCF's default memory (stop 38), 1 h 9 min
@@ -19,7 +23,7 @@ model=${1:-default}
 cd "$(dirname "$0")/.."
 out=runs/periodic-test
 mkdir -p "$out"
-for store in inputs/training/periodic/test_boxes8 inputs/training/periodic/test_boxes16; do
+for store in inputs/training/periodic/test_{boxes8,boxes16,liquid16}; do
   # resumes from the stored parts (made at a 100-Ha multigrid cutoff for the PBE base); only gathers once all are done
   deepks-es label "$store.xyz" -o "$store.h5" --ke-cutoff 100
   deepks-es evaluate "$model" "$store.h5" --ke-cutoff 500 -o "$out/eval_$(basename "$model" .pt)_$(basename "$store")"
