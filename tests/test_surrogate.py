@@ -325,7 +325,8 @@ def test_qspcfw_baseline_finds_the_molecules_of_shuffled_and_wrapped_atoms():
                                                                                cutoff))[inside].sum()
     dense = dense + shifted_force_lennard_jones(r[inside & (atom[:, None] % 3 == 0) & (atom[None] % 3 == 0)],
                                                 cutoff).sum()
-    ordered, _ = FlexibleSPC.energy_forces(xyz, np.eye(3) * length, cutoff)
+    ordered, _ = FlexibleSPC.energy_forces(Structure(("O", "H", "H") * 32, xyz * ANGSTROM_BOHR,
+                                                     np.eye(3) * length * ANGSTROM_BOHR), cutoff)
     assert ordered == pytest.approx(float(dense), abs=1e-6)
     order = rng.permutation(96)
     cell = np.eye(3) * length * ANGSTROM_BOHR

@@ -84,19 +84,25 @@ def test_flexible_water_sums_every_image_within_its_cutoff_and_its_forces_are_th
     """The sampler's q-SPC/Fw in a 4-water box (4.9-Angstrom edge, far below twice the 9-Angstrom cutoff): the
     box and its 2x2x2 supercell have the same energy per cell and the same forces (a minimum-image force field
     cut at half the edge gives neither), and the forces are minus the energy's finite-difference gradient."""
+    from deepks_es.constants import ANGSTROM_BOHR
+    from deepks_es.structure import Structure
+
+    def spc(xyz, cell):  # Angstrom in, eV and eV/Angstrom out
+        return FlexibleSPC.energy_forces(Structure(("O", "H", "H") * (len(xyz) // 3), xyz * ANGSTROM_BOHR,
+                                                   cell * ANGSTROM_BOHR), 9.0)
+
     positions, length = random_water_box(4, np.random.default_rng(0))
     cell = np.eye(3) * length
-    energy, forces = FlexibleSPC.energy_forces(positions, cell, 9.0)
+    energy, forces = spc(positions, cell)
     tiles = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * length
-    big_energy, big_forces = FlexibleSPC.energy_forces(np.concatenate([positions + t for t in tiles]), 2 * cell, 9.0)
+    big_energy, big_forces = spc(np.concatenate([positions + t for t in tiles]), 2 * cell)
     assert big_energy / 8 == pytest.approx(energy, abs=1e-9)
     np.testing.assert_allclose(big_forces.reshape(8, -1, 3), np.broadcast_to(forces, (8, *forces.shape)), atol=1e-9)
     for atom, axis in ((0, 0), (4, 2), (11, 1)):
         shifted = [positions.copy(), positions.copy()]
         shifted[0][atom, axis] += 1e-5
         shifted[1][atom, axis] -= 1e-5
-        fd = -(FlexibleSPC.energy_forces(shifted[0], cell, 9.0)[0]
-               - FlexibleSPC.energy_forces(shifted[1], cell, 9.0)[0]) / 2e-5
+        fd = -(spc(shifted[0], cell)[0] - spc(shifted[1], cell)[0]) / 2e-5
         assert forces[atom, axis] == pytest.approx(fd, rel=1e-5, abs=1e-7)
 
 

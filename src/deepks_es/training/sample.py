@@ -138,29 +138,24 @@ class FlexibleSPC(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        if self.atoms.pbc.any() and not self.atoms.pbc.all():
-            raise SettingsError("q-SPC/Fw sampling needs a box periodic in all three directions or in none")
-        cell = np.asarray(self.atoms.cell.array) if self.atoms.pbc.all() else None
-        energy, forces = self.energy_forces(self.atoms.positions, cell, self.cutoff)
+        energy, forces = self.energy_forces(Structure.from_ase(self.atoms), self.cutoff)
         self.results = {"energy": energy, "forces": forces}
 
     @staticmethod
-    def energy_forces(positions: np.ndarray, cell: np.ndarray | None, cutoff: float) -> tuple[float, np.ndarray]:
-        """Energy (eV) and forces (eV/Angstrom) of O, H, H, ... ``positions`` (Angstrom) in ``cell`` (rows,
-        Angstrom; None: a cluster)."""
+    def energy_forces(structure: Structure, cutoff: float) -> tuple[float, np.ndarray]:
+        """Energy (eV) and forces (eV/Angstrom) of the waters of ``structure`` (Bohr), intermolecular terms within
+        ``cutoff`` Angstrom."""
         import torch
 
         from ..constants import ANGSTROM_BOHR, HARTREE_EV
         from ..surrogate.baseline import qspcfw_energy
         from ..surrogate.graph import build_graph
 
-        symbols = ("O", "H", "H") * (len(positions) // 3)
-        structure = Structure(symbols, np.asarray(positions) * ANGSTROM_BOHR,
-                              None if cell is None else np.asarray(cell) * ANGSTROM_BOHR)
         graph = build_graph(structure, cutoff * ANGSTROM_BOHR)
         x = torch.tensor(structure.positions, dtype=torch.float64, requires_grad=True)
-        vectors = graph.vectors(x, None if cell is None else torch.tensor(structure.cell, dtype=torch.float64))
-        oxygen = torch.tensor([s == "O" for s in symbols])
+        cell = None if structure.cell is None else torch.tensor(structure.cell, dtype=torch.float64)
+        vectors = graph.vectors(x, cell)
+        oxygen = torch.tensor([s == "O" for s in structure.symbols])
         energy = qspcfw_energy(oxygen, vectors, graph.src, graph.dst, graph.shifts, graph.cutoff) * HARTREE_EV
         (grad,) = torch.autograd.grad(energy, x)
         return float(energy.detach()), -grad.numpy() * ANGSTROM_BOHR
