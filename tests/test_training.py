@@ -87,15 +87,16 @@ def test_flexible_water_sums_every_image_within_its_cutoff_and_its_forces_are_th
     from deepks_es.constants import ANGSTROM_BOHR
     from deepks_es.structure import Structure
 
-    def spc(xyz, cell):  # Angstrom in, eV and eV/Angstrom out
-        return FlexibleSPC.energy_forces(Structure(("O", "H", "H") * (len(xyz) // 3), xyz * ANGSTROM_BOHR,
-                                                   cell * ANGSTROM_BOHR), 9.0)
+    def water(xyz, cell):  # Angstrom
+        return Structure(("O", "H", "H") * (len(xyz) // 3), xyz * ANGSTROM_BOHR, cell * ANGSTROM_BOHR)
+
+    def spc(xyz, cell):  # eV and eV/Angstrom
+        return FlexibleSPC.energy_forces(water(xyz, cell), 9.0)
 
     positions, length = random_water_box(4, np.random.default_rng(0))
     cell = np.eye(3) * length
     energy, forces = spc(positions, cell)
-    tiles = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * length
-    big_energy, big_forces = spc(np.concatenate([positions + t for t in tiles]), 2 * cell)
+    big_energy, big_forces = FlexibleSPC.energy_forces(water(positions, cell).repeated((2, 2, 2)), 9.0)
     assert big_energy / 8 == pytest.approx(energy, abs=1e-9)
     np.testing.assert_allclose(big_forces.reshape(8, -1, 3), np.broadcast_to(forces, (8, *forces.shape)), atol=1e-9)
     for atom, axis in ((0, 0), (4, 2), (11, 1)):
@@ -114,10 +115,8 @@ def test_first_shell_counts_every_periodic_image(tmp_path):
 
     water = np.array([[0.0, 0.0, 0.0], [0.76, 0.59, 0.0], [-0.76, 0.59, 0.0]]) * ANGSTROM_BOHR
     edge = 3.0 * ANGSTROM_BOHR
-    tiles = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * edge
-    write_structures(tmp_path / "cubic.xyz", [
-        Structure(("O", "H", "H"), water, np.eye(3) * edge),
-        Structure(("O", "H", "H") * 8, np.concatenate([water + t for t in tiles]), np.eye(3) * 2 * edge)])
+    cube = Structure(("O", "H", "H"), water, np.eye(3) * edge)
+    write_structures(tmp_path / "cubic.xyz", [cube, cube.repeated((2, 2, 2))])
     run = subprocess.run([sys.executable, str(REPO / "examples" / "first_shell.py"), "cubic.xyz"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
