@@ -1,15 +1,20 @@
 """The first O-O shell of periodic water frames, per file: how many O lie within 3.3 Angstrom of an O and the
 mean distance to its 4 nearest O, over every periodic image (a small box's neighbours include several images of
 one molecule, which a minimum-image count misses), as mean ± standard error over the frames (README, "The
-sampler's small boxes").
+sampler's small boxes"). With ``--evaluations`` (``deepks-es evaluate``'s JSON of a DeePKS-ES model, one per
+file, its frames in the file's order), each frame's distance beside the model's gap error there, and over all the
+frames their rank correlation and a least-squares line (README, "Two more corrected 16-water boxes").
 
-    python examples/first_shell.py FRAMES.xyz [FRAMES.xyz ...]
+    python examples/first_shell.py FRAMES.xyz [FRAMES.xyz ...] [--evaluations EVAL.json [EVAL.json ...]]
 """
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from deepks_es.constants import ANGSTROM_BOHR, BOHR_ANGSTROM
 from deepks_es.errors import StructureError
@@ -37,8 +42,12 @@ def first_shell(structure: Structure) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("frames", nargs="+", help="extended XYZ files of periodic O, H, H waters")
+    parser.add_argument("--evaluations", nargs="+", default=[], help="deepks-es evaluate JSON files, one per FRAMES")
     args = parser.parse_args()
-    for path in args.frames:
+    if args.evaluations and len(args.evaluations) != len(args.frames):
+        parser.error("give one --evaluations file per frames file")
+    pairs = []
+    for k, path in enumerate(args.frames):
         frames = read_structures(path)
         if not all(f.is_periodic for f in frames):
             raise SystemExit(f"{path}: the frames must be periodic")
@@ -53,6 +62,20 @@ def main() -> None:
         print(f"{path}: {len(frames)} frames of {frames[0].natoms // 3} waters, O within {SHELL} Å "
               f"{mean[0]:.2f} ± {error[0]:.2f}, mean distance to the {NEAREST} nearest O {mean[1]:.3f} ± "
               f"{error[1]:.3f} Å")
+        if args.evaluations:
+            rows = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
+            if len(rows) != len(frames):
+                raise SystemExit(f"{args.evaluations[k]}: {len(rows)} evaluated frames for the {len(frames)} of {path}")
+            for name, (_, distance) in zip(rows, values):
+                gap = rows[name]["errors"]["model"]["gap"]
+                pairs.append((distance, gap))
+                print(f"  {name}: {distance:.3f} Å, model gap error {gap:+.3f} eV")
+    if len(pairs) > 2:
+        distance, gap = np.array(pairs).T
+        slope, offset = np.polyfit(distance, gap, 1)
+        scatter = np.std(gap - (slope * distance + offset), ddof=2)
+        print(f"{len(pairs)} frames: Spearman(distance, gap error) {spearmanr(distance, gap).statistic:.2f}; "
+              f"gap error = {slope:.2f} eV/Å × (distance − {-offset / slope:.3f} Å), scatter {scatter:.3f} eV")
 
 
 if __name__ == "__main__":

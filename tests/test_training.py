@@ -127,6 +127,31 @@ def test_first_shell_counts_every_periodic_image(tmp_path):
     assert run.returncode != 0 and "consecutive O, H, H" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_first_shell_sets_each_frames_distance_beside_its_evaluated_gap_error(tmp_path):
+    """examples/first_shell.py --evaluations: one water in cubes of 3.0, 3.2 and 3.4 Angstrom (its O's nearest
+    images at the edge) with model gap errors 0.0, 0.1 and 0.2 eV lie on the line 0.5 eV/Angstrom x (d - 3.0);
+    an evaluation of another number of frames is refused."""
+    from deepks_es.constants import ANGSTROM_BOHR
+    from deepks_es.structure import Structure, write_structures
+
+    water = np.array([[0.0, 0.0, 0.0], [0.76, 0.59, 0.0], [-0.76, 0.59, 0.0]]) * ANGSTROM_BOHR
+    write_structures(tmp_path / "cubes.xyz", [Structure(("O", "H", "H"), water, np.eye(3) * edge * ANGSTROM_BOHR)
+                                              for edge in (3.0, 3.2, 3.4)])
+    rows = {f"{i:06d}": {"errors": {"model": {"gap": 0.1 * i}}} for i in range(3)}
+    (tmp_path / "eval.json").write_text(json.dumps({"per_frame": rows}))
+    command = [sys.executable, str(REPO / "examples" / "first_shell.py"), "cubes.xyz", "--evaluations", "eval.json"]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "000001: 3.200 Å, model gap error +0.100 eV" in run.stdout
+    assert ("3 frames: Spearman(distance, gap error) 1.00; gap error = 0.50 eV/Å × (distance − 3.000 Å), "
+            "scatter 0.000 eV") in run.stdout
+    del rows["000002"]
+    (tmp_path / "eval.json").write_text(json.dumps({"per_frame": rows}))
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "2 evaluated frames for the 3 of cubes.xyz" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
 def test_sample_is_seeded_and_whole():
     plan = SamplingPlan(cluster_sizes=(2, 4), clusters=6, boxes=1, md_molecules=16, equilibration=100, stride=20,
                         seed=3)
