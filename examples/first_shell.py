@@ -63,15 +63,19 @@ def main() -> None:
               f"{mean[0]:.2f} ± {error[0]:.2f}, mean distance to the {NEAREST} nearest O {mean[1]:.3f} ± "
               f"{error[1]:.3f} Å")
         if args.evaluations:
-            rows = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
-            if len(rows) != len(frames):
-                raise SystemExit(f"{args.evaluations[k]}: {len(rows)} evaluated frames for the {len(frames)} of {path}")
-            for name, (_, distance) in zip(rows, values):
-                gap = rows[name]["errors"]["model"]["gap"]
+            rows = json.loads(Path(args.evaluations[k]).read_text()).get("per_frame", {})
+            names = [f"{i:06d}" for i in range(len(frames))]  # label's frame names: their index in the file
+            if not rows or set(rows) - set(names):
+                raise SystemExit(f"{args.evaluations[k]}: no per-frame rows of the {len(frames)} frames of {path}")
+            for name, (_, distance) in zip(names, values):
+                gap = rows.get(name, {}).get("errors", {}).get("model", {}).get("gap")
+                if gap is None:  # a frame left out by evaluate (an unconverged label) or whose SCF did not converge
+                    print(f"  {name}: {distance:.3f} Å, no model gap error (not evaluated or not converged)")
+                    continue
                 pairs.append((distance, gap))
                 print(f"  {name}: {distance:.3f} Å, model gap error {gap:+.3f} eV")
-    if len(pairs) > 2:
-        distance, gap = np.array(pairs).T
+    distance, gap = np.array(pairs).reshape(-1, 2).T
+    if len(pairs) > 2 and np.ptp(distance) > 0:
         slope, offset = np.polyfit(distance, gap, 1)
         scatter = np.std(gap - (slope * distance + offset), ddof=2)
         print(f"{len(pairs)} frames: Spearman(distance, gap error) {spearmanr(distance, gap).statistic:.2f}; "

@@ -12,7 +12,7 @@
 #     of 2 liquid 16-water boxes (inputs/training/periodic/boxes16.xyz; parts kept in the repository, 70 min for
 #     the two with 2 ranks if remade), then the periodic test set.
 #   liquid16: inputs/training/water_liquid16.toml, the same with 2 16-water boxes from the corrected sampler
-#     (inputs/training/periodic/liquid16.xyz; parts kept in the repository).
+#     (inputs/training/periodic/liquid16.xyz; parts kept in the repository, 71 min for the two with 2 ranks if remade).
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes; the 8 test clusters of 9-15 waters
 # take 6-25 min each at 1 thread), training ~17 min (phase 0 ~2 min; each of 3 refinement phases one SCF per

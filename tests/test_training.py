@@ -130,7 +130,7 @@ def test_first_shell_counts_every_periodic_image(tmp_path):
 def test_first_shell_sets_each_frames_distance_beside_its_evaluated_gap_error(tmp_path):
     """examples/first_shell.py --evaluations: one water in cubes of 3.0, 3.2 and 3.4 Angstrom (its O's nearest
     images at the edge) with model gap errors 0.0, 0.1 and 0.2 eV lie on the line 0.5 eV/Angstrom x (d - 3.0);
-    an evaluation of another number of frames is refused."""
+    a frame without a row (unconverged) is left out, and rows of frames the file does not have are refused."""
     from deepks_es.constants import ANGSTROM_BOHR
     from deepks_es.structure import Structure, write_structures
 
@@ -145,10 +145,15 @@ def test_first_shell_sets_each_frames_distance_beside_its_evaluated_gap_error(tm
     assert "000001: 3.200 Å, model gap error +0.100 eV" in run.stdout
     assert ("3 frames: Spearman(distance, gap error) 1.00; gap error = 0.50 eV/Å × (distance − 3.000 Å), "
             "scatter 0.000 eV") in run.stdout
-    del rows["000002"]
+    rows["000002"] = {"converged": False}
     (tmp_path / "eval.json").write_text(json.dumps({"per_frame": rows}))
     run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0 and "2 evaluated frames for the 3 of cubes.xyz" in run.stderr
+    assert run.returncode == 0, run.stderr
+    assert "000002: 3.400 Å, no model gap error" in run.stdout and "Spearman" not in run.stdout
+    rows["000003"] = rows.pop("000002")
+    (tmp_path / "eval.json").write_text(json.dumps({"per_frame": rows}))
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "no per-frame rows of the 3 frames of cubes.xyz" in run.stderr
     assert "Traceback" not in run.stderr
 
 
