@@ -7,6 +7,7 @@
 # earlier small boxes' force field was cut at half the edge, which distorted their first shell; README, "The
 # sampler's small boxes"): test_liquid16.xyz, made with
 #   deepks-es sample -o test_liquid16.xyz --clusters 0 --liquid-boxes 2 --md-molecules 16 --seed 2399,
+# and since stop 50 2 such boxes of 8 waters (test_liquid8.xyz, --md-molecules 8 --seed 2398),
 # labelled with periodic HSE06 (Gaussian density fitting, Γ point) and PBE (multigrid), then
 # `deepks-es evaluate MODEL` against HSE06.
 # Usage: bash examples/periodic_test_set.sh [MODEL]     (default: default, the shipped model)
@@ -23,7 +24,7 @@ model=${1:-default}
 cd "$(dirname "$0")/.."
 out=runs/periodic-test
 mkdir -p "$out"
-for store in inputs/training/periodic/test_{boxes8,boxes16,liquid16}; do
+for store in inputs/training/periodic/test_{boxes8,boxes16,liquid16,liquid8}; do
   # resumes from the stored parts (made at a 100-Ha multigrid cutoff for the PBE base); only gathers once all are done
   deepks-es label "$store.xyz" -o "$store.h5" --ke-cutoff 100
   deepks-es evaluate "$model" "$store.h5" --ke-cutoff 500 -o "$out/eval_$(basename "$model" .pt)_$(basename "$store")"
