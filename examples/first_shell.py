@@ -1,9 +1,9 @@
 """The first O-O shell of periodic water frames, per file: how many O lie within 3.3 Angstrom of an O and the
 mean distance to its 4 nearest O, over every periodic image (a small box's neighbours include several images of
-one molecule, which a minimum-image count misses), as mean ± standard error over the frames (README, "The
-sampler's small boxes"). With ``--evaluations`` (``deepks-es evaluate``'s JSON of a DeePKS-ES model, one per
+one molecule, which a minimum-image count misses), as mean ± standard error over the frames (docs/periodic_fidelity.md,
+"The sampler's small boxes"). With ``--evaluations`` (``deepks-es evaluate``'s JSON of a DeePKS-ES model, one per
 file, its frames in the file's order), each frame's distance beside the model's gap error there, and over all the
-frames their rank correlation and a least-squares line (README, "Two more corrected 16-water boxes").
+frames their rank correlation and a least-squares line (README, "Where the periodic error comes from").
 
     python examples/first_shell.py FRAMES.xyz [FRAMES.xyz ...] [--evaluations EVAL.json [EVAL.json ...]]
 """

@@ -1,10 +1,11 @@
 """The frontier levels of labelled frames, per dataset: mean and spread of the gap, of the LUMO -> LUMO+1 and of
 the HOMO-1 -> HOMO spacing (eV), e.g. to see a small cell's isolated conduction state (README, surrogate round 5);
 with ``--evaluations`` (``deepks-es evaluate``'s JSON, one per data file), each frame's HOMO-1 -> HOMO spacing
-beside the surrogate's HOMO error there and their rank correlation (README, surrogate round 9); with ``--spread``,
-each frame's target - base gap (the HSE06 correction to the PBE gap) and over how many waters the target's HOMO
-and LUMO spread (participation number of their Löwdin weights per molecule: 1 on one water, N evenly on N; the
-atoms must be consecutive O, H, H waters) (README, "The periodic gap and the LUMO's spread").
+beside the model's HOMO error there (a surrogate's or a DeePKS-ES model's) and their rank correlation (README,
+surrogate round 9); with ``--spread``, each frame's target - base gap (the HSE06 correction to the PBE gap) and
+over how many waters the target's HOMO and LUMO spread (participation number of their Löwdin weights per molecule:
+1 on one water, N evenly on N; the atoms must be consecutive O, H, H waters) (README, "The periodic gap and the
+LUMO's spread").
 
     python examples/label_levels.py DATA.h5 [DATA.h5 ...] [--evaluations EVAL.json [EVAL.json ...]] [--spread]
 """
@@ -93,9 +94,15 @@ def main() -> None:
         if args.evaluations:
             frames = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
             for name, (_, _, spacing) in rows.items():
-                error = float(np.atleast_1d(frames[name]["errors"]["homo"])[0])  # a surrogate or a DeePKS-ES evaluation
+                errors = frames.get(name, {}).get("errors")
+                if errors is None:  # a frame left out by evaluate (an unconverged label) or whose SCF did not converge
+                    print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, no model HOMO error (not evaluated or not "
+                          "converged)")
+                    continue
+                errors = errors.get("model", errors)  # DeePKS-ES rows nest the model's beside PBE's and the scissor's
+                error = float(np.atleast_1d(errors["homo"])[0])
                 pairs.append((spacing, error))
-                print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, surrogate HOMO error {error:+.3f} eV")
+                print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, model HOMO error {error:+.3f} eV")
     if len(pairs) > 2:
         spacing, error = np.array(pairs).T
         isolated = spacing > 0.3

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the shipped PBE -> HSE06 water model (src/deepks_es/data/default_model.pt):
 # sample -> label -> train -> evaluate.
-# Usage: bash examples/train_water_model.sh [RANKS] [clusters|periodic|periodic16|liquid16]
+# Usage: bash examples/train_water_model.sh [RANKS] [clusters|periodic|periodic16|liquid16|liquid16_half]
 #   RANKS: MPI ranks for labelling (default 2).
 #   clusters (default): inputs/training/water.toml, the shipped model's training.
 #   periodic: inputs/training/water_periodic.toml, the same plus 8 clusters of 8-12 waters
@@ -13,6 +13,7 @@
 #     the two with 2 ranks if remade), then the periodic test set.
 #   liquid16: inputs/training/water_liquid16.toml, the same with 2 16-water boxes from the corrected sampler
 #     (inputs/training/periodic/liquid16.xyz; parts kept in the repository, 71 min for the two with 2 ranks if remade).
+#   liquid16_half: inputs/training/water_liquid16_half.toml, the same with the boxes' level terms at half weight.
 # Everything goes to runs/water-model/; every step resumes after a crash or Ctrl-C (rerun the script).
 # On 2 cores: labelling ~65 min (42 training frames of 1-8 waters + 2 boxes; the 8 test clusters of 9-15 waters
 # take 6-25 min each at 1 thread), training ~17 min (phase 0 ~2 min; each of 3 refinement phases one SCF per
@@ -45,9 +46,9 @@ case $variant in
               label inputs/training/periodic/boxes8.xyz -o inputs/training/periodic/boxes8.h5 ;;
     periodic16) config=inputs/training/water_periodic16.toml; model=$out/train_periodic16/model.pt
               label inputs/training/periodic/boxes16.xyz -o inputs/training/periodic/boxes16.h5 ;;
-    liquid16) config=inputs/training/water_liquid16.toml; model=$out/train_liquid16/model.pt
+    liquid16|liquid16_half) config=inputs/training/water_$variant.toml; model=$out/train_$variant/model.pt
               label inputs/training/periodic/liquid16.xyz -o inputs/training/periodic/liquid16.h5 ;;
-    *) echo "usage: $0 [RANKS] [clusters|periodic|periodic16|liquid16]" >&2; exit 2 ;;
+    *) echo "usage: $0 [RANKS] [clusters|periodic|periodic16|liquid16|liquid16_half]" >&2; exit 2 ;;
 esac
 deepks-es train "$config"                            # -> $model, loss.png beside it
 

@@ -438,7 +438,7 @@ def test_label_levels_reads_the_frontier_of_each_frame(distilled):
     per_frame = json.loads((work / "ev.json").read_text())["per_frame"]
     for name, row in per_frame.items():
         assert f"  {name}: HOMO-1 -> HOMO " in paired.stdout
-        assert f"surrogate HOMO error {row['errors']['homo'][0]:+.3f} eV" in paired.stdout
+        assert f"model HOMO error {row['errors']['homo'][0]:+.3f} eV" in paired.stdout
     assert f"{len(per_frame)} frames: Spearman(spacing, -HOMO error)" in paired.stdout
     unpaired = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), str(work / "data.h5"),
                                "--evaluations"] + [str(work / "ev.json")] * 2, capture_output=True, text=True)

@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -222,7 +224,6 @@ def test_label_resumes_without_recomputing(pipeline):
 
 def test_label_gathers_the_finished_frames_only(pipeline):
     """--finished-only writes the frames labelled so far (a campaign under way) and labels nothing more."""
-    import shutil
 
     parts = pipeline / "partial.h5.parts"
     shutil.copytree(pipeline / "data.h5.parts", parts, ignore=shutil.ignore_patterns("run.lock"))
@@ -243,7 +244,6 @@ def test_label_parts_are_compact_and_a_plain_or_broken_part_is_handled(pipeline)
     """A part keeps each symmetric matrix as its upper triangle and the base's overlap as a reference to the
     target's, read back as the full arrays; a part written plainly (before the compact form) is rewritten compactly
     by the next run, the dataset unchanged; an unreadable part is a one-line error."""
-    import shutil
 
     from deepks_es.training.parts import load_part, pack, unpack
 
@@ -340,6 +340,21 @@ def test_train_outputs_and_resume(pipeline):
     assert all(np.array_equal(again[k], v) for k, v in model.state_dict().items())
 
 
+def test_train_seed_trains_the_recipe_again_beside_it(pipeline):
+    """train --seed N: the config's recipe with seed N (recorded in the model), in WORKDIR_seedN beside the seed-0
+    training, from other initial weights."""
+    (pipeline / "quick.toml").write_text('train = "data.h5"\nworkdir = "quick"\nvalidation_fraction = 0.34\n'
+                                         'hidden = [8]\niterations = 1\nepochs = 3\n')
+    models = {}
+    for seed, extra in ((0, []), (5, ["--seed", "5"])):
+        run = cli("train", "quick.toml", *extra, cwd=pipeline, timeout=300)
+        assert run.returncode == 0, run.stderr
+        models[seed] = CorrectionModel.load(pipeline / ("quick" if seed == 0 else "quick_seed5") / "model.pt")
+        assert models[seed].provenance["seed"] == seed
+    first, other = (m.state_dict() for m in models.values())
+    assert any(not np.array_equal(first[k], other[k]) for k in first if first[k].dtype.is_floating_point)
+
+
 def test_evaluate_table(pipeline):
     run = cli("evaluate", "train/model.pt", "data.h5", "-o", "eval", "--quiet", cwd=pipeline)
     summary = json.loads((pipeline / "eval.json").read_text())
@@ -358,8 +373,32 @@ def test_evaluate_table(pipeline):
         gaps = [row["errors"][method]["gap"] for row in rows]
         assert np.mean(np.abs(gaps)) == pytest.approx(metrics[method]["gap"]["mae"], rel=1e-9)
     assert all(row["target_gap"] > 5.0 and row["waters"] in (1, 2) for row in rows)
+    levels = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), "data.h5", "--evaluations",
+                             "eval.json"], cwd=pipeline, capture_output=True, text=True, timeout=120)
+    assert levels.returncode == 0, levels.stderr  # the model's HOMO error of each converged row, as evaluate gave it
+    for name, row in summary["per_frame"].items():
+        expected = f"model HOMO error {row['errors']['model']['homo']:+.3f} eV" if row["converged"] else "no model HOMO"
+        assert expected in next(line for line in levels.stdout.splitlines() if line.startswith(f"  {name}:"))
     run = cli("evaluate", "train/model.pt", "data.h5", "--subset", "validation", "--json", "--quiet", cwd=pipeline)
     assert run.returncode in (0, 3) and json.loads(run.stdout)["frames"] == 1
+
+
+def test_evaluate_pools_several_files_into_one_test_set(pipeline, tmp_path):
+    """evaluate MODEL A.h5 B.h5: one table over the frames of both, named by file stem; files of one name refused."""
+    shutil.copy(pipeline / "data.h5", tmp_path / "copy.h5")
+    single = json.loads(cli("evaluate", "train/model.pt", "data.h5", "--json", "--quiet", cwd=pipeline).stdout)
+    run = cli("evaluate", "train/model.pt", "data.h5", tmp_path / "copy.h5", "--json", "--quiet", cwd=pipeline)
+    pooled = json.loads(run.stdout)
+    assert pooled["frames"] == 2 * single["frames"] and pooled["data"] == ["data.h5", str(tmp_path / "copy.h5")]
+    assert set(pooled["per_frame"]) == {f"{stem}/{name}" for stem in ("data", "copy") for name in single["per_frame"]}
+    for method, quantities in single["metrics"].items():  # every frame twice: the same statistics, twice the count
+        for key, stats in quantities.items():
+            assert pooled["metrics"][method][key]["mae"] == pytest.approx(stats["mae"], rel=1e-9)
+            assert pooled["metrics"][method][key]["n"] == 2 * stats["n"]
+    (tmp_path / "again").mkdir()
+    shutil.copy(pipeline / "data.h5", tmp_path / "again" / "data.h5")
+    run = cli("evaluate", "train/model.pt", "data.h5", tmp_path / "again" / "data.h5", "--quiet", cwd=pipeline)
+    assert run.returncode == 1 and "same file name" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.fixture(scope="module")
@@ -390,6 +429,13 @@ def test_evaluate_runs_the_model_at_another_periodic_cutoff(labelled_box):
             for cutoff in (60.0, 120.0)}
     assert abs(gaps[120.0] - gaps[60.0]) > 1e-3  # the cutoff matters for the model, so the check below can fail
     assert summary["metrics"]["model"]["gap"]["mae"] == pytest.approx(abs(gaps[120.0]), abs=1e-4)
+    with h5py.File(labelled_box / "box.h5") as source, h5py.File(labelled_box / "at80.h5", "w") as copy:
+        for key in source:  # the same frame, its settings saying 80 Ha: one test set is one kind of labels
+            source.copy(source[key], copy, key)
+        settings = json.loads(source.attrs["settings"])
+        copy.attrs.update({**source.attrs, "settings": json.dumps({**settings, "periodic_ke_cutoff": 80.0})})
+    run = cli("evaluate", "default", "box.h5", "at80.h5", "--ke-cutoff", "120", "--quiet", cwd=labelled_box)
+    assert run.returncode == 1 and "other settings" in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.slow
@@ -423,9 +469,7 @@ def test_train_runs_the_scf_phases_at_its_periodic_cutoff(labelled_box):
 def test_train_on_several_datasets(pipeline, tmp_path):
     """``train = [a, b]``: frames of both files, named by file stem, in one split that evaluate --subset reads back;
     files labelled with other settings, or two files of one stem, are refused."""
-    import shutil
 
-    import h5py
 
     from deepks_es.training.dataset import read_datasets
 
@@ -459,7 +503,6 @@ def test_train_on_several_datasets(pipeline, tmp_path):
 def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
     """``train = [..., {path, weights}]``: the factors reach that file's frames only; frames at factor 0 leave the
     network as it was, the same frames at factor 1 move it; malformed entries are one-line errors."""
-    import shutil
 
     import torch
 
@@ -490,9 +533,9 @@ def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
     plain, losses = weighted_loss(trainer.model, frame, config.weights)
     frame.factors = {"eigenvalues": 2.0}
     doubled, _ = weighted_loss(trainer.model, frame, config.weights)
-    assert float(doubled - plain) == pytest.approx(config.weights["eigenvalues"] * float(losses["eigenvalues"]),
-                                                   rel=1e-12)
-    assert float(losses["eigenvalues"]) > 0
+    eigenvalues = losses["eigenvalues"].item()
+    assert (doubled - plain).item() == pytest.approx(config.weights["eigenvalues"] * eigenvalues, rel=1e-12)
+    assert eigenvalues > 0
     (tmp_path / "ones.toml").write_text('train = ["a.h5", {path = "b.h5", weights = {energy = 1.0}}]\n'
                                         'workdir = "w"\n')
     assert TrainConfig.from_toml(tmp_path / "ones.toml").train_weights == {}  # a factor of 1 is the default

@@ -267,7 +267,7 @@ def cmd_label(args) -> int:
 def cmd_train(args) -> int:
     from .training.train import train
 
-    path = train(args.config, member=args.member)
+    path = train(args.config, member=args.member, seed=args.seed)
     if path.suffix == ".pt" and path.name.startswith("checkpoint"):
         print(f"member {args.member} trained -> {path}; the model file is written when every member is done")
     else:
@@ -294,9 +294,7 @@ def cmd_evaluate(args) -> int:
     if args.baselines:
         frames, _ = read_dataset(args.baselines)
         baselines = fit_baselines(frames, model.elements)
-    if len(args.data) > 1:
-        raise SettingsError("a DeePKS-ES model is evaluated on one dataset at a time")
-    summary = evaluate(model, args.data[0], subset=args.subset, baselines=baselines, progress=not args.quiet,
+    summary = evaluate(model, args.data, subset=args.subset, baselines=baselines, progress=not args.quiet,
                        ke_cutoff=args.ke_cutoff)
     table = markdown_table(summary)
     if args.output:
@@ -521,13 +519,17 @@ def _add_train(verbs) -> None:
     train.add_argument("--member", type=int, default=None,
                        help="surrogate committee: train only member K (run K = 0..M-1 side by side, one per core; "
                             "the model file is written by the last to finish)")
+    train.add_argument("--seed", type=int, default=None,
+                       help="train the recipe with this seed instead of the config's (initial weights, validation "
+                            "split, batches), in its workdir with _seedN appended")
 
 
 def _add_evaluate(verbs) -> None:
     evaluate = _verb(verbs, cmd_evaluate)
     evaluate.add_argument("model", help="model file, 'default' or 'surrogate'")
-    evaluate.add_argument("data", nargs="+", help="labelled HDF5 file (deepks-es label); a surrogate takes several "
-                                                  "(one table each, one spread plot)")
+    evaluate.add_argument("data", nargs="+", help="labelled HDF5 files (deepks-es label); a DeePKS-ES model's are one "
+                                                  "test set (one table; frames named FILE_STEM/NAME), a surrogate's "
+                                                  "one table each and one spread plot")
     evaluate.add_argument("--subset", choices=("all", "train", "validation"), default="all",
                           help="frames of DATA to use, by the model's recorded training split (default: all)")
     evaluate.add_argument("--baselines", metavar="TRAIN.h5", default=None,

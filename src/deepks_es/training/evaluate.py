@@ -12,13 +12,16 @@ HOMO, LUMO (and energy) errors per method.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..constants import FORCE_EV_ANGSTROM, HARTREE_EV
 from ..errors import DeePKSError
 from ..linalg import lowdin
 from ..model.network import CorrectionModel
-from .dataset import Frame, qualified_name, read_dataset
+from .dataset import Frame, qualified_name, read_datasets
 from .label import LabelSettings, energies_comparable
 from .records import record_levels_ev, scf_record
 
@@ -64,23 +67,28 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
     return errors
 
 
-def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: dict | None = None,
-             progress: bool = True, ke_cutoff: float | None = None) -> dict:
-    """Run the model on the frames of ``data`` (``subset``: all, train or validation) and summarise the errors.
-    ``ke_cutoff`` (Hartree) runs the model's SCF on periodic frames at this multigrid cutoff instead of the labels'
-    (the HSE06 targets, Gaussian density fitting, do not depend on it; the PBE and scissor columns stay the labels')."""
+def evaluate(model: CorrectionModel, data: Sequence[str | os.PathLike], subset: str = "all",
+             baselines: dict | None = None, progress: bool = True, ke_cutoff: float | None = None) -> dict:
+    """Run the model on the frames of the labelled files ``data``, one test set (``subset``: all, train or
+    validation), and summarise the errors over all of them; with several files a frame is named
+    ``<file stem>/<name>``. ``ke_cutoff`` (Hartree) runs the model's SCF on periodic frames at this multigrid cutoff
+    instead of the labels' (the HSE06 targets, Gaussian density fitting, do not depend on it; the PBE and scissor
+    columns stay the labels')."""
     from ..engines import DeePKSEngine
 
-    frames, attrs = read_dataset(data)
+    frames, attrs = read_datasets(data)
     settings = LabelSettings.from_attrs(attrs).at_periodic_cutoff(ke_cutoff)
     held_out = set(model.provenance.get("validation_frames", []))
     if subset != "all":
         if not held_out:
             raise DeePKSError("the model records no validation split; use --subset all")
-        frames = [f for f in frames if (f.name in held_out or qualified_name(data, f.name, several=True) in held_out)
-                  == (subset == "validation")]
+
+        def is_held_out(name: str) -> bool:  # a training on several files names its frames <file stem>/<name>
+            return name in held_out or (len(data) == 1 and qualified_name(data[0], name, several=True) in held_out)
+
+        frames = [f for f in frames if is_held_out(f.name) == (subset == "validation")]
     if not frames:
-        raise DeePKSError(f"no frames to evaluate in {data} (subset {subset})")
+        raise DeePKSError(f"no frames to evaluate in {', '.join(map(str, data))} (subset {subset})")
     baselines = baselines or model.provenance.get("baselines")
     if baselines is None:
         raise DeePKSError("the model records no training baselines (per-element energy offsets, scissor shifts): "
@@ -115,7 +123,7 @@ def evaluate(model: CorrectionModel, data: str, subset: str = "all", baselines: 
     metrics = {method: {key: error_stats(np.concatenate(values)) for key, values in errs.items()}
                for method, errs in collected.items()}
     sizes = sorted({f.structure.natoms // 3 for f in frames})
-    return {"data": str(data), "subset": subset, "frames": len(frames), "molecules": sizes,
+    return {"data": [str(path) for path in data], "subset": subset, "frames": len(frames), "molecules": sizes,
             "base_xc": settings.base.xc, "target_xc": settings.target.xc,
             "model_ke_cutoff": settings.periodic_ke_cutoff if any(f.structure.is_periodic for f in frames) else None,
             "scf_converged": converged, "scf_attempted": len(frames) - len(skipped), "mean_scf_cycles":

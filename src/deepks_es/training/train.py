@@ -306,11 +306,15 @@ def read_train_config(config_path: str | os.PathLike):
     return SurrogateTrainConfig.from_table(raw["surrogate"], path.parent, str(path))
 
 
-def train(config_path: str, log=None, member: int | None = None) -> Path:
+def train(config_path: str, log=None, member: int | None = None, seed: int | None = None) -> Path:
     """Train from a TOML config; returns the final model path. A config with a ``[surrogate]`` table trains a
-    surrogate committee (:mod:`.surrogate`; ``member`` trains only that member), any other a DeePKS-ES model."""
+    surrogate committee (:mod:`.surrogate`; ``member`` trains only that member), any other a DeePKS-ES model.
+    ``seed`` trains the same recipe with another seed (initial weights, validation split, batches) in the config's
+    working directory with ``_seed<seed>`` appended, so trainings of several seeds sit side by side."""
     log = log or (lambda msg: print(f"deepks-es train: {msg}", file=sys.stderr, flush=True))
     config = read_train_config(config_path)
+    if seed is not None:
+        config = replace(config, seed=seed, workdir=config.workdir.with_name(f"{config.workdir.name}_seed{seed}"))
     if isinstance(config, TrainConfig):
         if member is not None:
             raise SettingsError("--member is for surrogate committees (a config with a [surrogate] table)")
