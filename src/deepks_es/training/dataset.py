@@ -104,7 +104,7 @@ def read_datasets(paths) -> tuple[list[Frame], dict]:
             first = attrs
         elif json.loads(attrs["settings"]) != json.loads(first["settings"]):
             raise DeePKSError(f"{path} was labelled with other settings than {paths[0]} "
-                              "(functionals, basis or cutoff): one training needs one kind of labels")
+                              "(functionals, basis or cutoff): one training or test set needs one kind of labels")
         for frame in these:
             frame.name = qualified_name(path, frame.name, several=len(paths) > 1)
         frames += these

@@ -76,6 +76,8 @@ def evaluate(model: CorrectionModel, data: Sequence[str | os.PathLike], subset: 
     columns stay the labels')."""
     from ..engines import DeePKSEngine
 
+    if isinstance(data, (str, os.PathLike)):  # one file
+        data = [data]
     frames, attrs = read_datasets(data)
     settings = LabelSettings.from_attrs(attrs).at_periodic_cutoff(ke_cutoff)
     held_out = set(model.provenance.get("validation_frames", []))
