@@ -1,9 +1,10 @@
 """The first O-O shell of periodic water frames, per file: how many O lie within 3.3 Angstrom of an O and the
 mean distance to its 4 nearest O, over every periodic image (a small box's neighbours include several images of
-one molecule, which a minimum-image count misses), as mean ± standard error over the frames (docs/periodic_fidelity.md,
-"The sampler's small boxes"). With ``--evaluations`` (``deepks-es evaluate``'s JSON of a DeePKS-ES model, one per
-file, its frames in the file's order), each frame's distance beside the model's gap error there, and over all the
-frames their rank correlation and a least-squares line (README, "Where the periodic error comes from").
+one molecule, which a minimum-image count misses), as mean ± standard error over the frames
+(docs/periodic_fidelity.md, "The sampler's small boxes"). With ``--evaluations`` (``deepks-es evaluate``'s JSON of
+a DeePKS-ES model or a surrogate, one per file, its frames in the file's order), each frame's distance beside the
+model's gap error there, and over all the frames their rank correlation and a least-squares line (README, "Where
+the periodic error comes from").
 
     python examples/first_shell.py FRAMES.xyz [FRAMES.xyz ...] [--evaluations EVAL.json [EVAL.json ...]]
 """
@@ -20,6 +21,7 @@ from deepks_es.constants import ANGSTROM_BOHR, BOHR_ANGSTROM
 from deepks_es.errors import StructureError
 from deepks_es.structure import Structure, read_structures
 from deepks_es.surrogate.graph import build_graph
+from deepks_es.training.evaluate import row_model_error
 
 SHELL = 3.3  # Angstrom, the first minimum of liquid water's O-O g(r)
 NEAREST = 4
@@ -68,8 +70,8 @@ def main() -> None:
             if not rows or set(rows) - set(names):
                 raise SystemExit(f"{args.evaluations[k]}: no per-frame rows of the {len(frames)} frames of {path}")
             for name, (_, distance) in zip(names, values):
-                gap = rows.get(name, {}).get("errors", {}).get("model", {}).get("gap")
-                if gap is None:  # a frame left out by evaluate (an unconverged label) or whose SCF did not converge
+                gap = row_model_error(rows.get(name, {}), "gap")
+                if gap is None:
                     print(f"  {name}: {distance:.3f} Å, no model gap error (not evaluated or not converged)")
                     continue
                 pairs.append((distance, gap))

@@ -22,6 +22,7 @@ from deepks_es.errors import StructureError
 from deepks_es.linalg import ao_atoms, lowdin
 from deepks_es.scf.systems import build_system
 from deepks_es.training.dataset import read_dataset
+from deepks_es.training.evaluate import row_model_error
 from deepks_es.training.label import LabelSettings
 from deepks_es.training.records import record_levels_ev
 
@@ -94,13 +95,11 @@ def main() -> None:
         if args.evaluations:
             frames = json.loads(Path(args.evaluations[k]).read_text())["per_frame"]
             for name, (_, _, spacing) in rows.items():
-                errors = frames.get(name, {}).get("errors")
-                if errors is None:  # a frame left out by evaluate (an unconverged label) or whose SCF did not converge
+                error = row_model_error(frames.get(name, {}), "homo")
+                if error is None:
                     print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, no model HOMO error (not evaluated or not "
                           "converged)")
                     continue
-                errors = errors.get("model", errors)  # DeePKS-ES rows nest the model's beside PBE's and the scissor's
-                error = float(np.atleast_1d(errors["homo"])[0])
                 pairs.append((spacing, error))
                 print(f"  {name}: HOMO-1 -> HOMO {spacing:.3f} eV, model HOMO error {error:+.3f} eV")
     if len(pairs) > 2:

@@ -224,7 +224,6 @@ def test_label_resumes_without_recomputing(pipeline):
 
 def test_label_gathers_the_finished_frames_only(pipeline):
     """--finished-only writes the frames labelled so far (a campaign under way) and labels nothing more."""
-
     parts = pipeline / "partial.h5.parts"
     shutil.copytree(pipeline / "data.h5.parts", parts, ignore=shutil.ignore_patterns("run.lock"))
     (parts / "000001.npz").unlink()
@@ -244,7 +243,6 @@ def test_label_parts_are_compact_and_a_plain_or_broken_part_is_handled(pipeline)
     """A part keeps each symmetric matrix as its upper triangle and the base's overlap as a reference to the
     target's, read back as the full arrays; a part written plainly (before the compact form) is rewritten compactly
     by the next run, the dataset unchanged; an unreadable part is a one-line error."""
-
     from deepks_es.training.parts import load_part, pack, unpack
 
     parts = pipeline / "compact.h5.parts"
@@ -469,8 +467,6 @@ def test_train_runs_the_scf_phases_at_its_periodic_cutoff(labelled_box):
 def test_train_on_several_datasets(pipeline, tmp_path):
     """``train = [a, b]``: frames of both files, named by file stem, in one split that evaluate --subset reads back;
     files labelled with other settings, or two files of one stem, are refused."""
-
-
     from deepks_es.training.dataset import read_datasets
 
     shutil.copy(pipeline / "data.h5", tmp_path / "clusters.h5")
@@ -503,7 +499,6 @@ def test_train_on_several_datasets(pipeline, tmp_path):
 def test_a_files_loss_factors_weight_its_frames(pipeline, tmp_path):
     """``train = [..., {path, weights}]``: the factors reach that file's frames only; frames at factor 0 leave the
     network as it was, the same frames at factor 1 move it; malformed entries are one-line errors."""
-
     import torch
 
     from deepks_es.training.frames import LOSS_TERMS, weighted_loss

@@ -38,6 +38,15 @@ METHODS = ("model", "base", "scissor")
 FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # one number a frame: the evaluation's per_frame rows
 
 
+def row_model_error(row: dict, quantity: str) -> float | None:
+    """The model's signed error of ``quantity`` (a FRAME_ERRORS key) in one ``per_frame`` row of an evaluation's JSON:
+    a DeePKS-ES evaluation's ``errors.model`` or a surrogate evaluation's ``errors`` (one-element lists); None for a
+    row without it (a frame left out as an unconverged label, or whose SCF with the model did not converge)."""
+    errors = row.get("errors")
+    value = None if errors is None else errors.get("model", errors).get(quantity)
+    return None if value is None else float(np.atleast_1d(value)[0])
+
+
 def _lowdin_fock(record: dict) -> np.ndarray:
     x, _ = lowdin(record["overlap"])
     return x @ record["fock"] @ x
