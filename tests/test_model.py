@@ -10,6 +10,7 @@ from deepks_es.engines import registry
 from deepks_es.errors import ModelError, SettingsError
 from deepks_es.model import CorrectionModel, ProjectorSpec
 from deepks_es.model.descriptors import block_moments, density_factor, eigen_descriptors
+from deepks_es.model.ensemble import mean_model
 
 from conftest import pyscf_engine
 
@@ -187,3 +188,67 @@ def test_uncovered_element():
     model = CorrectionModel.random(elements=("O",))
     with pytest.raises(ModelError, match="covers elements O but the structure has H"):
         model.element_index(["O", "H", "H"])
+
+
+def _trained_like_members(count: int = 3, hidden=(64, 64, 64)) -> list[CorrectionModel]:
+    """Random models, each with its own input standardisation, energy offsets and baselines, as trainings of one
+    recipe with different seeds have."""
+    generator = torch.Generator().manual_seed(7)
+    members = []
+    for seed in range(count):
+        model = CorrectionModel.random(seed=seed, scale=0.05, hidden=hidden)
+        shape = model.input_shift.shape
+        model.input_shift.copy_(torch.randn(shape, generator=generator, dtype=torch.float64))
+        model.input_scale.copy_(0.5 + torch.rand(shape, generator=generator, dtype=torch.float64))
+        model.atom_energy.copy_(0.1 * torch.randn(2, generator=generator, dtype=torch.float64))
+        model.provenance = {"kind": "deepks-es train", "validation_frames": [f"{seed:06d}"],
+                            "baselines": {"atom_energy_ha": {"H": -0.1 * seed, "O": 0.2 * seed},
+                                          "shift_ev": {"gap": 2.0 + seed}, "frames": 30}}
+        members.append(model)
+    return members
+
+
+def test_ensemble_is_the_mean_of_its_members(tmp_path):
+    """Energies and their derivatives (the SCF potential) of the written ensemble are its members' means."""
+    members = _trained_like_members()
+    mean_model(members, sources=["a.pt", "b.pt", "c.pt"]).save(tmp_path / "ensemble.pt")
+    ensemble = CorrectionModel.load(tmp_path / "ensemble.pt")
+    assert ensemble.hidden == (192, 192, 192) and ensemble.metadata["kind"] == "deepks"
+    x = torch.rand(7, ensemble.spec.ndescriptor, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([0, 1, 1, 0, 1, 1, 0])
+    energy = ensemble(x, idx)
+    expected = torch.stack([m(x, idx) for m in members]).mean(0)
+    torch.testing.assert_close(energy, expected, rtol=0, atol=1e-13)
+    (gradient,) = torch.autograd.grad(energy.sum(), x)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), x)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-12, atol=1e-14)
+    provenance = ensemble.provenance
+    assert provenance["kind"] == "ensemble" and provenance["sources"] == ["a.pt", "b.pt", "c.pt"]
+    assert "validation_frames" not in provenance  # each member's held-out frames trained the others
+    assert provenance["baselines"]["atom_energy_ha"] == pytest.approx({"H": -0.1, "O": 0.2})
+    assert provenance["baselines"]["shift_ev"] == pytest.approx({"gap": 3.0})
+
+
+def test_ensemble_refuses_models_of_other_setups():
+    members = _trained_like_members(2)
+    with pytest.raises(ModelError, match="member 1 differs from member 0 in its network depth"):
+        mean_model([members[0], CorrectionModel.random(hidden=(32, 32))])
+    with pytest.raises(ModelError, match="member 1 differs from member 0 in its elements"):
+        mean_model([members[0], CorrectionModel.random(elements=("O",))])
+    with pytest.raises(ModelError, match="at least two"):
+        mean_model(members[:1])
+
+
+def test_ensemble_of_the_shipped_model_with_itself_is_the_shipped_model(tmp_path, dimer, capsys):
+    """Through the command line, the file and the self-consistent engine: energy, forces and gap unchanged."""
+    from deepks_es.cli import main
+
+    assert main(["ensemble", "default", "default", "-o", str(tmp_path / "twice.pt")]) == 0
+    shipped, twice = (make_engine(name).compute(dimer) for name in ("default", str(tmp_path / "twice.pt")))
+    assert twice.converged
+    assert twice.energy == pytest.approx(shipped.energy, abs=1e-9)
+    np.testing.assert_allclose(twice.forces, shipped.forces, atol=1e-7)
+    assert twice.gap == pytest.approx(shipped.gap, abs=1e-7)
+    assert main(["ensemble", "default", "surrogate", "-o", str(tmp_path / "mixed.pt")]) == 1
+    assert "is a 'surrogate' model, not a DeePKS-ES correction model" in capsys.readouterr().err
+    assert not (tmp_path / "mixed.pt").exists()

@@ -275,6 +275,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_ensemble(args) -> int:
+    from .engines.registry import resolve_model
+    from .model.ensemble import mean_model
+    from .model.network import CorrectionModel
+
+    files = [resolve_model(name) for name in args.models]
+    if any(f is None for f in files):
+        raise SettingsError("ensemble averages DeePKS-ES model files ('none' is not one)")
+    ensemble = mean_model([CorrectionModel.from_file(f) for f in files], sources=[f.path for f in files])
+    ensemble.save(args.output)
+    print(f"ensemble of {len(files)} models (hidden {list(ensemble.hidden)}) -> {args.output}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .engines.registry import resolve_model
     from .fileio import atomic_path, write_json
@@ -382,6 +396,11 @@ VERB_TEXTS = {  # verb: (one-line help, description)
                 "(see inputs/training/water.toml). A TOML with a [surrogate] table "
                 "distils DeePKS-ES labels (label --distill) into a committee of "
                 "E(3)-equivariant networks (inputs/training/surrogate.toml)."),
+    "ensemble": ("one DeePKS-ES model whose correction is the mean of several trainings' (e.g. seeds)",
+                 "Write the mean of MODELS' energy corrections exactly as one ordinary model file (their networks "
+                 "side by side in one wider network), which every engine and front end serves: an ensemble of "
+                 "trainings of one recipe with different seeds averages out their seed-to-seed scatter. The "
+                 "models must share elements, projectors, inputs, base calculation and network depth."),
     "evaluate": ("errors of a model against the target labels, beside PBE and a scissor shift",
                 "Self-consistent runs of MODEL on every frame of DATA; MAE/RMSE of "
                 "energy, forces, gap, HOMO, LUMO, occupied levels and H against "
@@ -524,6 +543,12 @@ def _add_train(verbs) -> None:
                             "split, batches), in its workdir with _seedN appended")
 
 
+def _add_ensemble(verbs) -> None:
+    ensemble = _verb(verbs, cmd_ensemble)
+    ensemble.add_argument("models", nargs="+", help="DeePKS-ES model files (or 'default'), at least two")
+    ensemble.add_argument("-o", "--output", required=True, help="the ensemble's model file")
+
+
 def _add_evaluate(verbs) -> None:
     evaluate = _verb(verbs, cmd_evaluate)
     evaluate.add_argument("model", help="model file, 'default' or 'surrogate'")
@@ -610,8 +635,8 @@ def _add_analyze(verbs) -> None:
                                   "5-water clusters)")
 
 
-VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_evaluate, _add_bench,
-         _add_lammps, _add_analyze)
+VERBS = (_add_compute, _add_drive, _add_run, _add_sample, _add_label, _add_train, _add_ensemble, _add_evaluate,
+         _add_bench, _add_lammps, _add_analyze)
 
 
 def build_parser() -> argparse.ArgumentParser:
