@@ -351,6 +351,38 @@ def test_train_seed_trains_the_recipe_again_beside_it(pipeline):
         assert models[seed].provenance["seed"] == seed
     first, other = (m.state_dict() for m in models.values())
     assert any(not np.array_equal(first[k], other[k]) for k in first if first[k].dtype.is_floating_point)
+    run = cli("ensemble", "quick/model.pt", "quick_seed5/model.pt", "-o", "quick_mean.pt", cwd=pipeline)
+    assert run.returncode == 0, run.stderr  # the seeds' mean; its split is no member's, so --subset is refused
+    run = cli("evaluate", "quick_mean.pt", "data.h5", "--subset", "validation", "--quiet", cwd=pipeline)
+    assert run.returncode == 1 and "records no validation split" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_seed_spread_compares_recipes_over_seeds_per_test_set(tmp_path):
+    """examples/seed_spread.py: each recipe's mean ± sample sd (range) over its seeds, one table per test set; an
+    evaluation with unconverged frames is refused."""
+    def evaluation(name, data, gap_mae, forces=None, converged=8):
+        metrics = {"gap": {"mae": gap_mae, "mean": -gap_mae, "n": 8}}
+        if forces is not None:
+            metrics["forces"] = {"rmse": forces, "n": 300}
+        (tmp_path / name).write_text(json.dumps({"data": data, "frames": 8, "scf_converged": converged,
+                                                 "metrics": {"model": metrics}}))
+        return str(tmp_path / name)
+
+    a = [evaluation("a0.json", "valid.h5", 0.010, 40.0), evaluation("a1.json", "valid.h5", 0.030, 46.0),
+         evaluation("a0_box.json", ["box8.h5", "box16.h5"], 0.05)]
+    b = [evaluation("b0.json", "valid.h5", 0.020, 41.0)]
+    script = [sys.executable, str(REPO / "examples" / "seed_spread.py")]
+    run = subprocess.run([*script, "--recipe", "A", *a, "--recipe", "B", *b], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    clusters, boxes = run.stdout.split("box8.h5, box16.h5:")
+    assert "valid.h5:" in clusters and "| A (n = 2) | B (n = 1) |" in clusters
+    assert "| gap MAE | eV | 0.020 ± 0.014 (0.010 … 0.030) | 0.020 |" in clusters
+    assert "| forces RMSE | meV/Å | 43.0 ± 4.2 (40.0 … 46.0) | 41.0 |" in clusters
+    assert "| A (n = 1) |" in boxes and "| gap MAE | eV | 0.050 |" in boxes and "forces" not in boxes
+    bad = evaluation("bad.json", "valid.h5", 0.01, converged=7)
+    run = subprocess.run([*script, "--recipe", "A", bad], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "1 frame(s) did not converge" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_evaluate_table(pipeline):
