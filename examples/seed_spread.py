@@ -28,12 +28,13 @@ def read_evaluation(path: str) -> tuple[tuple[str, ...], dict]:
         with open(path) as handle:
             evaluation = json.load(handle)
         data, metrics = evaluation["data"], evaluation["metrics"]["model"]
+        unconverged = evaluation["frames"] - evaluation["scf_converged"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{path}: not a deepks-es evaluate JSON of a DeePKS-ES model ({exc})") from None
-    if evaluation["frames"] != evaluation["scf_converged"]:
-        raise SystemExit(f"{path}: {evaluation['frames'] - evaluation['scf_converged']} frame(s) did not converge; "
-                         "its statistics are over fewer frames than the other seeds'")
-    return tuple([data] if isinstance(data, str) else data), metrics
+    if unconverged:
+        raise SystemExit(f"{path}: the model's SCF did not converge on {unconverged} frame(s); its statistics are "
+                         "over fewer frames than the other seeds'")
+    return tuple(sorted([data] if isinstance(data, str) else data)), metrics
 
 
 def spread(values: list[float], decimals: int) -> str:

@@ -190,17 +190,20 @@ def test_uncovered_element():
         model.element_index(["O", "H", "H"])
 
 
-def _trained_like_members(count: int = 3, hidden=(64, 64, 64)) -> list[CorrectionModel]:
+def _trained_like_members(hiddens=((64, 64, 64),) * 3) -> list[CorrectionModel]:
     """Random models, each with its own input standardisation, energy offsets and baselines, as trainings of one
     recipe with different seeds have."""
     generator = torch.Generator().manual_seed(7)
     members = []
-    for seed in range(count):
+    for seed, hidden in enumerate(hiddens):
         model = CorrectionModel.random(seed=seed, scale=0.05, hidden=hidden)
         shape = model.input_shift.shape
         model.input_shift.copy_(torch.randn(shape, generator=generator, dtype=torch.float64))
         model.input_scale.copy_(0.5 + torch.rand(shape, generator=generator, dtype=torch.float64))
         model.atom_energy.copy_(0.1 * torch.randn(2, generator=generator, dtype=torch.float64))
+        with torch.no_grad():  # random() zeroes the output bias; a training does not
+            for net in model.nets.values():
+                net[-1].bias.copy_(0.05 * torch.randn(1, generator=generator, dtype=torch.float64))
         model.provenance = {"kind": "deepks-es train", "validation_frames": [f"{seed:06d}"],
                             "baselines": {"atom_energy_ha": {"H": -0.1 * seed, "O": 0.2 * seed},
                                           "shift_ev": {"gap": 2.0 + seed}, "frames": 30}}
@@ -210,10 +213,10 @@ def _trained_like_members(count: int = 3, hidden=(64, 64, 64)) -> list[Correctio
 
 def test_ensemble_is_the_mean_of_its_members(tmp_path):
     """Energies and their derivatives (the SCF potential) of the written ensemble are its members' means."""
-    members = _trained_like_members()
+    members = _trained_like_members(((64, 64, 64), (64, 64, 64), (32, 16, 8)))  # widths may differ, depths not
     mean_model(members, sources=["a.pt", "b.pt", "c.pt"]).save(tmp_path / "ensemble.pt")
     ensemble = CorrectionModel.load(tmp_path / "ensemble.pt")
-    assert ensemble.hidden == (192, 192, 192) and ensemble.metadata["kind"] == "deepks"
+    assert ensemble.hidden == (160, 144, 136) and ensemble.metadata["kind"] == "deepks"
     x = torch.rand(7, ensemble.spec.ndescriptor, dtype=torch.float64, requires_grad=True)
     idx = torch.tensor([0, 1, 1, 0, 1, 1, 0])
     energy = ensemble(x, idx)
@@ -230,13 +233,15 @@ def test_ensemble_is_the_mean_of_its_members(tmp_path):
 
 
 def test_ensemble_refuses_models_of_other_setups():
-    members = _trained_like_members(2)
+    members = _trained_like_members()
     with pytest.raises(ModelError, match="member 1 differs from member 0 in its network depth"):
         mean_model([members[0], CorrectionModel.random(hidden=(32, 32))])
     with pytest.raises(ModelError, match="member 1 differs from member 0 in its elements"):
         mean_model([members[0], CorrectionModel.random(elements=("O",))])
     with pytest.raises(ModelError, match="at least two"):
         mean_model(members[:1])
+    with pytest.raises(ModelError, match="hidden layers"):
+        mean_model([CorrectionModel.random(hidden=()), CorrectionModel.random(hidden=())])
 
 
 def test_ensemble_of_the_shipped_model_with_itself_is_the_shipped_model(tmp_path, dimer, capsys):

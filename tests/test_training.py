@@ -375,14 +375,14 @@ def test_seed_spread_compares_recipes_over_seeds_per_test_set(tmp_path):
     run = subprocess.run([*script, "--recipe", "A", *a, "--recipe", "B", *b], capture_output=True, text=True,
                          timeout=60)
     assert run.returncode == 0, run.stderr
-    clusters, boxes = run.stdout.split("box8.h5, box16.h5:")
+    clusters, boxes = run.stdout.split("box16.h5, box8.h5:")
     assert "valid.h5:" in clusters and "| A (n = 2) | B (n = 1) |" in clusters
     assert "| gap MAE | eV | 0.020 ± 0.014 (0.010 … 0.030) | 0.020 |" in clusters
     assert "| forces RMSE | meV/Å | 43.0 ± 4.2 (40.0 … 46.0) | 41.0 |" in clusters
     assert "| A (n = 1) |" in boxes and "| gap MAE | eV | 0.050 |" in boxes and "forces" not in boxes
     bad = evaluation("bad.json", "valid.h5", 0.01, converged=7)
     run = subprocess.run([*script, "--recipe", "A", bad], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1 and "1 frame(s) did not converge" in run.stderr and "Traceback" not in run.stderr
+    assert run.returncode == 1 and "did not converge on 1 frame(s)" in run.stderr and "Traceback" not in run.stderr
 
 
 def test_evaluate_table(pipeline):

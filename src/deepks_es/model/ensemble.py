@@ -59,6 +59,8 @@ def mean_model(models: Sequence[CorrectionModel], sources: Sequence[str] | None 
         raise ModelError("an ensemble needs at least two models")
     _check_compatible(models)
     first, count = models[0], len(models)
+    if not first.hidden:
+        raise ModelError("an ensemble needs networks with hidden layers (these are linear in their inputs)")
     hidden = tuple(sum(m.hidden[i] for m in models) for i in range(len(first.hidden)))
     provenance = {"kind": "ensemble", "members": [m.provenance for m in models]}
     if sources is not None:
