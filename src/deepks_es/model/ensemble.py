@@ -4,11 +4,11 @@ E_delta = (1/M) sum_k E_delta^k is written exactly as a single :class:`.Correcti
 network runs the M members side by side: its first layer stacks the members' first layers (each member's input
 standardisation folded in, so the ensemble standardises with the members' mean shift and scale), its hidden layers
 are block-diagonal and its last layer averages. The result is an ordinary model file (kind ``deepks``, hidden widths
-M times the members'): every engine and front end serves it unchanged, and its potential, forces and SCF are those
+the sums of the members'): every engine and front end serves it unchanged, and its potential, forces and SCF are those
 of the mean correction. Its cost is the members' networks, small beside the SCF.
 
-Members must agree on everything but their weights: elements, projectors, inputs, base calculation and network
-depth. Fitted baselines (energy offsets, scissor shifts) are averaged; no validation split is recorded, since each
+Members must agree on everything but their weights and widths: elements, projectors, inputs, base calculation and
+network depth (at least one hidden layer). Fitted baselines (energy offsets, scissor shifts) are averaged; no validation split is recorded, since each
 member's held-out frames trained the others.
 """
 
