@@ -60,13 +60,13 @@ def main() -> None:
             tables[test_set][name].append(metrics)
     names = [name for name, *_ in args.recipe]
     for test_set, recipes in tables.items():
+        present = [n for n in names if n in recipes]  # the recipes evaluated on this test set, in the given order
         print(f"\n{', '.join(test_set)}: mean ± sd (range) over seeds\n")
-        print("| quantity | unit | " + " | ".join(f"{n} (n = {len(recipes[n])})" for n in names if n in recipes)
-              + " |")
-        print("|---|---|" + "---|" * sum(n in recipes for n in names))
+        print("| quantity | unit | " + " | ".join(f"{n} (n = {len(recipes[n])})" for n in present) + " |")
+        print("|---|---|" + "---|" * len(present))
         for label, key, stat, unit, decimals in QUANTITIES:
             cells = []
-            for name in (n for n in names if n in recipes):
+            for name in present:
                 values = [m[key][stat] for m in recipes[name] if m.get(key, {}).get("n")]
                 cells.append(spread(values, decimals) if len(values) == len(recipes[name]) else "—")
             if any(c != "—" for c in cells):

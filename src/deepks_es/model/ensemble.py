@@ -8,8 +8,8 @@ the sums of the members'): every engine and front end serves it unchanged, and i
 of the mean correction. Its cost is the members' networks, small beside the SCF.
 
 Members must agree on everything but their weights and widths: elements, projectors, inputs, base calculation and
-network depth (at least one hidden layer). Fitted baselines (energy offsets, scissor shifts) are averaged; no validation split is recorded, since each
-member's held-out frames trained the others.
+network depth (at least one hidden layer). Fitted baselines (energy offsets, scissor shifts) are averaged; no
+validation split is recorded, since each member's held-out frames trained the others.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def _check_compatible(models: Sequence[CorrectionModel]) -> None:
             if value != reference[what]:
                 raise ModelError(f"member {k} differs from member 0 in its {what} ({value} against "
                                  f"{reference[what]}): only trainings of one setup can be averaged")
+
+
+def _linear_layers(net: torch.nn.Sequential) -> list[torch.nn.Linear]:
+    return [layer for layer in net if isinstance(layer, torch.nn.Linear)]
 
 
 def _mean_baselines(models: Sequence[CorrectionModel]) -> dict | None:
@@ -76,18 +80,17 @@ def mean_model(models: Sequence[CorrectionModel], sources: Sequence[str] | None 
     ensemble.input_scale.copy_(scale)
     ensemble.atom_energy.copy_(torch.stack([m.atom_energy for m in models]).mean(0))
     for i, el in enumerate(first.elements):
-        net = ensemble.nets[el]
-        linears = [[layer for layer in m.nets[el] if isinstance(layer, torch.nn.Linear)] for m in models]
+        into = _linear_layers(ensemble.nets[el])
+        linears = [_linear_layers(m.nets[el]) for m in models]
         # first layer: x_k = (f - s_k) / c_k = (c x + s - s_k) / c_k with x = (f - s) / c the ensemble's input
-        net[0].weight.copy_(torch.cat([layers[0].weight * (scale[i] / m.input_scale[i])
-                                       for layers, m in zip(linears, models)]))
-        net[0].bias.copy_(torch.cat([layers[0].bias + layers[0].weight @ ((shift[i] - m.input_shift[i])
-                                                                           / m.input_scale[i])
-                                     for layers, m in zip(linears, models)]))
-        targets = [layer for layer in net if isinstance(layer, torch.nn.Linear)]
-        for depth in range(1, len(first.hidden)):
-            targets[depth].weight.copy_(torch.block_diag(*(layers[depth].weight for layers in linears)))
-            targets[depth].bias.copy_(torch.cat([layers[depth].bias for layers in linears]))
-        targets[-1].weight.copy_(torch.cat([layers[-1].weight for layers in linears], dim=1) / count)
-        targets[-1].bias.copy_(torch.stack([layers[-1].bias for layers in linears]).mean(0))
+        into[0].weight.copy_(torch.cat([layers[0].weight * (scale[i] / m.input_scale[i])
+                                        for layers, m in zip(linears, models)]))
+        into[0].bias.copy_(torch.cat([layers[0].bias + layers[0].weight @ ((shift[i] - m.input_shift[i])
+                                                                            / m.input_scale[i])
+                                      for layers, m in zip(linears, models)]))
+        for depth in range(1, len(into) - 1):
+            into[depth].weight.copy_(torch.block_diag(*(layers[depth].weight for layers in linears)))
+            into[depth].bias.copy_(torch.cat([layers[depth].bias for layers in linears]))
+        into[-1].weight.copy_(torch.cat([layers[-1].weight for layers in linears], dim=1) / count)
+        into[-1].bias.copy_(torch.stack([layers[-1].bias for layers in linears]).mean(0))
     return ensemble.eval()
