@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Reproduce the shipped PBE -> HSE06 water model (src/deepks_es/data/default_model.pt):
 # sample -> label -> train -> evaluate.
-# Usage: bash examples/train_water_model.sh [RANKS] [clusters|periodic|periodic16|liquid16|liquid16_half]
+# Usage: bash examples/train_water_model.sh [RANKS] [clusters|clusters812|periodic|periodic16|liquid16|liquid16_half]
 #   RANKS: MPI ranks for labelling (default 2).
 #   clusters (default): inputs/training/water.toml, the shipped model's training.
+#   clusters812: inputs/training/water_clusters812.toml, the same plus 8 clusters of 8-12 waters
+#     (inputs/training/clusters_8-12.xyz, ~25 min of labels with 2 ranks), no boxes.
 #   periodic: inputs/training/water_periodic.toml, the same plus 8 clusters of 8-12 waters
 #     (inputs/training/clusters_8-12.xyz, 70 min of labels at 1 thread) and the periodic HSE06 labels of the 16
 #     liquid 8-water boxes in inputs/training/periodic/ (labels the missing ones first, ~35 min a box at 1 thread),
@@ -41,6 +43,8 @@ for set in train valid; do [ -f "$out/$set.xyz" ] || cp "inputs/training/$set.xy
 
 case $variant in
     clusters) config=inputs/training/water.toml; model=$out/train/model.pt ;;
+    clusters812) config=inputs/training/water_clusters812.toml; model=$out/train_clusters812/model.pt
+              [ -f "$out/clusters_8-12.h5" ] || label inputs/training/clusters_8-12.xyz -o "$out/clusters_8-12.h5" ;;
     periodic) config=inputs/training/water_periodic.toml; model=$out/train_periodic500/model.pt
               [ -f "$out/clusters_8-12.h5" ] || label inputs/training/clusters_8-12.xyz -o "$out/clusters_8-12.h5"
               label inputs/training/periodic/boxes8.xyz -o inputs/training/periodic/boxes8.h5 ;;
@@ -48,7 +52,7 @@ case $variant in
               label inputs/training/periodic/boxes16.xyz -o inputs/training/periodic/boxes16.h5 ;;
     liquid16|liquid16_half) config=inputs/training/water_$variant.toml; model=$out/train_$variant/model.pt
               label inputs/training/periodic/liquid16.xyz -o inputs/training/periodic/liquid16.h5 ;;
-    *) echo "usage: $0 [RANKS] [clusters|periodic|periodic16|liquid16|liquid16_half]" >&2; exit 2 ;;
+    *) echo "usage: $0 [RANKS] [clusters|clusters812|periodic|periodic16|liquid16|liquid16_half]" >&2; exit 2 ;;
 esac
 deepks-es train "$config"                            # -> $model, loss.png beside it
 

@@ -403,6 +403,15 @@ def test_evaluate_table(pipeline):
         gaps = [row["errors"][method]["gap"] for row in rows]
         assert np.mean(np.abs(gaps)) == pytest.approx(metrics[method]["gap"]["mae"], rel=1e-9)
     assert all(row["target_gap"] > 5.0 and row["waters"] in (1, 2) for row in rows)
+    for method in ("model", "base"):  # forces per element and per frame add up to the forces over all atoms
+        forces, by_element = metrics[method]["forces"], [metrics[method][f"forces:{e}"] for e in ("H", "O")]
+        assert sum(part["n"] for part in by_element) == forces["n"]
+        squares = forces["n"] * forces["rmse"] ** 2
+        assert sum(part["n"] * part["rmse"] ** 2 for part in by_element) == pytest.approx(squares)
+        assert max(part["max"] for part in by_element) == max(row["errors"][method]["forces_max"] for row in rows)
+        per_frame = [(row["waters"] * 9, row["errors"][method]["forces_rmse"]) for row in rows]
+        assert sum(n * rmse**2 for n, rmse in per_frame) == pytest.approx(squares)
+    assert "| forces on H | meV/Å |" in (pipeline / "eval.md").read_text()
     levels = subprocess.run([sys.executable, str(REPO / "examples" / "label_levels.py"), "data.h5", "--evaluations",
                              "eval.json"], cwd=pipeline, capture_output=True, text=True, timeout=120)
     assert levels.returncode == 0, levels.stderr  # the model's HOMO error of each converged row, as evaluate gave it

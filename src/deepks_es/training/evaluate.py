@@ -6,8 +6,9 @@ taken against the frame's target labels. Side by side: the plain base functional
 the scissor baseline (base levels shifted by the constant HOMO/LUMO/gap/occupied
 shifts fitted on the training set; energies and forces as the base). Units: energy
 per atom meV, forces meV/Angstrom, levels eV, Hamiltonian µHa (Löwdin-basis
-elements). The summary's ``per_frame`` gives each frame's SCF outcome, its target gap and its signed gap,
-HOMO, LUMO (and energy) errors per method.
+elements). Force errors are also summarised per element (``forces:O``, ``forces:H``: the components on the atoms
+of that element). The summary's ``per_frame`` gives each frame's SCF outcome, its target gap and its signed gap,
+HOMO, LUMO (and energy) errors per method, and where forces are labelled their RMSE and largest component error.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ QUANTITIES = {  # key: (label, unit)
     "hamiltonian": ("H (Löwdin)", "µHa"),
 }
 METHODS = ("model", "base", "scissor")
-FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # one number a frame: the evaluation's per_frame rows
+FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # one signed number a frame: the evaluation's per_frame rows
 
 
 def row_model_error(row: dict, quantity: str) -> float | None:
@@ -69,7 +70,10 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
             err["energy"] = np.atleast_1d((energy[method] - target["energy"]) * HARTREE_EV * 1000.0 / natoms)
         forces = record.get("forces") if method == "model" else base.get("forces")
         if forces is not None and "forces" in target:
-            err["forces"] = ((forces - target["forces"]) * FORCE_EV_ANGSTROM * 1000.0).ravel()
+            by_atom = (forces - target["forces"]) * FORCE_EV_ANGSTROM * 1000.0
+            err["forces"] = by_atom.ravel()
+            for element in sorted(set(frame.structure.symbols)):
+                err[f"forces:{element}"] = by_atom[np.asarray(frame.structure.symbols) == element].ravel()
         if method != "scissor":
             err["hamiltonian"] = ((_lowdin_fock(record if method == "model" else base) - h_target) * 1e6).ravel()
         errors[method] = err
@@ -129,6 +133,9 @@ def evaluate(model: CorrectionModel, data: Sequence[str | os.PathLike], subset: 
         row.update(target_gap=float(record_levels_ev(frame.target)["gap"]),
                    errors={m: {k: float(e[k][0]) for k in FRAME_ERRORS if k in e} for m, e in errors.items()})
         for method, errs in errors.items():
+            if "forces" in errs:
+                stats = error_stats(errs["forces"])
+                row["errors"][method].update(forces_rmse=stats["rmse"], forces_max=stats["max"])
             for key, value in errs.items():
                 collected[method].setdefault(key, []).append(value)
     metrics = {method: {key: error_stats(np.concatenate(values)) for key, values in errs.items()}
@@ -161,12 +168,14 @@ def markdown_table(summary: dict) -> str:
                 else ""), "",
              f"| quantity | unit | model MAE | model RMSE | {base} MAE | {base} RMSE | scissor MAE | scissor RMSE |",
              "|---|---|---|---|---|---|---|---|"]
-    for key, (label, unit) in QUANTITIES.items():
-        cells = []
-        for method in METHODS:
-            stats = summary["metrics"][method].get(key)
-            cells += ["—", "—"] if stats is None else [_fmt(stats["mae"]), _fmt(stats["rmse"])]
-        lines.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
+    for quantity, (label, unit) in QUANTITIES.items():  # then per element, where evaluated: "forces:O" -> forces on O
+        parts = [key for key in summary["metrics"]["model"] if key.startswith(f"{quantity}:")]
+        for key, name in [(quantity, label)] + [(key, f"{label} on {key.split(':', 1)[1]}") for key in parts]:
+            cells = []
+            for method in METHODS:
+                stats = summary["metrics"][method].get(key)
+                cells += ["—", "—"] if stats is None else [_fmt(stats["mae"]), _fmt(stats["rmse"])]
+            lines.append(f"| {name} | {unit} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
