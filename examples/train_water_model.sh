@@ -5,7 +5,7 @@
 #   RANKS: MPI ranks for labelling (default 2).
 #   clusters (default): inputs/training/water.toml, the shipped model's training.
 #   clusters812: inputs/training/water_clusters812.toml, the same plus 8 clusters of 8-12 waters
-#     (inputs/training/clusters_8-12.xyz, ~25 min of labels with 2 ranks), no boxes.
+#     (inputs/training/clusters_8-12.xyz, ~23 min of labels with 2 ranks), no boxes.
 #   periodic: inputs/training/water_periodic.toml, the same plus 8 clusters of 8-12 waters
 #     (inputs/training/clusters_8-12.xyz, 70 min of labels at 1 thread) and the periodic HSE06 labels of the 16
 #     liquid 8-water boxes in inputs/training/periodic/ (labels the missing ones first, ~35 min a box at 1 thread),

@@ -36,7 +36,7 @@ QUANTITIES = {  # key: (label, unit)
     "hamiltonian": ("H (Löwdin)", "µHa"),
 }
 METHODS = ("model", "base", "scissor")
-FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # one signed number a frame: the evaluation's per_frame rows
+FRAME_ERRORS = ("gap", "homo", "lumo", "energy")  # signed, one a frame: per_frame rows (beside forces_rmse, _max)
 
 
 def row_model_error(row: dict, quantity: str) -> float | None:
