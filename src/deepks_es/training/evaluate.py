@@ -63,6 +63,8 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
     levels["scissor"] = {k: v + shifts[k] for k, v in levels["base"].items()}
     energy = {"model": record["energy"], "base": base["energy"] + offset, "scissor": base["energy"] + offset}
     h_target = _lowdin_fock(target)
+    symbols = np.asarray(frame.structure.symbols)
+    elements = {element: symbols == element for element in sorted(set(frame.structure.symbols))}
     errors = {}
     for method in METHODS:
         err = {k: np.atleast_1d(levels[method][k] - levels["target"][k]) for k in ("gap", "homo", "lumo", "occupied")}
@@ -72,8 +74,8 @@ def frame_errors(frame: Frame, record: dict, baselines: dict) -> dict[str, dict[
         if forces is not None and "forces" in target:
             by_atom = (forces - target["forces"]) * FORCE_EV_ANGSTROM * 1000.0
             err["forces"] = by_atom.ravel()
-            for element in sorted(set(frame.structure.symbols)):
-                err[f"forces:{element}"] = by_atom[np.asarray(frame.structure.symbols) == element].ravel()
+            for element, atoms in elements.items():
+                err[f"forces:{element}"] = by_atom[atoms].ravel()
         if method != "scissor":
             err["hamiltonian"] = ((_lowdin_fock(record if method == "model" else base) - h_target) * 1e6).ravel()
         errors[method] = err
